@@ -1,0 +1,77 @@
+"""Structures (ASE ``Atoms``) and the checks every structure passes before it is featurized."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from scipy.spatial import cKDTree
+
+#: Two atoms closer than this (Å) are treated as overlapping, an input error.
+MIN_INTERATOMIC_DISTANCE = 0.1
+
+
+class StructureError(ValueError):
+    """A structure that cannot be featurized or predicted, with its name and the reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"structure {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def structure_name(atoms: Atoms, index: int | None = None) -> str:
+    """A human-readable name: ``atoms.info['name'|'id']`` when present, else the formula and index."""
+    for key in ("name", "id"):
+        if key in atoms.info:
+            return str(atoms.info[key])
+    formula = atoms.get_chemical_formula() if len(atoms) else "empty"
+    return f"{formula}#{index}" if index is not None else formula
+
+
+def is_periodic(atoms: Atoms) -> bool:
+    return bool(np.any(atoms.pbc))
+
+
+def validate_structure(atoms: Atoms, name: str) -> None:
+    """Raise :class:`StructureError` naming ``name`` when the structure is not usable.
+
+    Checks: at least one atom; finite coordinates; a cell that is invertible along its periodic
+    directions; no two atoms (or periodic images) closer than ``MIN_INTERATOMIC_DISTANCE``.
+    """
+    if len(atoms) == 0:
+        raise StructureError(name, "the structure has no atoms")
+    positions = np.asarray(atoms.positions, dtype=float)
+    if not np.all(np.isfinite(positions)):
+        bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))
+        raise StructureError(name, f"non-finite (NaN/inf) coordinates for atoms {bad[:10].tolist()}")
+    if np.any(atoms.numbers <= 0):
+        raise StructureError(name, "atomic numbers must be positive")
+    if is_periodic(atoms):
+        cell = np.asarray(atoms.cell, dtype=float)
+        if not np.all(np.isfinite(cell)):
+            raise StructureError(name, "the cell has non-finite entries")
+        periodic_vectors = cell[np.asarray(atoms.pbc)]
+        gram = periodic_vectors @ periodic_vectors.T
+        volume_sq = np.linalg.det(gram) if len(gram) else 1.0
+        lengths = np.prod(np.linalg.norm(periodic_vectors, axis=1) ** 2) if len(gram) else 1.0
+        if lengths == 0 or volume_sq <= 1e-12 * lengths:
+            raise StructureError(name, "the cell is not invertible (degenerate periodic lattice vectors)")
+    _check_overlaps(atoms, name)
+
+
+def _check_overlaps(atoms: Atoms, name: str) -> None:
+    if is_periodic(atoms):
+        from ase.neighborlist import neighbor_list
+
+        i, j, d = neighbor_list("ijd", atoms, MIN_INTERATOMIC_DISTANCE, self_interaction=False)
+        if len(i):
+            k = int(np.argmin(d))
+            raise StructureError(
+                name, f"atoms {int(i[k])} and {int(j[k])} overlap (distance {d[k]:.3g} Å < {MIN_INTERATOMIC_DISTANCE} Å)"
+            )
+        return
+    pairs = cKDTree(atoms.positions).query_pairs(MIN_INTERATOMIC_DISTANCE, output_type="ndarray")
+    if len(pairs):
+        i, j = (int(v) for v in pairs[0])
+        d = float(np.linalg.norm(atoms.positions[i] - atoms.positions[j]))
+        raise StructureError(name, f"atoms {i} and {j} overlap (distance {d:.3g} Å < {MIN_INTERATOMIC_DISTANCE} Å)")
