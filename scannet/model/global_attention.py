@@ -38,8 +38,9 @@ class GlobalAttention(nn.Module):
         q_total = segment_sum(q, graph_index, num_graphs)  # [B, D]
         score = (k * (q_total[graph_index] - q)).sum(-1)  # [A]  Σ_{q≠k} K_k·Q_q
         if self.use_norm:
-            norm = segment_sum(score.square(), graph_index, num_graphs).sqrt()  # [B]
-            score = score / norm.clamp_min(NORM_EPS)[graph_index]  # [A]
+            # clamp before the sqrt: a one-atom structure has s = 0, and sqrt'(0) would give NaN gradients
+            norm = segment_sum(score.square(), graph_index, num_graphs).clamp_min(NORM_EPS**2).sqrt()  # [B]
+            score = score / norm[graph_index]  # [A]
         ga = segment_softmax(score, graph_index, num_graphs)  # [A]
         pooled = segment_sum(ga[:, None] * k, graph_index, num_graphs)  # [B, D]  (value = key)
         return pooled, ga

@@ -95,7 +95,7 @@ def test_l2_penalty_covers_exactly_the_listed_kernels():
     assert id(model.embed_dense.weight) not in regularized
     assert id(model.distance_embed.weight) not in regularized
     assert id(model.heads[0].out.weight) not in regularized
-    expected = sum(float(layer.weight.square().sum()) for layer in model.regularized_linears())
+    expected = sum(float(layer.weight.detach().square().sum()) for layer in model.regularized_linears())
     assert float(model.l2_penalty()) == pytest.approx(expected, rel=1e-6)
 
 
@@ -132,3 +132,12 @@ def test_config_rejects_bad_values():
         SCANNConfig.from_dict({"targets": ["homo"], "bogus": 1})
     with pytest.raises(ValueError, match="unknown model preset"):
         preset("nope")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gradients_are_finite_with_a_one_atom_structure(variant, synthetic_graphs):
+    model = SCANN(VARIANTS[variant])
+    out = model(collate_graphs(synthetic_graphs))
+    out.normalized.square().mean().sqrt().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is None or torch.isfinite(param.grad).all(), name
