@@ -96,7 +96,7 @@ def test_l2_penalty_covers_exactly_the_listed_kernels():
     assert id(model.distance_embed.weight) not in regularized
     assert id(model.heads[0].out.weight) not in regularized
     expected = sum(float(layer.weight.detach().square().sum()) for layer in model.regularized_linears())
-    assert float(model.l2_penalty()) == pytest.approx(expected, rel=1e-6)
+    assert float(model.l2_penalty().detach()) == pytest.approx(expected, rel=1e-6)
 
 
 def test_nonnegative_target_is_straight_through_relu():

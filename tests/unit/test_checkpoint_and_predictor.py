@@ -1,0 +1,107 @@
+"""Checkpoints round-trip exactly; predictors report bad structures by name and keep going."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+import scannet
+from scannet.checkpoint import FORMAT_VERSION, CheckpointError, load_model, save_model
+from scannet.explain import GA_ARRAY, write_ga_xyz
+from scannet.featurizer import FeaturizerConfig
+from scannet.model import SCANN, SCANNConfig
+from scannet.predictor import Predictor
+from scannet.structures import StructureError
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = SCANN(SCANNConfig(targets=("homo", "gap")))
+    model.set_target_statistics(torch.tensor([-6.5, 6.8]), torch.tensor([0.6, 1.3]))
+    featurizer = FeaturizerConfig.molecules(distance_threshold=3.5)
+    path = save_model(tmp_path / "m" / "model.pt", model, featurizer, metadata={"units": {"homo": "eV"}})
+    return path, model.eval(), featurizer
+
+
+def test_round_trip_gives_identical_outputs(saved, molecules):
+    path, model, featurizer = saved
+    original = Predictor(model, featurizer).predict(molecules)
+    loaded = scannet.load(path)
+    assert loaded.featurizer_config == featurizer
+    assert loaded.metadata == {"units": {"homo": "eV"}}
+    assert loaded.model.config == model.config
+    for a, b in zip(original, loaded.predict(molecules)):
+        assert a.values == b.values
+        np.testing.assert_array_equal(a.ga_scores, b.ga_scores)
+
+
+def test_checkpoint_is_loadable_with_weights_only(saved):
+    payload = torch.load(saved[0], weights_only=True)
+    assert payload["format_version"] == FORMAT_VERSION
+    assert payload["model_config"]["elements"] == (1, 6, 7, 8, 9)
+    torch.testing.assert_close(payload["state_dict"]["target_mean"], torch.tensor([-6.5, 6.8]))
+
+
+def test_bad_checkpoint_files_are_named(tmp_path, saved):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_model(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_model(junk)
+    future = tmp_path / "future.pt"
+    payload = torch.load(saved[0], weights_only=True)
+    payload["format_version"] = FORMAT_VERSION + 1
+    torch.save(payload, future)
+    with pytest.raises(CheckpointError, match="newer"):
+        load_model(future)
+
+
+BAD_INPUTS = {
+    "unknown-element": (Atoms("CS", positions=[[0, 0, 0], [1.8, 0, 0]]), "not in the model's vocabulary"),
+    "empty": (Atoms(), "no atoms"),
+    "nan-coordinates": (Atoms("CH", positions=[[0, 0, 0], [np.nan, 0, 0]]), "non-finite"),
+    "inf-coordinates": (Atoms("CH", positions=[[0, 0, 0], [np.inf, 0, 0]]), "non-finite"),
+    "overlapping": (Atoms("CHH", positions=[[0, 0, 0], [1.0, 0, 0], [1.05, 0, 0]]), "overlap"),
+    "singular-cell": (
+        Atoms("C2", positions=[[0, 0, 0], [0.7, 0.7, 0.7]], cell=[[2, 0, 0], [4, 0, 0], [0, 0, 2]], pbc=True),
+        "not invertible",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_structures_are_named_and_the_rest_still_predicted(case, saved, molecules):
+    bad, reason = BAD_INPUTS[case]
+    bad = bad.copy()
+    bad.info["name"] = f"bad-{case}"
+    predictor = scannet.load(saved[0])
+    batch = [molecules[0], bad, molecules[1]]
+    results = predictor.predict(batch)
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].name == f"bad-{case}" and reason in results[1].error
+    expected = predictor.predict([molecules[0], molecules[1]])
+    assert results[0].values == pytest.approx(expected[0].values, rel=1e-6)
+    assert results[2].values == pytest.approx(expected[1].values, rel=1e-6)
+    with pytest.raises(StructureError, match=f"bad-{case}"):
+        predictor.predict_one(bad)
+
+
+def test_one_atom_structure_has_ga_one(saved):
+    result = scannet.load(saved[0]).predict_one(Atoms("C", positions=[[0, 0, 0]]))
+    assert result.ga_scores.tolist() == [1.0]
+    assert all(np.isfinite(v) for v in result.values.values())
+
+
+def test_ga_xyz_export_reads_back(tmp_path, saved, molecules):
+    from ase.io import read
+
+    result = scannet.load(saved[0]).predict_one(molecules[2])
+    path = write_ga_xyz(tmp_path / "ga.xyz", molecules[2], result)
+    back = read(path)
+    np.testing.assert_allclose(back.arrays[GA_ARRAY], result.ga_scores, rtol=1e-7)
+    np.testing.assert_allclose(back.positions, molecules[2].positions, atol=1e-7)  # extxyz keeps 8 decimals
+    assert back.info["predicted_homo"] == pytest.approx(result.values["homo"])
