@@ -40,13 +40,13 @@ EXACT = FeaturizerConfig(distance_threshold=4.0, solid_angle_threshold=0.4)
 RTOL = 1e-6  # solid-angle agreement asked of our box10 against pymatgen
 
 
-def kept_facets(atoms: Atoms, config: FeaturizerConfig) -> Facets:
+def kept_facets(atoms: Atoms, config: FeaturizerConfig, facets: Facets | None = None) -> Facets:
     """The facets that become graph edges under ``config``, with their images.
 
     ``select_neighbors`` (the filter ``featurize`` applies) is run on the facets with their row numbers
     in place of the neighbour indices, so its output names the kept rows and the filter is not copied here.
     """
-    facets = compute_facets(atoms, config)
+    facets = compute_facets(atoms, config) if facets is None else facets
     numbered = replace(facets, neighbor=np.arange(len(facets), dtype=np.int64))
     rows = select_neighbors(numbered, atoms.numbers, config).edge_neighbor
     return Facets(
@@ -74,11 +74,16 @@ class PairCounts:
     only_box10_image: int = 0
     only_box10_same_image: int = 0
     only_exact: int = 0
+    # why a pair kept in exact mode is not kept in box10 (same image): no such facet in the box, or
+    # the box facet fails the absolute (Ω < w_t) or the relative (Ω / Ω_max < 0.2) threshold
+    only_exact_reasons: dict[str, int] = field(
+        default_factory=lambda: {"no facet": 0, "solid angle < w_t": 0, "relative < 0.2": 0}
+    )
     solid_angle_diffs: list[float] = field(default_factory=list)
     isolated_atoms: dict[str, int] = field(default_factory=lambda: {"box10": 0, "exact": 0})
     molecules_with_isolated: dict[str, int] = field(default_factory=lambda: {"box10": 0, "exact": 0})
 
-    def add(self, n_atoms: int, box10: Facets, exact: Facets) -> None:
+    def add(self, n_atoms: int, box10_all: Facets, box10: Facets, exact: Facets) -> None:
         same_image = ~box10.image.any(axis=1)  # [E_box10]
         box10_pairs = pair_solid_angles(box10, same_image)
         exact_pairs = pair_solid_angles(exact, np.ones(len(exact), dtype=bool))
@@ -88,12 +93,25 @@ class PairCounts:
         self.both += len(common)
         self.only_box10_image += int((~same_image).sum())
         self.only_box10_same_image += len(box10_pairs.keys() - common)
-        self.only_exact += len(exact_pairs.keys() - common)
+        only_exact = exact_pairs.keys() - common
+        self.only_exact += len(only_exact)
+        self.explain_only_exact(box10_all, only_exact)
         self.solid_angle_diffs.extend(abs(float(box10_pairs[k] - exact_pairs[k])) for k in common)
         for mode, facets in (("box10", box10), ("exact", exact)):
             isolated = n_atoms - len(np.unique(facets.center))
             self.isolated_atoms[mode] += isolated
             self.molecules_with_isolated[mode] += int(isolated > 0)
+
+    def explain_only_exact(self, box10_all: Facets, pairs: set[tuple[int, int]]) -> None:
+        all_pairs = pair_solid_angles(box10_all, ~box10_all.image.any(axis=1))
+        for centre, neighbour in pairs:
+            angle = all_pairs.get((centre, neighbour))
+            if angle is None:
+                self.only_exact_reasons["no facet"] += 1
+            elif angle < BOX10.solid_angle_threshold:
+                self.only_exact_reasons["solid angle < w_t"] += 1
+            else:
+                self.only_exact_reasons["relative < 0.2"] += 1
 
     def report(self, n_molecules: int) -> None:
         diffs = np.asarray(self.solid_angle_diffs)
@@ -104,6 +122,8 @@ class PairCounts:
         print(f"only in box10, periodic image (image != 0)  : {self.only_box10_image}")
         print(f"only in box10, same image                   : {self.only_box10_same_image}")
         print(f"only in exact                               : {self.only_exact}")
+        for reason, count in self.only_exact_reasons.items():
+            print(f"  ... because in box10 {reason:24s}: {count}")
         if len(diffs):
             print(f"|Δ solid angle| over pairs in both, sr      : max {diffs.max():.4f}, mean {diffs.mean():.2e}")
         for mode in ("box10", "exact"):
@@ -184,7 +204,8 @@ def molecules_per_second(run: Callable[[Atoms], object], molecules: list[Atoms],
 def compare_pairs(molecules: list[Atoms]) -> PairCounts:
     counts = PairCounts()
     for atoms in tqdm(molecules, desc="box10 vs exact"):
-        counts.add(len(atoms), kept_facets(atoms, BOX10), kept_facets(atoms, EXACT))
+        box10_all = compute_facets(atoms, BOX10)
+        counts.add(len(atoms), box10_all, kept_facets(atoms, BOX10, box10_all), kept_facets(atoms, EXACT))
     return counts
 
 

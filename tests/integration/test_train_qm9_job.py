@@ -1,0 +1,74 @@
+"""End to end: the QM9 job trains, evaluates, saves a loadable model and its split; `scannet predict` works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from ase.io import read, write
+
+import scannet
+from scannet.cli import main as cli_main
+from scannet.data.qm9 import Split
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    result = subprocess.run(
+        [sys.executable, "jobs/train_qm9.py", "--preset", "demo", "--n-molecules", "300", "--epochs", "2",
+         "--targets", "homo", "gap", "--threads", "2", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test MAE" in result.stdout and "checkpoint:" in result.stdout
+    return out
+
+
+@pytest.mark.slow
+def test_job_writes_model_split_history_and_summary(trained_run):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 300
+    assert summary["epochs_run"] == 2 and summary["parameters"] == 890_977 + 2 * 128 * 128 + 128 + 128 + 1
+    assert set(summary["test_mae"]) == {"homo", "gap"} and summary["units"]["homo"] == "meV"
+    assert all(np.isfinite(v) and v > 0 for v in summary["test_mae"].values())
+    split = Split.load(trained_run / "split.json", n=300)
+    assert split.sizes == {"train": summary["n_train"], "val": summary["n_val"], "test": summary["n_test"]}
+    history = json.loads((trained_run / "history.json").read_text())
+    assert len(history) == 2 and history[1]["train_loss"] < history[0]["train_loss"] * 1.5
+
+
+@pytest.mark.slow
+def test_job_model_loads_and_predicts(trained_run):
+    predictor = scannet.load(trained_run / "model.pt")
+    assert predictor.targets == ("homo", "gap")
+    result = predictor.predict_one(molecule("CH3CHO"))
+    assert -20 < result.values["homo"] < 0  # eV
+    assert result.ga_scores.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run, tmp_path, capsys):
+    good = tmp_path / "ethanol.xyz"
+    write(good, molecule("CH3CH2OH"))
+    sulfur = tmp_path / "h2s.xyz"
+    write(sulfur, molecule("H2S"))
+    unreadable = tmp_path / "broken.xyz"
+    unreadable.write_text("this is not xyz\n")
+    out = tmp_path / "preds"
+    code = cli_main(["predict", str(trained_run / "model.pt"), str(good), str(sulfur), str(unreadable), "--out", str(out)])
+    assert code == 1  # not everything could be predicted
+    table = (out / "predictions.csv").read_text().splitlines()
+    assert table[0] == "name,homo,gap,error"
+    assert table[1].startswith("ethanol,") and table[1].endswith(",")
+    assert table[2].startswith("h2s,,,") and "vocabulary" in table[2]
+    ga = read(out / "ethanol_ga.xyz")
+    assert ga.arrays["ga_score"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert "broken.xyz: cannot read" in capsys.readouterr().err
