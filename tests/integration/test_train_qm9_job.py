@@ -36,7 +36,7 @@ def trained_run(tmp_path_factory) -> Path:
 def test_job_writes_model_split_history_and_summary(trained_run):
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 300
-    assert summary["epochs_run"] == 2 and summary["parameters"] == 890_977 + 2 * 128 * 128 + 128 + 128 + 1
+    assert summary["epochs_run"] == 2 and summary["parameters"] == 890_977 + (128 * 128 + 128) + (128 + 1)  # one more head
     assert set(summary["test_mae"]) == {"homo", "gap"} and summary["units"]["homo"] == "meV"
     assert all(np.isfinite(v) and v > 0 for v in summary["test_mae"].values())
     split = Split.load(trained_run / "split.json", n=300)
@@ -59,7 +59,7 @@ def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run
     good = tmp_path / "ethanol.xyz"
     write(good, molecule("CH3CH2OH"))
     sulfur = tmp_path / "h2s.xyz"
-    write(sulfur, molecule("H2S"))
+    write(sulfur, molecule("SH2"))
     unreadable = tmp_path / "broken.xyz"
     unreadable.write_text("this is not xyz\n")
     out = tmp_path / "preds"
