@@ -36,11 +36,11 @@ class GlobalAttention(nn.Module):
         q = self.query(z)  # [A, D]
         k = self.key(z)  # [A, D]
         q_total = segment_sum(q, graph_index, num_graphs)  # [B, D]
-        score = (k * (q_total[graph_index] - q)).sum(-1)  # [A]  Σ_{q≠k} K_k·Q_q
+        score = (k * (q_total.index_select(0, graph_index) - q)).sum(-1)  # [A]  Σ_{q≠k} K_k·Q_q
         if self.use_norm:
             # clamp before the sqrt: a one-atom structure has s = 0, and sqrt'(0) would give NaN gradients
             norm = segment_sum(score.square(), graph_index, num_graphs).clamp_min(NORM_EPS**2).sqrt()  # [B]
-            score = score / norm[graph_index]  # [A]
+            score = score / norm.index_select(0, graph_index)  # [A]
         ga = segment_softmax(score, graph_index, num_graphs)  # [A]
         pooled = segment_sum(ga[:, None] * k, graph_index, num_graphs)  # [B, D]  (value = key)
         return pooled, ga

@@ -86,9 +86,9 @@ class LocalAttentionBlock(nn.Module):
         """
         w_center, w_edge, w_neighbor = self.geometry.weight.split(self.dim, dim=1)  # 3 x [d, d]
         projected = (
-            F.linear(h, w_center)[center]  # [E, d]
+            F.linear(h, w_center).index_select(0, center)  # [E, d]
             + F.linear(geometry, w_edge, self.geometry.bias)  # [E, d]
-            + F.linear(h, w_neighbor)[neighbor]  # [E, d]
+            + F.linear(h, w_neighbor).index_select(0, neighbor)  # [E, d]
         )
         return self.geometry_norm(F.silu(projected) + geometry)  # [E, d]
 
@@ -117,10 +117,10 @@ class LocalAttentionBlock(nn.Module):
             edge_filter = geometry  # [E, d]
         else:
             edge_filter = F.silu(self.geometry(geometry)) * weight[:, None]  # [E, d]
-        x = h[neighbor] * edge_filter  # [E, d]  neighbour modulated by geometry
+        x = h.index_select(0, neighbor) * edge_filter  # [E, d]  neighbour modulated by geometry
         q = self.query(h)  # [A, d]
         k = self.key(x).view(E, H, d_h)  # [E, H, d_h]  (value = key)
-        logits = (q[center].view(E, H, d_h) * k).sum(-1) * d_h**-0.5  # [E, H]
+        logits = (q.index_select(0, center).view(E, H, d_h) * k).sum(-1) * d_h**-0.5  # [E, H]
         alpha = self.attention_dropout(segment_softmax(logits, center, A))  # [E, H]
         context = segment_sum(alpha[..., None] * k, center, A).view(A, self.dim)  # [A, d]
         h = self.norm(context + q)  # [A, d]

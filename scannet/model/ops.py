@@ -24,6 +24,6 @@ def segment_softmax(logits: torch.Tensor, index: torch.Tensor, num_segments: int
     expanded = index.view(-1, *([1] * (logits.dim() - 1))).expand_as(logits)
     seg_max = logits.new_full((num_segments, *logits.shape[1:]), float("-inf"))
     seg_max = seg_max.scatter_reduce(0, expanded, logits.detach(), reduce="amax", include_self=True)
-    exp = torch.exp(logits - seg_max[index])  # [R, ...]
+    exp = torch.exp(logits - seg_max.index_select(0, index))  # [R, ...]
     denominator = segment_sum(exp, index, num_segments)  # [num_segments, ...]
-    return exp / denominator[index]
+    return exp / denominator.index_select(0, index)

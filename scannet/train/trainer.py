@@ -107,7 +107,7 @@ class Trainer:
             mean, std = target_statistics(train_set.targets)
             model.set_target_statistics(torch.as_tensor(mean), torch.as_tensor(std))
         self.train_loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps, fused=True)
         self.schedule = LearningRateSchedule(
             config.schedule, config.lr, config.min_lr, len(self.train_loader), config.epochs, config.inverse_time_decay
         )

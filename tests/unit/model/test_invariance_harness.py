@@ -68,3 +68,16 @@ def test_harness_catches_an_order_dependent_model(molecules):
     broken = OrderDependentWeights(base.model, base.featurizer_config)
     with pytest.raises(AssertionError, match="permutation"):
         check_permutation_invariance(broken, molecules[:4], rtol=1e-8, atol=1e-8)
+
+
+def test_crystal_model_passes_the_harness():
+    from ase.build import bulk
+
+    rng = np.random.default_rng(3)
+    crystals = [bulk("Cu", "fcc", a=3.6), bulk("NaCl", "rocksalt", a=5.64), bulk("Si", "diamond", a=5.43) * (2, 1, 1)]
+    for atoms in crystals:
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+    config = SCANNConfig(elements=(11, 14, 17, 29), max_atomic_number=29, gaussian_distance_max=6.0)
+    torch.manual_seed(0)
+    predictor = Predictor(SCANN(config).double(), FeaturizerConfig.crystals())
+    run_all_checks(predictor, crystals, rtol=1e-8, atol=1e-8)
