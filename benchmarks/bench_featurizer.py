@@ -41,11 +41,15 @@ def main() -> None:
 
     ours = rate(lambda atoms: featurize(atoms, config), molecules, "scannet exact")
     reference = rate(reference_facet_sets, molecules[: args.n_reference], "pymatgen reference")
-    print(f"scannet featurize (exact), {len(molecules)} molecules: {ours:8.1f} molecules/s "
-          f"({ours / GOAL:.2f}x the {GOAL:.0f} goal)")
+    print(
+        f"scannet featurize (exact), {len(molecules)} molecules: {ours:8.1f} molecules/s "
+        f"({ours / GOAL:.2f}x the {GOAL:.0f} goal)"
+    )
     print(f"pymatgen reference path, {args.n_reference} molecules : {reference:8.1f} molecules/s")
-    print(f"ratio: {ours / reference:.0f}x pymatgen measured here, {ours / DOCUMENTED_REFERENCE:.0f}x the documented "
-          f"{DOCUMENTED_REFERENCE} molecules/s")
+    print(
+        f"ratio: {ours / reference:.0f}x pymatgen measured here, {ours / DOCUMENTED_REFERENCE:.0f}x the documented "
+        f"{DOCUMENTED_REFERENCE} molecules/s"
+    )
 
 
 if __name__ == "__main__":

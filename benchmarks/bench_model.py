@@ -29,8 +29,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2, help="timed training epochs (after one warm-up epoch)")
     parser.add_argument("--model", default="qm9-scann+")
-    parser.add_argument("--molecule-mode", default="exact", choices=["exact", "box10"],
-                        help="box10 gives the reference's (sparser) neighbour lists")
+    parser.add_argument(
+        "--molecule-mode",
+        default="exact",
+        choices=["exact", "box10"],
+        help="box10 gives the reference's (sparser) neighbour lists",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -39,7 +43,9 @@ def main() -> None:
     assert not errors, errors[:3]
     data = GraphDataset(graphs, np.array([[m.info["homo"]] for m in molecules]))
     model = SCANN(preset(args.model))
-    trainer = Trainer(model, TrainConfig(epochs=args.epochs + 1, batch_size=args.batch_size, schedule="cosine"), data, data)
+    trainer = Trainer(
+        model, TrainConfig(epochs=args.epochs + 1, batch_size=args.batch_size, schedule="cosine"), data, data
+    )
 
     trainer.train_epoch()  # warm-up
     start = time.perf_counter()
@@ -54,11 +60,17 @@ def main() -> None:
 
     atoms = sum(g.n_atoms for g in graphs)
     edges = sum(g.n_edges for g in graphs)
-    print(f"\n{args.model}: {count_parameters(model):,} parameters, {len(data)} molecules "
-          f"({atoms / len(data):.1f} atoms, {edges / atoms:.2f} neighbours per atom, {args.molecule_mode}), batch {args.batch_size}, "
-          f"{args.threads} threads, torch {torch.__version__}")
-    print(f"training : {train_rate:8.1f} molecules/s  ({train_rate / REFERENCE_TRAIN:.2f}x the reference's {REFERENCE_TRAIN:.0f})")
-    print(f"inference: {infer_rate:8.1f} molecules/s  ({infer_rate / REFERENCE_INFER:.2f}x the reference's {REFERENCE_INFER:.0f})")
+    print(
+        f"\n{args.model}: {count_parameters(model):,} parameters, {len(data)} molecules "
+        f"({atoms / len(data):.1f} atoms, {edges / atoms:.2f} neighbours per atom, {args.molecule_mode}), batch {args.batch_size}, "
+        f"{args.threads} threads, torch {torch.__version__}"
+    )
+    print(
+        f"training : {train_rate:8.1f} molecules/s  ({train_rate / REFERENCE_TRAIN:.2f}x the reference's {REFERENCE_TRAIN:.0f})"
+    )
+    print(
+        f"inference: {infer_rate:8.1f} molecules/s  ({infer_rate / REFERENCE_INFER:.2f}x the reference's {REFERENCE_INFER:.0f})"
+    )
 
 
 if __name__ == "__main__":

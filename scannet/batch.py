@@ -21,7 +21,7 @@ A batch is a plain ``dict[str, torch.Tensor]`` so that Ray Train and ``tensor.to
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -67,7 +67,8 @@ def _check_overlaps(atoms: Atoms, name: str) -> None:
         if len(i):
             k = int(np.argmin(d))
             raise StructureError(
-                name, f"atoms {int(i[k])} and {int(j[k])} overlap (distance {d[k]:.3g} Å < {MIN_INTERATOMIC_DISTANCE} Å)"
+                name,
+                f"atoms {int(i[k])} and {int(j[k])} overlap (distance {d[k]:.3g} Å < {MIN_INTERATOMIC_DISTANCE} Å)",
             )
         return
     pairs = cKDTree(atoms.positions).query_pairs(MIN_INTERATOMIC_DISTANCE, output_type="ndarray")

@@ -7,7 +7,7 @@ with the structure and the size of the deviation.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
@@ -30,13 +30,17 @@ def _assert_close(a: Prediction, b: Prediction, what: str, rtol: float, atol: fl
         )
     ga_b = b.ga_scores if perm is None else b.ga_scores[np.argsort(perm)]
     deviation = np.max(np.abs(a.ga_scores - ga_b))
-    assert deviation <= atol + rtol * np.max(np.abs(a.ga_scores)), f"{a.name}: {what} changed GA scores by {deviation:.3g}"
+    assert deviation <= atol + rtol * np.max(np.abs(a.ga_scores)), (
+        f"{a.name}: {what} changed GA scores by {deviation:.3g}"
+    )
 
 
 def check_ga_normalised(predictor: Predictor, structures: Sequence[Atoms], atol: float = 1e-5) -> None:
     """GA scores are finite, non-negative, one per atom, and sum to 1 per structure."""
     for atoms, result in zip(structures, _predict_ok(predictor, structures)):
-        assert len(result.ga_scores) == len(atoms), f"{result.name}: {len(result.ga_scores)} GA scores for {len(atoms)} atoms"
+        assert len(result.ga_scores) == len(atoms), (
+            f"{result.name}: {len(result.ga_scores)} GA scores for {len(atoms)} atoms"
+        )
         assert np.all(np.isfinite(result.ga_scores)) and np.all(result.ga_scores >= 0), f"{result.name}: bad GA scores"
         assert abs(result.ga_scores.sum() - 1) <= atol, f"{result.name}: GA scores sum to {result.ga_scores.sum()}"
         assert all(np.isfinite(v) for v in result.values.values()), f"{result.name}: non-finite prediction"

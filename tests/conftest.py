@@ -39,8 +39,10 @@ def synthetic_graph(n_atoms: int, rng: np.random.Generator, degree: int = 5) -> 
         return Graph(numbers, empty_i, empty_i, empty_f, empty_f, empty_f)
     center = np.repeat(np.arange(n_atoms), degree)
     neighbor = (center + rng.integers(1, n_atoms, len(center))) % n_atoms
+
     def uniform(lo, hi):
         return rng.uniform(lo, hi, len(center)).astype(np.float32)
+
     return Graph(numbers, center, neighbor, uniform(0.9, 4.0), uniform(0.4, 3.0), uniform(0.2, 1.0))
 
 

@@ -49,12 +49,12 @@ class FeaturizerConfig:
             raise ValueError(f"voronoi_cutoff must be > 0, got {self.voronoi_cutoff}")
 
     @classmethod
-    def molecules(cls, **overrides: Any) -> "FeaturizerConfig":
+    def molecules(cls, **overrides: Any) -> FeaturizerConfig:
         """The reference settings for molecules (QM9, fullerenes): d_t = 4 Å, w_t = 0.4 sr."""
         return cls(**{"distance_threshold": 4.0, "solid_angle_threshold": 0.4, **overrides})
 
     @classmethod
-    def crystals(cls, **overrides: Any) -> "FeaturizerConfig":
+    def crystals(cls, **overrides: Any) -> FeaturizerConfig:
         """The reference settings for crystals (MP2018, SmFe12): d_t = 6 Å, w_t = 0.4 sr."""
         return cls(**{"distance_threshold": 6.0, "solid_angle_threshold": 0.4, **overrides})
 
@@ -62,7 +62,7 @@ class FeaturizerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FeaturizerConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FeaturizerConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -39,7 +39,7 @@ class Facets:
         return len(self.center)
 
     @staticmethod
-    def empty() -> "Facets":
+    def empty() -> Facets:
         return Facets(
             center=np.zeros(0, np.int64),
             neighbor=np.zeros(0, np.int64),

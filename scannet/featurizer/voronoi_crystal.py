@@ -137,7 +137,7 @@ class _PeriodicSites:
     max_cutoff: float  # pymatgen's ceiling on the grown cutoff: longest body diagonal + 0.01 Å
 
     @staticmethod
-    def build(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> "_PeriodicSites":
+    def build(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> _PeriodicSites:
         cell = complete_cell(np.asarray(cell, dtype=float))  # [3, 3]
         inverse = np.linalg.inv(cell)  # [3, 3] columns are the reciprocal vectors b_k (without 2π)
         corners = np.array([[1, 1, 1], [-1, 1, 1], [1, -1, 1], [1, 1, -1]], dtype=float) @ cell  # [4, 3]

@@ -54,7 +54,7 @@ class SCANNConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SCANNConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SCANNConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = set(data) - set(known)
         if unknown:
@@ -62,7 +62,7 @@ class SCANNConfig:
         data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**data)
 
-    def with_overrides(self, **overrides: Any) -> "SCANNConfig":
+    def with_overrides(self, **overrides: Any) -> SCANNConfig:
         return replace(self, **overrides)
 
 

@@ -77,9 +77,7 @@ class SCANN(nn.Module):
         )
         self.to_global = dense(c.local_dim, c.global_dim)
         self.global_attention = GlobalAttention(c.global_dim, c.use_ga_norm)
-        self.heads = nn.ModuleList(
-            TargetHead(c.global_dim, c.dense_out, t in c.nonnegative_targets) for t in c.targets
-        )
+        self.heads = nn.ModuleList(TargetHead(c.global_dim, c.dense_out, t in c.nonnegative_targets) for t in c.targets)
         self.register_buffer("target_mean", torch.zeros(len(c.targets)))
         self.register_buffer("target_std", torch.ones(len(c.targets)))
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class GraphDataset(Dataset):
     def __getitem__(self, index: int) -> int:
         return index  # the collate function gathers graphs by index, avoiding per-item tuples
 
-    def subset(self, indices: Sequence[int]) -> "GraphDataset":
+    def subset(self, indices: Sequence[int]) -> GraphDataset:
         indices = np.asarray(indices, dtype=np.int64)
         return GraphDataset([self.graphs[i] for i in indices], self.targets[indices])
 
@@ -42,6 +42,4 @@ class GraphDataset(Dataset):
 def make_loader(dataset: GraphDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     """A loader of packed batches; shuffled with its own seeded generator when ``shuffle``."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate, generator=generator
-    )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate, generator=generator)

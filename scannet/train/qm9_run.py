@@ -116,9 +116,7 @@ def run_qm9(config: QM9RunConfig, progress: bool = True) -> QM9RunSummary:
     split_file = out / "split.json"
     split.save(split_file)
     (out / "molecule_ids.json").write_text(json.dumps([int(m.info["id"]) for m in molecules]))
-    datasets = {
-        part: _dataset(graphs, targets, getattr(split, part)) for part in ("train", "val", "test")
-    }
+    datasets = {part: _dataset(graphs, targets, getattr(split, part)) for part in ("train", "val", "test")}
 
     model = SCANN(preset(config.model_preset, targets=tuple(config.targets), **config.model_overrides))
     trainer = Trainer(model, config.train, datasets["train"], datasets["val"])

@@ -23,9 +23,27 @@ ROOT = Path(__file__).resolve().parents[2]
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     result = subprocess.run(
-        [sys.executable, "jobs/train_qm9.py", "--preset", "demo", "--n-molecules", "300", "--epochs", "2",
-         "--targets", "homo", "gap", "--threads", "2", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "jobs/train_qm9.py",
+            "--preset",
+            "demo",
+            "--n-molecules",
+            "300",
+            "--epochs",
+            "2",
+            "--targets",
+            "homo",
+            "gap",
+            "--threads",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test MAE" in result.stdout and "checkpoint:" in result.stdout
@@ -36,7 +54,9 @@ def trained_run(tmp_path_factory) -> Path:
 def test_job_writes_model_split_history_and_summary(trained_run):
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 300
-    assert summary["epochs_run"] == 2 and summary["parameters"] == 890_977 + (128 * 128 + 128) + (128 + 1)  # one more head
+    assert summary["epochs_run"] == 2 and summary["parameters"] == 890_977 + (128 * 128 + 128) + (
+        128 + 1
+    )  # one more head
     assert set(summary["test_mae"]) == {"homo", "gap"} and summary["units"]["homo"] == "meV"
     assert all(np.isfinite(v) and v > 0 for v in summary["test_mae"].values())
     split = Split.load(trained_run / "split.json", n=300)
@@ -63,7 +83,9 @@ def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run
     unreadable = tmp_path / "broken.xyz"
     unreadable.write_text("this is not xyz\n")
     out = tmp_path / "preds"
-    code = cli_main(["predict", str(trained_run / "model.pt"), str(good), str(sulfur), str(unreadable), "--out", str(out)])
+    code = cli_main(
+        ["predict", str(trained_run / "model.pt"), str(good), str(sulfur), str(unreadable), "--out", str(out)]
+    )
     assert code == 1  # not everything could be predicted
     table = (out / "predictions.csv").read_text().splitlines()
     assert table[0] == "name,homo,gap,error"

@@ -48,8 +48,23 @@ def first_1000_rows():
 
 
 def test_target_table_declares_units_and_report_units():
-    assert set(QM9_TARGETS) == {"homo", "lumo", "gap", "alpha", "cv", "mu", "r2", "zpve", "u0", "u", "h", "g",
-                                "rot_a", "rot_b", "rot_c"}
+    assert set(QM9_TARGETS) == {
+        "homo",
+        "lumo",
+        "gap",
+        "alpha",
+        "cv",
+        "mu",
+        "r2",
+        "zpve",
+        "u0",
+        "u",
+        "h",
+        "g",
+        "rot_a",
+        "rot_b",
+        "rot_c",
+    }
     for name in ("homo", "lumo", "gap"):
         spec = QM9_TARGETS[name]
         assert (spec.unit, spec.factor, spec.report_unit, spec.report_scale) == ("eV", Hartree, "meV", 1000.0)

@@ -52,7 +52,9 @@ def test_featurization_is_deterministic(first_2000):
 
 def test_settings_change_the_graph():
     ethanol = molecule("CH3CH2OH")
-    loose = featurize(ethanol, FeaturizerConfig(solid_angle_threshold=0.0, relative_threshold=0.0, distance_threshold=10))
+    loose = featurize(
+        ethanol, FeaturizerConfig(solid_angle_threshold=0.0, relative_threshold=0.0, distance_threshold=10)
+    )
     default = featurize(ethanol)
     strict = featurize(ethanol, FeaturizerConfig(distance_threshold=1.2))
     assert loose.n_edges > default.n_edges > strict.n_edges > 0

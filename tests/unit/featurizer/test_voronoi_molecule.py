@@ -134,7 +134,9 @@ def test_interior_atoms_match_pymatgen_voronoinn() -> None:
     for positions in (molecule("CH3CH2OH").positions, molecule("C3H8").positions, random_cluster(30, seed=4)):
         assert pdist(positions).max() < cutoff < box - pdist(positions).max()
         structure = Structure(
-            Lattice.cubic(box), ["C"] * len(positions), positions - positions.mean(axis=0) + box / 2,
+            Lattice.cubic(box),
+            ["C"] * len(positions),
+            positions - positions.mean(axis=0) + box / 2,
             coords_are_cartesian=True,
         )
         voronoi = local_env.VoronoiNN(

@@ -73,7 +73,9 @@ def test_alone_equals_in_batch(variant, dtype, tol, synthetic_graphs):
         for k, graph in enumerate(synthetic_graphs):
             alone = model(collate_graphs([graph]))
             torch.testing.assert_close(alone.prediction[0], together.prediction[k], rtol=tol, atol=tol)
-            torch.testing.assert_close(alone.ga_scores, together.ga_scores[offsets[k] : offsets[k + 1]], rtol=tol, atol=tol)
+            torch.testing.assert_close(
+                alone.ga_scores, together.ga_scores[offsets[k] : offsets[k + 1]], rtol=tol, atol=tol
+            )
 
 
 def test_target_statistics_denormalise_predictions(synthetic_graphs):
@@ -84,7 +86,9 @@ def test_target_statistics_denormalise_predictions(synthetic_graphs):
         model.set_target_statistics(torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5]))
         after = model(batch)
     torch.testing.assert_close(after.normalized, before.normalized)
-    torch.testing.assert_close(after.prediction, before.normalized * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0]))
+    torch.testing.assert_close(
+        after.prediction, before.normalized * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0])
+    )
 
 
 def test_l2_penalty_covers_exactly_the_listed_kernels():

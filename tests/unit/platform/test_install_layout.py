@@ -45,7 +45,8 @@ def test_stdlib_platform_is_the_one_imported_in_this_process():
 def test_wheel_installs_platform_as_scannet_platform(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob("scannet-*.whl")

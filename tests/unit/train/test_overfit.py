@@ -25,7 +25,9 @@ def test_model_overfits_64_molecules(g_update, epochs, qm9_64):
     seed_everything(0)
     torch.set_num_threads(2)
     config = SCANNConfig(g_update=g_update, embedding_dropout=0.0, ffn_dropout=0.0)
-    recipe = TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, min_lr=1e-3, schedule="constant", l2=0.0, patience=epochs)
+    recipe = TrainConfig(
+        epochs=epochs, batch_size=64, lr=1e-3, min_lr=1e-3, schedule="constant", l2=0.0, patience=epochs
+    )
     trainer = Trainer(SCANN(config), recipe, qm9_64, qm9_64)
     initial = trainer.evaluate(qm9_64)["homo"]
     trainer.fit(progress=False)
