@@ -17,7 +17,7 @@ import torch
 from scannet.data.qm9 import load_qm9
 from scannet.featurizer import FeaturizerConfig, featurize_many
 from scannet.model import SCANN, count_parameters, preset
-from scannet.train import GraphDataset, TrainConfig, Trainer
+from scannet.train import GraphDataset, TrainConfig, Trainer, make_loader
 
 REFERENCE_TRAIN, REFERENCE_INFER = 69.0, 169.0
 
@@ -47,15 +47,16 @@ def main() -> None:
         model, TrainConfig(epochs=args.epochs + 1, batch_size=args.batch_size, schedule="cosine"), data, data
     )
 
-    trainer.train_epoch()  # warm-up
+    trainer.train_epoch(trainer.train_loader)  # warm-up
     start = time.perf_counter()
     for _ in range(args.epochs):
-        trainer.train_epoch()
+        trainer.train_epoch(trainer.train_loader)
     train_rate = args.epochs * len(data) / (time.perf_counter() - start)
 
-    trainer.predict(data)  # warm-up
+    inference = make_loader(data, args.batch_size, shuffle=False)
+    trainer.predict(inference)  # warm-up
     start = time.perf_counter()
-    trainer.predict(data)
+    trainer.predict(inference)
     infer_rate = len(data) / (time.perf_counter() - start)
 
     atoms = sum(g.n_atoms for g in graphs)

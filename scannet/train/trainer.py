@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scannet import batch as keys
-from scannet.batch import batch_to
+from scannet.batch import Batch, batch_to
 from scannet.model.scann import SCANN
 from scannet.train.data import GraphDataset, make_loader
 from scannet.train.schedule import LearningRateSchedule, ScheduleName
@@ -85,48 +85,43 @@ def rmse_loss(normalized_prediction: torch.Tensor, normalized_target: torch.Tens
     return (normalized_prediction - normalized_target).square().mean().sqrt()
 
 
-class Trainer:
-    """Trains one model on a train/validation pair of datasets.
+class TrainLoop:
+    """The optimisation state of one run and its per-epoch steps over any iterable of batches.
 
-    The model's target statistics are set from the training split when the trainer is built (unless
-    ``set_statistics=False``, e.g. when fine-tuning or resuming a model that already has them).
+    Data-agnostic: the in-memory :class:`Trainer` feeds it from a DataLoader, a Ray Train worker from
+    its dataset shard. ``forward`` is the module called on batches (a DDP wrapper in distributed runs);
+    ``model`` is the plain SCANN whose statistics, penalty and weights are read and saved.
     """
 
     def __init__(
         self,
         model: SCANN,
         config: TrainConfig,
-        train_set: GraphDataset,
-        val_set: GraphDataset,
+        steps_per_epoch: int,
         device: str | torch.device = "cpu",
-        set_statistics: bool = True,
+        forward: torch.nn.Module | None = None,
     ) -> None:
         self.config, self.device = config, torch.device(device)
         self.model = model.to(self.device)
-        self.train_set, self.val_set = train_set, val_set
-        if set_statistics:
-            mean, std = target_statistics(train_set.targets)
-            model.set_target_statistics(torch.as_tensor(mean), torch.as_tensor(std))
-        self.train_loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed)
+        self.forward = forward if forward is not None else self.model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps, fused=True)
         self.schedule = LearningRateSchedule(
-            config.schedule, config.lr, config.min_lr, len(self.train_loader), config.epochs, config.inverse_time_decay
+            config.schedule, config.lr, config.min_lr, steps_per_epoch, config.epochs, config.inverse_time_decay
         )
         self.epoch, self.step = 0, 0
         self.history = History()
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    # ----------------------------------------------------------------- one epoch
-    def train_epoch(self, progress: bool = False) -> float:
-        """One pass over the training split; returns the mean training loss."""
-        self.model.train()
+    def train_epoch(self, batches: Iterable[Batch], progress: bool = False) -> float:
+        """One pass over ``batches``; returns the mean training loss per structure."""
+        self.forward.train()
         self.schedule.start_epoch()
         total, count = 0.0, 0
-        for batch in tqdm(self.train_loader, desc=f"epoch {self.epoch}", leave=False, disable=not progress):
+        for batch in tqdm(batches, desc=f"epoch {self.epoch}", leave=False, disable=not progress):
             batch = batch_to(batch, self.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.schedule.lr_at(self.step)
-            output = self.model(batch)
+            output = self.forward(batch)
             target = (batch[keys.TARGETS] - self.model.target_mean) / self.model.target_std  # [B, T]
             loss = rmse_loss(output.normalized, target) + self.config.l2 * self.model.l2_penalty()
             self.optimizer.zero_grad(set_to_none=True)
@@ -138,47 +133,34 @@ class Trainer:
         return total / max(count, 1)
 
     @torch.no_grad()
-    def predict(self, dataset: GraphDataset, batch_size: int | None = None) -> np.ndarray:
-        """Predictions [N, T] in the dataset's units, in dataset order."""
+    def predict(self, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions [N, T], targets [N, T]) in the dataset's units, in batch order."""
         self.model.eval()
-        outputs = [
-            self.model(batch_to(batch, self.device)).prediction.cpu()
-            for batch in make_loader(dataset, batch_size or self.config.batch_size, shuffle=False)
-        ]
-        return torch.cat(outputs).numpy()
+        predictions, targets = [], []
+        for batch in batches:
+            batch = batch_to(batch, self.device)
+            predictions.append(self.model(batch).prediction.cpu())
+            targets.append(batch[keys.TARGETS].cpu())
+        if not predictions:
+            width = len(self.model.config.targets)
+            return np.zeros((0, width), np.float32), np.zeros((0, width), np.float32)
+        return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
 
-    def evaluate(self, dataset: GraphDataset) -> dict[str, float]:
-        """MAE per target in the dataset's units."""
-        error = np.abs(self.predict(dataset) - dataset.targets).mean(axis=0)  # [T]
-        return dict(zip(self.model.config.targets, error.tolist()))
+    def error_sums(self, batches: Iterable[Batch]) -> tuple[np.ndarray, int]:
+        """(Σ|error| per target [T], number of structures): the parts a distributed MAE adds up."""
+        predictions, targets = self.predict(batches)
+        return np.abs(predictions - targets).sum(axis=0, dtype=np.float64), len(targets)
+
+    def mae_per_target(self, error_sum: np.ndarray, count: int) -> dict[str, float]:
+        return dict(zip(self.model.config.targets, (error_sum / max(count, 1)).tolist()))
 
     def normalized_mae(self, mae_per_target: dict[str, float]) -> float:
+        """Mean over targets of the MAE in z-scored units (the early-stopping metric)."""
         std = self.model.target_std.cpu().numpy()
         return float(np.mean(np.asarray(list(mae_per_target.values())) / std))
 
-    # ----------------------------------------------------------------- the run
-    def fit(self, progress: bool = True, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> History:
-        """Train until ``config.epochs`` or early stopping; restores the best weights at the end."""
-        bar = tqdm(total=self.config.epochs, initial=self.epoch, desc="training", disable=not progress)
-        while self.epoch < self.config.epochs:
-            record = self.run_epoch()
-            bar.update(1)
-            bar.set_postfix(loss=f"{record.train_loss:.4f}", val_mae=f"{record.val_mae:.4f}")
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-            if self.epoch - 1 - self.history.best_epoch >= self.config.patience:
-                self.history.stopped_early = True
-                break
-        bar.close()
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        return self.history
-
-    def run_epoch(self) -> EpochRecord:
-        """Train one epoch, validate, update the schedule and the best weights."""
-        lr = self.schedule.lr_at(self.step)
-        train_loss = self.train_epoch()
-        val_mae_per_target = self.evaluate(self.val_set)
+    def end_epoch(self, train_loss: float, val_mae_per_target: dict[str, float], lr: float) -> EpochRecord:
+        """Record the epoch, update the schedule and the best weights, advance the epoch counter."""
         val_mae = self.normalized_mae(val_mae_per_target)
         self.schedule.end_epoch(val_mae)
         record = EpochRecord(self.epoch, train_loss, val_mae, val_mae_per_target, lr)
@@ -189,7 +171,11 @@ class Trainer:
         self.epoch += 1
         return record
 
-    # ----------------------------------------------------------------- resume
+    @property
+    def should_stop(self) -> bool:
+        """Finished, or no better validation MAE for ``patience`` epochs."""
+        return self.epoch >= self.config.epochs or self.epoch - 1 - self.history.best_epoch >= self.config.patience
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly: weights, optimiser, schedule, RNG, history."""
         return {
@@ -199,10 +185,10 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "history": [asdict(r) for r in self.history.records],
             "best_epoch": self.history.best_epoch,
             "best_val_mae": self.history.best_val_mae,
             "torch_rng": torch.get_rng_state(),
-            "loader_rng": self.train_loader.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -211,6 +197,62 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.epoch, self.step = state["epoch"], state["step"]
+        self.history.records = [EpochRecord(**r) for r in state["history"]]
         self.history.best_epoch, self.history.best_val_mae = state["best_epoch"], state["best_val_mae"]
         torch.set_rng_state(state["torch_rng"])
+
+
+class Trainer(TrainLoop):
+    """The in-memory path: trains on a train/validation pair of :class:`GraphDataset`.
+
+    The model's target statistics are set from the training split (unless ``set_statistics=False``,
+    e.g. when fine-tuning or resuming a model that already has them).
+    """
+
+    def __init__(
+        self,
+        model: SCANN,
+        config: TrainConfig,
+        train_set: GraphDataset,
+        val_set: GraphDataset,
+        device: str | torch.device = "cpu",
+        set_statistics: bool = True,
+    ) -> None:
+        if set_statistics:
+            mean, std = target_statistics(train_set.targets)
+            model.set_target_statistics(torch.as_tensor(mean), torch.as_tensor(std))
+        self.train_set, self.val_set = train_set, val_set
+        self.train_loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed)
+        super().__init__(model, config, len(self.train_loader), device)
+
+    def evaluate(self, dataset: GraphDataset) -> dict[str, float]:
+        """MAE per target in the dataset's units."""
+        return self.mae_per_target(*self.error_sums(make_loader(dataset, self.config.batch_size, shuffle=False)))
+
+    def run_epoch(self, progress: bool = False) -> EpochRecord:
+        """Train one epoch, validate, update the schedule and the best weights."""
+        lr = self.schedule.lr_at(self.step)
+        train_loss = self.train_epoch(self.train_loader, progress)
+        return self.end_epoch(train_loss, self.evaluate(self.val_set), lr)
+
+    def fit(self, progress: bool = True, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> History:
+        """Train until ``config.epochs`` or early stopping; restores the best weights at the end."""
+        bar = tqdm(total=self.config.epochs, initial=self.epoch, desc="training", disable=not progress)
+        while not self.should_stop:
+            record = self.run_epoch()
+            bar.update(1)
+            bar.set_postfix(loss=f"{record.train_loss:.4f}", val_mae=f"{record.val_mae:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        self.history.stopped_early = self.epoch < self.config.epochs
+        bar.close()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "loader_rng": self.train_loader.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.train_loader.generator.set_state(state["loader_rng"])
