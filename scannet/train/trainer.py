@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ from scannet.batch import Batch, batch_to
 from scannet.model.scann import SCANN
 from scannet.train.data import GraphDataset, make_loader
 from scannet.train.schedule import LearningRateSchedule, ScheduleName
+
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,11 @@ class TrainLoop:
         steps_per_epoch: int,
         device: str | torch.device = "cpu",
         forward: torch.nn.Module | None = None,
+        precision: Precision = "fp32",
     ) -> None:
-        self.config, self.device = config, torch.device(device)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.config, self.device, self.precision = config, torch.device(device), precision
         self.model = model.to(self.device)
         self.forward = forward if forward is not None else self.model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps, fused=True)
@@ -112,6 +117,11 @@ class TrainLoop:
         self.history = History()
         self.best_state: dict[str, torch.Tensor] | None = None
 
+    def autocast(self):
+        """bf16 autocast of the forward pass when asked for (GPU mixed precision); a no-op for fp32."""
+        enabled = self.precision == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def train_epoch(self, batches: Iterable[Batch], progress: bool = False) -> float:
         """One pass over ``batches``; returns the mean training loss per structure."""
         self.forward.train()
@@ -121,9 +131,10 @@ class TrainLoop:
             batch = batch_to(batch, self.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.schedule.lr_at(self.step)
-            output = self.forward(batch)
+            with self.autocast():
+                output = self.forward(batch)
             target = (batch[keys.TARGETS] - self.model.target_mean) / self.model.target_std  # [B, T]
-            loss = rmse_loss(output.normalized, target) + self.config.l2 * self.model.l2_penalty()
+            loss = rmse_loss(output.normalized.float(), target) + self.config.l2 * self.model.l2_penalty()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
