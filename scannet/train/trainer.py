@@ -87,6 +87,23 @@ def rmse_loss(normalized_prediction: torch.Tensor, normalized_target: torch.Tens
     return (normalized_prediction - normalized_target).square().mean().sqrt()
 
 
+@torch.no_grad()
+def predict_batches(
+    model: SCANN, batches: Iterable[Batch], device: str | torch.device = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions [N, T], targets [N, T]) of ``model`` in eval mode, in the dataset's units, in batch order."""
+    model.eval()
+    predictions, targets = [], []
+    for batch in batches:
+        batch = batch_to(batch, device)
+        predictions.append(model(batch).prediction.cpu())
+        targets.append(batch[keys.TARGETS].cpu())
+    if not predictions:
+        width = len(model.config.targets)
+        return np.zeros((0, width), np.float32), np.zeros((0, width), np.float32)
+    return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+
+
 class TrainLoop:
     """The optimisation state of one run and its per-epoch steps over any iterable of batches.
 
@@ -143,19 +160,9 @@ class TrainLoop:
             count += len(batch[keys.N_ATOMS])
         return total / max(count, 1)
 
-    @torch.no_grad()
     def predict(self, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:
         """(predictions [N, T], targets [N, T]) in the dataset's units, in batch order."""
-        self.model.eval()
-        predictions, targets = [], []
-        for batch in batches:
-            batch = batch_to(batch, self.device)
-            predictions.append(self.model(batch).prediction.cpu())
-            targets.append(batch[keys.TARGETS].cpu())
-        if not predictions:
-            width = len(self.model.config.targets)
-            return np.zeros((0, width), np.float32), np.zeros((0, width), np.float32)
-        return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+        return predict_batches(self.model, batches, self.device)
 
     def error_sums(self, batches: Iterable[Batch]) -> tuple[np.ndarray, int]:
         """(Σ|error| per target [T], number of structures): the parts a distributed MAE adds up."""
@@ -174,7 +181,8 @@ class TrainLoop:
         """Record the epoch, update the schedule and the best weights, advance the epoch counter."""
         val_mae = self.normalized_mae(val_mae_per_target)
         self.schedule.end_epoch(val_mae)
-        record = EpochRecord(self.epoch, train_loss, val_mae, val_mae_per_target, lr)
+        per_target = {t: float(v) for t, v in val_mae_per_target.items()}  # plain floats: weights_only loads
+        record = EpochRecord(self.epoch, float(train_loss), val_mae, per_target, float(lr))
         self.history.records.append(record)
         if val_mae < self.history.best_val_mae:
             self.history.best_val_mae, self.history.best_epoch = val_mae, self.epoch
