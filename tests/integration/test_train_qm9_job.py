@@ -1,4 +1,5 @@
-"""End to end: the QM9 job trains, evaluates, saves a loadable model and its split; `scannet predict` works."""
+"""End to end without Ray: `scannet train-qm9` trains, evaluates, saves a loadable model and its split;
+`scannet predict` works on its checkpoint."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def trained_run(tmp_path_factory) -> Path:
     result = subprocess.run(
         [
             sys.executable,
-            "jobs/train_qm9.py",
+            "-m",
+            "scannet.cli",
+            "train-qm9",
             "--preset",
             "demo",
             "--n-molecules",
