@@ -1,4 +1,4 @@
-"""The ``scannet`` command: ``scannet train-qm9``, ``scannet predict``, ``scannet info``."""
+"""The ``scannet`` command: ``scannet train-qm9``, ``scannet predict``, ``scannet info``, ``scannet data``."""
 
 from __future__ import annotations
 
@@ -79,6 +79,47 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_qm9(args: argparse.Namespace) -> int:
+    import time
+
+    from scannet.data.qm9 import write_qm9_table
+    from scannet.data.structures_table import num_structures
+
+    start = time.perf_counter()
+    path = write_qm9_table(args.out, targets=args.targets or None)
+    seconds = time.perf_counter() - start
+    print(f"wrote {num_structures(path)} QM9 structures in {seconds:.1f} s to {path}")
+    return 0
+
+
+def _parse_units(items: list[str] | None) -> dict[str, str]:
+    units = {}
+    for item in items or []:
+        name, sep, unit = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"scannet data import: --units expects name=unit, got {item!r}")
+        units[name] = unit
+    return units
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from scannet.data.importers import import_structures
+
+    summary = import_structures(
+        args.inputs,
+        args.out,
+        targets=args.targets or [],
+        units=_parse_units(args.units),
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        require_targets=args.require_targets,
+    )
+    print("\n".join(summary.lines()))
+    if summary.n_quarantined:
+        print(f"quarantined records: {summary.n_quarantined} (id, source, reason) in {summary.quarantine_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scannet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a model checkpoint")
     info.add_argument("model")
     info.set_defaults(func=_info)
+
+    data = commands.add_parser("data", help="build structures tables (Parquet) from QM9 or structure files")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    qm9 = data_commands.add_parser("qm9", help="the QM9 structures table (130,831 molecules) from qm9pack")
+    qm9.add_argument("--out", required=True, help="output folder (structures.parquet is written there)")
+    qm9.add_argument("--targets", nargs="+", help="QM9 targets to keep (default: all)")
+    qm9.set_defaults(func=_data_qm9)
+
+    imp = data_commands.add_parser(
+        "import", help="convert xyz/extxyz, ASE db, traj, CIF files or folders into a structures table"
+    )
+    imp.add_argument("inputs", nargs="+", help="files or folders")
+    imp.add_argument("--out", required=True, help="output folder (structures.parquet, quarantine.parquet)")
+    imp.add_argument("--targets", nargs="+", help="target names read from Atoms.info, db key-value pairs or energies")
+    imp.add_argument("--units", nargs="+", metavar="NAME=UNIT", help="units of the targets, e.g. energy=eV")
+    imp.add_argument("--require-targets", action="store_true", help="quarantine structures that miss a target")
+    imp.add_argument("--batch-size", type=int, default=1024, help="structures per write")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.set_defaults(func=_data_import)
     return parser
 
 

@@ -264,6 +264,62 @@ def _build_atoms(
     return molecules
 
 
+# ---------------------------------------------------------------------------------------- structures table
+
+#: Source recorded in the structures table built from the ``qm9pack`` files.
+QM9_SOURCE = "qm9pack"
+
+
+def qm9_table(
+    targets: Sequence[str] | None = None,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+) -> pa.Table:
+    """QM9 as a structures table (:mod:`scannet.data.schema`), built straight from the CSV columns.
+
+    No ``Atoms`` object is made: the element and coordinate strings are parsed column-wise into flat arrays
+    and assembled into Arrow list arrays. Rows follow the gdb index order of :func:`load_qm9`; the id is
+    ``f"qm9-{index:06d}"`` (``load_qm9``'s ``info["name"]``), the source ``"qm9pack"`` and each target is a
+    float64 column in the unit of :data:`QM9_TARGETS` (recorded in the schema metadata). Molecules have no
+    cell and no pbc (null). ``targets=None`` keeps all of them; ``limit`` keeps the first molecules.
+    """
+    from scannet.data.structures_table import structures_table_from_arrays
+
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    names = _target_names(targets)
+    column_types = {k: v for k, v in _STRUCTURE_COLUMNS.items() if k != "SMILES"}
+    column_types.update({QM9_TARGETS[name].column: pa.float64() for name in names})
+    table = _read_table(qm9_data_dir(data_dir), column_types, limit)
+
+    n_atoms = table.column("N_atoms").to_numpy()
+    numbers = parse_elements(table.column("Elements"), n_atoms)
+    positions = parse_coordinates(table.column("XYZ_Ang"), n_atoms)
+    index = table.column("Index").combine_chunks()
+    _check_finite(positions, n_atoms, index.to_pylist())
+    ids = pc.binary_join_element_wise("qm9-", pc.utf8_lpad(pc.cast(index, pa.string()), width=6, padding="0"), "")
+    values = {name: table.column(QM9_TARGETS[name].column).to_numpy() * QM9_TARGETS[name].factor for name in names}
+    units = {name: QM9_TARGETS[name].unit for name in names}
+    return structures_table_from_arrays(ids, n_atoms, numbers, positions, units, values, sources=QM9_SOURCE)
+
+
+def write_qm9_table(
+    out_dir: str | Path,
+    targets: Sequence[str] | None = None,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+) -> Path:
+    """Write :func:`qm9_table` to ``out_dir/structures.parquet``; returns the file's path."""
+    from scannet.data.schema import table_units
+    from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter
+
+    table = qm9_table(targets, limit, data_dir)
+    path = Path(out_dir) / STRUCTURES_FILE
+    with StructuresWriter(path, table_units(table.schema)) as writer:
+        writer.write_table(table)
+    return path
+
+
 # ------------------------------------------------------------------------------------------------- splits
 
 

@@ -5,8 +5,8 @@ Structures table: one row per structure, the input of featurization.
     id            string                         stable identifier (unique within a dataset)
     numbers       list<int16>                    atomic numbers [n]
     positions     list<fixed_size_list<f64, 3>>  Cartesian coordinates [n, 3], Å
-    cell          fixed_size_list<f64, 9>, null  lattice vectors as rows, row-major [3, 3], Å (null: none)
-    pbc           fixed_size_list<bool, 3>, null periodic directions (null: non-periodic)
+    cell          fixed_size_list<f64, 9>        lattice vectors as rows, row-major [3, 3], Å (zeros: none)
+    pbc           fixed_size_list<bool, 3>       periodic directions (all False: non-periodic)
     source        string                         where the structure came from (file, dataset)
     <target>      float64, one column each       e.g. homo, energy; units in the schema metadata
 
@@ -15,6 +15,9 @@ Graph table: one row per featurized structure, the input of training (batch keys
     id, numbers, source, <target>                as above
     edge_center, edge_neighbor   list<int32>     centre i and neighbour j of each kept edge [E]
     distance, solid_angle, solid_angle_norm      list<float32> [E]
+
+``cell`` and ``pbc`` are declared nullable but always written: pyarrow cannot read back a Parquet
+fixed-size-list column holding nulls. Readers treat a null as non-periodic.
 
 Schema metadata (bytes keys/values): ``scannet.table`` = "structures" | "graphs",
 ``scannet.version`` = format version, ``scannet.units`` = JSON {target: unit}, and for graph tables
