@@ -26,6 +26,7 @@ def parser(description: str, data_required: bool) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--storage-path", help="Ray Train storage: a local folder, shared path or URI")
+    p.add_argument("--data-cache", help="where structures and graph tables are cached (default data_cache)")
     p.add_argument(
         "--mlflow-uri", dest="mlflow_tracking_uri", help="default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )

@@ -60,7 +60,8 @@ class TrainJobConfig:
     def model_name(self) -> str:
         if self.registered_model:
             return self.registered_model
-        data = "qm9" if self.data == "qm9" else Path(self.data).stem
+        path = Path(self.data)
+        data = "qm9" if self.data == "qm9" else path.stem if path.stem != "structures" else path.parent.name
         return f"scannet-{data}-{'-'.join(self.targets)}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,9 +24,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from scannet_platform.environment import run_environment
-from scannet_platform.train_config import TrainJobConfig
-from scannet_platform.train_worker import MODEL_FILE, load_split_graphs, train_loop_per_worker
 
 from scannet.checkpoint import load_model
 from scannet.data import schema as S
@@ -36,6 +33,9 @@ from scannet.data.structures_table import STRUCTURES_FILE, read_units
 from scannet.model import SCANNConfig, preset
 from scannet.train.data import make_loader
 from scannet.train.trainer import predict_batches, target_statistics
+from scannet_platform.environment import run_environment
+from scannet_platform.train_config import TrainJobConfig
+from scannet_platform.train_worker import MODEL_FILE, load_split_graphs, train_loop_per_worker
 
 
 @dataclass
@@ -55,6 +55,7 @@ class TrainJobResult:
     run_dir: str
     checkpoint: str
     epochs_run: int
+    resumed_from_epoch: int  # the epoch the last worker group started at (0: from scratch)
     best_epoch: int
     test_mae: dict[str, float]  # report units (meV for QM9 orbital energies)
     report_units: dict[str, str]
@@ -65,7 +66,8 @@ class TrainJobResult:
     def lines(self) -> list[str]:
         maes = ", ".join(f"{t} {v:.4g} {self.report_units[t]}" for t, v in self.test_mae.items())
         return [
-            f"run        : {self.name} ({self.epochs_run} epochs, best {self.best_epoch})",
+            f"run        : {self.name} ({self.epochs_run} epochs, best {self.best_epoch}, "
+            f"this launch started at epoch {self.resumed_from_epoch})",
             f"test MAE   : {maes}",
             f"checkpoint : {self.checkpoint}",
             f"MLflow run : {self.mlflow_run_id}",
@@ -228,6 +230,7 @@ def report_scale(data: str, target: str, units: dict[str, str]) -> tuple[float, 
 # ------------------------------------------------------------------------------------------------ the job
 def run_training(job: TrainJobConfig) -> TrainJobResult:
     import ray
+
     from scannet_platform import tracking
 
     start = time.perf_counter()
@@ -277,6 +280,7 @@ def run_training(job: TrainJobConfig) -> TrainJobResult:
         run_dir=str(run_dir),
         checkpoint=str(checkpoint),
         epochs_run=len(history),
+        resumed_from_epoch=int((result.metrics or {}).get("start_epoch", len(history))),
         best_epoch=int(best_epoch),
         test_mae=test_mae,
         report_units={t: scales[t][1] for t in job.targets},

@@ -13,6 +13,7 @@ few Ray calls it needs through ``session`` (see ``RaySession``).
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -71,11 +72,13 @@ def all_reduce_sum(values: np.ndarray) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
-def distributed_mae(loop: TrainLoop, dataset: GraphDataset, rank: int, world: int, batch_size: int):
-    """MAE per target over the whole dataset; each rank evaluates its disjoint shard once."""
+def distributed_mae(
+    loop: TrainLoop, dataset: GraphDataset, rank: int, world: int, batch_size: int
+) -> tuple[dict[str, float], int]:
+    """(MAE per target, structures evaluated) over the whole dataset; each rank evaluates its shard once."""
     error_sum, count = loop.error_sums(make_loader(shard(dataset, rank, world), batch_size, shuffle=False))
     reduced = all_reduce_sum(np.concatenate([error_sum, [count]]))
-    return loop.mae_per_target(reduced[:-1], int(reduced[-1]))
+    return loop.mae_per_target(reduced[:-1], int(reduced[-1])), int(reduced[-1])
 
 
 class RaySession:
@@ -105,6 +108,33 @@ class RaySession:
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         self._train.report(metrics, checkpoint=checkpoint)
+
+
+class LocalSession:
+    """One process, no Ray: rank 0 of 1 on ``device``; keeps the latest checkpoint in ``folder``.
+
+    Runs the very same worker code as Ray Train does (the plain-loop baseline of the benchmarks).
+    """
+
+    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+        self.rank, self.world_size = 0, 1
+        self.folder, self._device = Path(folder), torch.device(device)
+        self.reports: list[dict[str, Any]] = []
+
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def checkpoint_dir(self):
+        latest = self.folder / "latest"
+        return nullcontext(str(latest) if latest.exists() else None)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint_dir:
+            shutil.copytree(checkpoint_dir, self.folder / "latest", dirs_exist_ok=True)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -142,6 +172,7 @@ def run_worker(config: dict[str, Any], session) -> None:
         if folder is not None:
             loop.load_state_dict(torch.load(Path(folder) / TRAIN_STATE, map_location=device, weights_only=True))
 
+    start_epoch = loop.epoch
     failure_marker = config.get("inject_failure_marker")
     while not loop.should_stop:
         if failure_marker and loop.epoch == config["inject_failure_at_epoch"] and not Path(failure_marker).exists():
@@ -151,11 +182,13 @@ def run_worker(config: dict[str, Any], session) -> None:
         lr = loop.schedule.lr_at(loop.step)
         train_loss = loop.train_epoch(train_loader)
         loss_sum = all_reduce_sum(np.array([train_loss, 1.0]))
-        val_mae = distributed_mae(loop, data.val, rank, world, train_config.batch_size)
+        val_mae, val_count = distributed_mae(loop, data.val, rank, world, train_config.batch_size)
         record = loop.end_epoch(loss_sum[0] / loss_sum[1], val_mae, lr)
 
         # [4] report: metrics from every rank (a barrier), the checkpoint from rank 0
         metrics = {"epoch": record.epoch, "train_loss": record.train_loss, "val_mae": record.val_mae, "lr": lr}
+        metrics["start_epoch"] = start_epoch  # > 0 when this worker group resumed from a checkpoint
+        metrics["val_structures"] = val_count  # all ranks together: each validation structure once
         metrics.update({f"val_mae_{t}": v for t, v in val_mae.items()})
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0:
