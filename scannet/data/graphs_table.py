@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from scannet.data import schema as S
+from scannet.data.structures_table import CommitOnExit
 from scannet.featurizer import FeaturizerConfig, featurize
 from scannet.featurizer.neighbors import Graph
 from scannet.structures import StructureError
@@ -397,7 +398,7 @@ def split_errors(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     return good, bad
 
 
-class GraphTableWriter:
+class GraphTableWriter(CommitOnExit):
     """Writes a graph table folder (``graphs/part-00000.parquet``, quarantine, summary) atomically.
 
     Rows are written to ``<out_dir>.tmp-<pid>`` and the folder is renamed to ``out_dir`` on :meth:`close`,
@@ -464,15 +465,6 @@ class GraphTableWriter:
         self._writer.close()
         self.quarantine.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
-
-    def __enter__(self) -> GraphTableWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_featurized(

@@ -338,7 +338,20 @@ def read_structures_table(path: str | Path, columns: Sequence[str] | None = None
     return pq.read_table(path, columns=list(columns) if columns else None)
 
 
-class StructuresWriter:
+class CommitOnExit:
+    """A context manager for writers with ``close()`` (commit) and ``abort()`` (discard the partial output)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class StructuresWriter(CommitOnExit):
     """Streams structures into one Parquet structures table; a context manager.
 
     Each :meth:`write` (or :meth:`write_table`) appends its rows in row groups of at most ``rows_per_group``.
@@ -388,15 +401,6 @@ class StructuresWriter:
             self._writer.close()
             self._writer = None
             self._tmp_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> StructuresWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_structures(
