@@ -82,3 +82,18 @@ def test_rerun_with_the_same_name_resumes(first_run, job):
     second = run_training(longer)
     assert second.resumed_from_epoch == 3
     assert second.epochs_run == 5
+
+
+def test_fine_tune_from_the_registered_model(first_run, job):
+    tuned = dataclasses.replace(
+        job,
+        name="fine-tune",
+        init_from=first_run.model_uri,
+        registered_model="scannet-fine-tuned",
+        train=dataclasses.replace(job.train, epochs=1),
+        inject_failure_at_epoch=None,
+    )
+    result = run_training(tuned)
+    assert result.epochs_run == 1 and result.model_uri == "models:/scannet-fine-tuned/1"
+    config = scannet.load(download_checkpoint(result.model_uri, job.tracking_uri)).model.config
+    assert config.local_dim == 64 and config.targets == ("homo", "lumo")  # the architecture of the source model
