@@ -185,6 +185,7 @@ def worker_config(job: TrainJobConfig, data: PreparedData, run_dir: Path) -> dic
         "compile": job.compile,
         "threads_per_worker": job.cpus_per_worker,
         "model_metadata": {"units": {t: data.units[t] for t in job.targets}, "run": job.name},
+        "launch_record": str(run_dir / "launch.json"),
         "inject_failure_at_epoch": job.inject_failure_at_epoch,
         "inject_failure_marker": str(run_dir / "injected_failure") if job.inject_failure_at_epoch is not None else None,
     }
@@ -241,6 +242,7 @@ def run_training(job: TrainJobConfig) -> TrainJobResult:
     if not ray.is_initialized():
         ray.init()
 
+    (run_dir / "launch.json").unlink(missing_ok=True)
     data = prepare_data(job, run_dir)  # [1], [2]
     print(f"data: {data.sizes} structures (train/val/test), {data.quarantined} quarantined; graphs in {data.graphs}")
     config = worker_config(job, data, run_dir)
@@ -280,7 +282,7 @@ def run_training(job: TrainJobConfig) -> TrainJobResult:
         run_dir=str(run_dir),
         checkpoint=str(checkpoint),
         epochs_run=len(history),
-        resumed_from_epoch=int((result.metrics or {}).get("start_epoch", len(history))),
+        resumed_from_epoch=json.loads((run_dir / "launch.json").read_text())["start_epoch"],
         best_epoch=int(best_epoch),
         test_mae=test_mae,
         report_units={t: scales[t][1] for t in job.targets},

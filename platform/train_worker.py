@@ -173,6 +173,8 @@ def run_worker(config: dict[str, Any], session) -> None:
             loop.load_state_dict(torch.load(Path(folder) / TRAIN_STATE, map_location=device, weights_only=True))
 
     start_epoch = loop.epoch
+    if rank == 0 and config.get("launch_record"):  # where this worker group started (read by the driver)
+        Path(config["launch_record"]).write_text(json.dumps({"start_epoch": start_epoch}))
     failure_marker = config.get("inject_failure_marker")
     while not loop.should_stop:
         if failure_marker and loop.epoch == config["inject_failure_at_epoch"] and not Path(failure_marker).exists():
