@@ -219,20 +219,27 @@ def load_qm9(
         targets: target names from :data:`QM9_TARGETS`; ``None`` attaches all of them.
         data_dir: folder with the ``qm9_part*.csv`` files; by default the installed ``qm9pack`` data.
     """
+    names = _target_names(targets)
+    table, n_atoms, numbers, positions = _read_molecules(names, limit, data_dir, with_smiles=True)
+    ids = table.column("Index").to_pylist()
+    values = {name: _target_values(table, QM9_TARGETS[name]) for name in names}
+    return _build_atoms(ids, table.column("SMILES").to_pylist(), n_atoms, numbers, positions, values)
+
+
+def _read_molecules(
+    names: Sequence[str], limit: int | None, data_dir: str | Path | None, with_smiles: bool
+) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """The CSV rows (gdb order) with atom counts [N], atomic numbers [A] and positions [A, 3], checked finite."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    names = _target_names(targets)
-    column_types = dict(_STRUCTURE_COLUMNS)
+    column_types = {k: v for k, v in _STRUCTURE_COLUMNS.items() if with_smiles or k != "SMILES"}
     column_types.update({QM9_TARGETS[name].column: pa.float64() for name in names})
     table = _read_table(qm9_data_dir(data_dir), column_types, limit)
-
     n_atoms = table.column("N_atoms").to_numpy()
     numbers = parse_elements(table.column("Elements"), n_atoms)
     positions = parse_coordinates(table.column("XYZ_Ang"), n_atoms)
-    ids = table.column("Index").to_pylist()
-    _check_finite(positions, n_atoms, ids)
-    values = {name: _target_values(table, QM9_TARGETS[name]) for name in names}
-    return _build_atoms(ids, table.column("SMILES").to_pylist(), n_atoms, numbers, positions, values)
+    _check_finite(positions, n_atoms, table.column("Index").to_pylist())
+    return table, n_atoms, numbers, positions
 
 
 def _target_values(table: pa.Table, spec: TargetSpec) -> list[float]:
@@ -285,18 +292,9 @@ def qm9_table(
     """
     from scannet.data.structures_table import structures_table_from_arrays
 
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
     names = _target_names(targets)
-    column_types = {k: v for k, v in _STRUCTURE_COLUMNS.items() if k != "SMILES"}
-    column_types.update({QM9_TARGETS[name].column: pa.float64() for name in names})
-    table = _read_table(qm9_data_dir(data_dir), column_types, limit)
-
-    n_atoms = table.column("N_atoms").to_numpy()
-    numbers = parse_elements(table.column("Elements"), n_atoms)
-    positions = parse_coordinates(table.column("XYZ_Ang"), n_atoms)
+    table, n_atoms, numbers, positions = _read_molecules(names, limit, data_dir, with_smiles=False)
     index = table.column("Index").combine_chunks()
-    _check_finite(positions, n_atoms, index.to_pylist())
     ids = pc.binary_join_element_wise("qm9-", pc.utf8_lpad(pc.cast(index, pa.string()), width=6, padding="0"), "")
     values = {name: table.column(QM9_TARGETS[name].column).to_numpy() * QM9_TARGETS[name].factor for name in names}
     units = {name: QM9_TARGETS[name].unit for name in names}
