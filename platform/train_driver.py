@@ -30,8 +30,9 @@ from scannet.data import schema as S
 from scannet.data.graphs_table import graph_cache_dir
 from scannet.data.qm9 import QM9_TARGETS, Split, make_split_fractions, qm9_split, write_qm9_table
 from scannet.data.structures_table import STRUCTURES_FILE, read_units
-from scannet.model import SCANNConfig, preset
+from scannet.model import preset
 from scannet.train.data import make_loader
+from scannet.train.qm9_run import slice_indices
 from scannet.train.trainer import predict_batches, target_statistics
 from scannet_platform.environment import run_environment
 from scannet_platform.train_config import TrainJobConfig
@@ -115,9 +116,7 @@ def _quarantined(folder: Path) -> int:
 def make_job_split(job: TrainJobConfig, structures: Path, run_dir: Path) -> tuple[Path, Path, dict[str, int]]:
     """A seeded split of the (sliced) structures, saved as indices (split.json) and as id -> part."""
     ids = pq.read_table(structures, columns=[S.ID]).column(S.ID).to_pylist()
-    chosen = np.arange(len(ids))
-    if job.n_structures is not None and job.n_structures < len(ids):
-        chosen = np.sort(np.random.RandomState(job.split_seed).permutation(len(ids))[: job.n_structures])
+    chosen = slice_indices(len(ids), job.n_structures, job.split_seed)
     if job.data == "qm9":
         split = qm9_split(len(chosen), seed=job.split_seed)
     else:
@@ -145,12 +144,6 @@ def prepare_data(job: TrainJobConfig, run_dir: Path) -> PreparedData:
 
 
 # --------------------------------------------------------------------------------------------- [3] train
-def model_config(job: TrainJobConfig) -> SCANNConfig:
-    if job.init_from:
-        return load_model(resolve_checkpoint(job.init_from, job.tracking_uri))[0].config
-    return preset(job.model_preset, targets=tuple(job.targets), **job.model_overrides)
-
-
 def resolve_checkpoint(reference: str, tracking_uri: str) -> Path:
     """A checkpoint file from a path or an MLflow ``models:/`` / ``runs:/`` URI."""
     if reference.startswith(("models:/", "runs:/")):
@@ -161,16 +154,18 @@ def resolve_checkpoint(reference: str, tracking_uri: str) -> Path:
 
 
 def worker_config(job: TrainJobConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
-    config = model_config(job)
+    init_weights = None
+    if job.init_from:  # fine-tuning: the source model's architecture and weights (loaded once)
+        source = load_model(resolve_checkpoint(job.init_from, job.tracking_uri))[0]
+        config = source.config
+        init_weights = str(run_dir / "init_weights.pt")
+        torch.save(source.state_dict(), init_weights)
+    else:
+        config = preset(job.model_preset, targets=tuple(job.targets), **job.model_overrides)
     if tuple(config.targets) != tuple(job.targets):
         raise ValueError(f"--init-from model predicts {config.targets}, the job asks for {job.targets}")
     train_targets = load_split_graphs(str(data.graphs), str(data.split_ids_file), list(job.targets)).train.targets
     mean, std = target_statistics(train_targets)
-    init_weights = None
-    if job.init_from:
-        init_weights = str(run_dir / "init_weights.pt")
-        model = load_model(resolve_checkpoint(job.init_from, job.tracking_uri))[0]
-        torch.save(model.state_dict(), init_weights)
     return {
         "graph_table": str(data.graphs),
         "split_ids": str(data.split_ids_file),
