@@ -182,7 +182,7 @@ def graphs_to_table(
         S.EDGE_NEIGHBOR: _list_array([g.edge_neighbor for g in graphs], pa.int32(), np.int32),
         S.DISTANCE: _list_array([g.distance for g in graphs], pa.float32(), np.float32),
         S.SOLID_ANGLE: _list_array([g.solid_angle for g in graphs], pa.float32(), np.float32),
-        S.SOLID_ANGLE_NORM: _list_array([g.solid_angle_normalized for g in graphs], pa.float32(), np.float32),
+        S.SOLID_ANGLE_NORM: _list_array([g.solid_angle_norm for g in graphs], pa.float32(), np.float32),
         S.SOURCE: pa.array(list(sources) if sources is not None else [None] * n, pa.string()),
     }
     for name in units:
@@ -253,7 +253,7 @@ def table_to_graphs(data: ArrowData, targets: Sequence[str] | None = None) -> tu
                 edge_neighbor=edges[S.EDGE_NEIGHBOR][1][e0:e1].astype(np.int64),
                 distance=edges[S.DISTANCE][1][e0:e1].astype(np.float32),
                 solid_angle=edges[S.SOLID_ANGLE][1][e0:e1].astype(np.float32),
-                solid_angle_normalized=edges[S.SOLID_ANGLE_NORM][1][e0:e1].astype(np.float32),
+                solid_angle_norm=edges[S.SOLID_ANGLE_NORM][1][e0:e1].astype(np.float32),
             )
         )
     ids = [str(i) for i in _scalar_column(data, S.ID)]
@@ -291,14 +291,14 @@ def collate_arrow(data: ArrowData | Mapping[str, Any], targets: Sequence[str] = 
     n_edges = np.diff(edge_offsets)  # [B]
     atom_offset = np.repeat(atom_offsets[:-1], n_edges)  # [E] index of each edge's first atom in the batch
     batch = {
-        keys.ATOMIC_NUMBERS: numbers.astype(np.int64),
+        keys.NUMBERS: numbers.astype(np.int64),
         keys.GRAPH_INDEX: np.repeat(np.arange(n_graphs, dtype=np.int64), n_atoms),
         keys.N_ATOMS: n_atoms,
         keys.EDGE_CENTER: center.astype(np.int64) + atom_offset,
         keys.EDGE_NEIGHBOR: edge_values[S.EDGE_NEIGHBOR].astype(np.int64) + atom_offset,
-        keys.EDGE_DISTANCE: edge_values[S.DISTANCE].astype(np.float32),
-        keys.EDGE_SOLID_ANGLE: edge_values[S.SOLID_ANGLE].astype(np.float32),
-        keys.EDGE_SOLID_ANGLE_NORM: edge_values[S.SOLID_ANGLE_NORM].astype(np.float32),
+        keys.DISTANCE: edge_values[S.DISTANCE].astype(np.float32),
+        keys.SOLID_ANGLE: edge_values[S.SOLID_ANGLE].astype(np.float32),
+        keys.SOLID_ANGLE_NORM: edge_values[S.SOLID_ANGLE_NORM].astype(np.float32),
     }
     if len(targets):
         columns = [_scalar_column(data, name).astype(np.float32) for name in targets]

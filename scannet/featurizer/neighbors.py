@@ -23,7 +23,7 @@ class Graph:
     edge_neighbor: np.ndarray  # [E] int64 | atom j (the original atom of the periodic image)
     distance: np.ndarray  # [E] float32 | d_ij, Å
     solid_angle: np.ndarray  # [E] float32 | Ω_ij, sr (the SCANN+ weight)
-    solid_angle_normalized: np.ndarray  # [E] float32 | Ω_ij / max_j' Ω_ij' (the SCANN weight), in (0, 1]
+    solid_angle_norm: np.ndarray  # [E] float32 | Ω_ij / max_j' Ω_ij' (the SCANN weight), in (0, 1]
 
     @property
     def n_atoms(self) -> int:
@@ -59,5 +59,5 @@ def select_neighbors(facets: Facets, numbers: np.ndarray, config: FeaturizerConf
         edge_neighbor=neighbor[order].astype(np.int64),
         distance=distance[order].astype(np.float32),
         solid_angle=solid_angle[order].astype(np.float32),
-        solid_angle_normalized=relative[order].astype(np.float32),
+        solid_angle_norm=relative[order].astype(np.float32),
     )

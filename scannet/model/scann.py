@@ -99,19 +99,19 @@ class SCANN(nn.Module):
     def edge_geometry(self, batch: Batch) -> torch.Tensor:
         """SCANN+: G^0 [E, d]. SCANN: the distance basis e(d_ij) [E, K] each block filters itself."""
         dtype = self.embedding.weight.dtype
-        distance_basis = self.distance_basis(batch[keys.EDGE_DISTANCE].to(dtype))  # [E, K]
+        distance_basis = self.distance_basis(batch[keys.DISTANCE].to(dtype))  # [E, K]
         if not self.config.g_update:
             return distance_basis
-        angle_basis = self.angle_basis(batch[keys.EDGE_SOLID_ANGLE].to(dtype))  # [E, K]
+        angle_basis = self.angle_basis(batch[keys.SOLID_ANGLE].to(dtype))  # [E, K]
         return F.silu(self.distance_embed(distance_basis)) * F.silu(self.angle_embed(angle_basis))  # [E, d]
 
     def forward(self, batch: Batch) -> SCANNOutput:
         center, neighbor = batch[keys.EDGE_CENTER], batch[keys.EDGE_NEIGHBOR]  # [E], [E]
         graph_index = batch[keys.GRAPH_INDEX]  # [A]
         num_graphs = batch[keys.N_ATOMS].shape[0]
-        weight = None if self.config.g_update else batch[keys.EDGE_SOLID_ANGLE_NORM].to(self.embedding.weight.dtype)
+        weight = None if self.config.g_update else batch[keys.SOLID_ANGLE_NORM].to(self.embedding.weight.dtype)
 
-        embedded = self.embedding(batch[keys.ATOMIC_NUMBERS])  # [A, E_m]
+        embedded = self.embedding(batch[keys.NUMBERS])  # [A, E_m]
         h = self.embed_dropout(F.silu(self.embed_dense(embedded)))  # [A, d]
         geometry = self.edge_geometry(batch)  # [E, d] or [E, K]
         for block in self.blocks:

@@ -94,7 +94,7 @@ def test_ray_and_plain_pipelines_give_identical_graphs_and_quarantine(plain_tabl
     for key, (graph, targets) in plain.items():
         other, other_targets = from_ray[key]
         np.testing.assert_array_equal(targets, other_targets)
-        for name in ("numbers", "edge_center", "edge_neighbor", "distance", "solid_angle", "solid_angle_normalized"):
+        for name in ("numbers", "edge_center", "edge_neighbor", "distance", "solid_angle", "solid_angle_norm"):
             assert np.array_equal(getattr(graph, name), getattr(other, name)), (key, name)
     quarantined = [sorted(pq.read_table(d / "quarantine.parquet").to_pylist(), key=str) for d in (plain_dir, ray_dir)]
     assert quarantined[0] == quarantined[1]

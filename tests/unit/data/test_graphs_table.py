@@ -30,8 +30,36 @@ from tests.conftest import synthetic_graph
 
 HAS_QM9 = importlib.util.find_spec("qm9pack") is not None
 needs_qm9 = pytest.mark.skipif(not HAS_QM9, reason="qm9pack (offline QM9 data) is not installed")
-GRAPH_FIELDS = ("numbers", "edge_center", "edge_neighbor", "distance", "solid_angle", "solid_angle_normalized")
+GRAPH_FIELDS = ("numbers", "edge_center", "edge_neighbor", "distance", "solid_angle", "solid_angle_norm")
 UNITS = {"homo": "eV", "gap": "eV"}
+
+
+def test_graph_fields_table_columns_and_batch_keys_share_names():
+    """Graph fields, graph-table columns and batch keys are one set of names (they must not drift apart)."""
+    import dataclasses
+
+    from scannet import batch as keys
+    from scannet.data import schema as S
+    from scannet.data.graphs_table import graph_table_schema
+    from scannet.featurizer.neighbors import Graph
+
+    fields = tuple(f.name for f in dataclasses.fields(Graph))
+    assert fields == GRAPH_FIELDS
+    columns = graph_table_schema(FeaturizerConfig(), UNITS).names
+    assert [name for name in columns if name in fields] == list(fields)
+    assert (S.NUMBERS, S.EDGE_CENTER, S.EDGE_NEIGHBOR, S.DISTANCE, S.SOLID_ANGLE, S.SOLID_ANGLE_NORM) == fields
+    batch_keys = (
+        keys.NUMBERS,
+        keys.EDGE_CENTER,
+        keys.EDGE_NEIGHBOR,
+        keys.DISTANCE,
+        keys.SOLID_ANGLE,
+        keys.SOLID_ANGLE_NORM,
+    )
+    assert batch_keys == fields
+    batch = collate_graphs([synthetic_graph(4, np.random.default_rng(0))])
+    assert set(fields) <= set(batch)
+    assert set(batch) - set(fields) == {keys.GRAPH_INDEX, keys.N_ATOMS}
 
 
 def assert_same_graph(a, b):

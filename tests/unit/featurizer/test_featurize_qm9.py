@@ -29,7 +29,7 @@ def test_exact_mode_featurizes_every_molecule(first_2000):
     assert errors == []
     assert all(g.n_edges > 0 for g in graphs)
     edges = np.concatenate([g.solid_angle for g in graphs])
-    relative = np.concatenate([g.solid_angle_normalized for g in graphs])
+    relative = np.concatenate([g.solid_angle_norm for g in graphs])
     distance = np.concatenate([g.distance for g in graphs])
     assert edges.min() >= 0.4 and relative.min() >= 0.2 and distance.max() <= 4.0
     assert relative.max() == pytest.approx(1.0)
@@ -46,7 +46,7 @@ def test_box10_mode_reproduces_the_reference_isolated_atom_count(first_2000):
 def test_featurization_is_deterministic(first_2000):
     for atoms in first_2000[:50]:
         a, b = featurize(atoms), featurize(atoms.copy())
-        for field in ("edge_center", "edge_neighbor", "distance", "solid_angle", "solid_angle_normalized"):
+        for field in ("edge_center", "edge_neighbor", "distance", "solid_angle", "solid_angle_norm"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
