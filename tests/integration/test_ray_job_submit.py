@@ -1,13 +1,21 @@
 """The headline use, for real: `ray start --head` with token auth on loopback, then
-`ray job submit --working-dir . -- python jobs/train_qm9.py ...` runs to the end and prints the model."""
+`ray job submit --working-dir . -- python jobs/train_qm9.py ...` runs to the end and prints the model.
+
+The cluster is this test's own: `ray start --head --block` in a new session (its own process group) with a
+private `--temp-dir`, torn down by signalling exactly the processes it started. Never `ray stop`, which
+stops every Ray instance on the host, other people's included."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +33,82 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, process group, start time) of a live pid from /proc, or None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def cluster_processes(head: int, temp_dir: str) -> dict[int, int]:
+    """pid -> start time of every process of the cluster started by ``head``: its process group (all that
+    `ray start` spawns), whatever names the private temp dir on its command line, and all their descendants
+    (job entrypoints run in sessions of their own)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            table[int(entry.name)] = stat
+    ours = {pid for pid, (_, _, pgid, _) in table.items() if pgid == head}
+    ours |= {pid for pid in table if temp_dir in _cmdline(pid)}
+    ours.add(head)
+    grown = True
+    while grown:
+        children = {pid for pid, (_, ppid, _, _) in table.items() if ppid in ours} - ours
+        ours |= children
+        grown = bool(children)
+    return {pid: table[pid][3] for pid in ours if pid in table}
+
+
+def alive(pid: int, start_time: int) -> bool:
+    """The recorded process still runs (same pid *and* start time, so a recycled pid does not count; a
+    zombie waiting for its reaper does not run)."""
+    stat = _stat(pid)
+    return stat is not None and stat[3] == start_time and stat[0] != "Z"
+
+
+def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 30.0) -> dict[int, int]:
+    """SIGTERM the cluster's process group and every recorded process, wait, then SIGKILL what is left.
+    Returns the processes it recorded."""
+    recorded = cluster_processes(head.pid, temp_dir)
+
+    def signal_all(sig: int) -> None:
+        try:
+            os.killpg(head.pid, sig)
+        except ProcessLookupError:
+            pass
+        for pid, start_time in recorded.items():
+            if alive(pid, start_time):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def wait_gone(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if head.poll() is not None and not any(alive(p, t) for p, t in recorded.items()):
+                return True
+            time.sleep(0.2)
+        return False
+
+    signal_all(signal.SIGTERM)
+    if not wait_gone(grace):
+        signal_all(signal.SIGKILL)
+        wait_gone(grace)
+    head.wait(timeout=grace)
+    return recorded
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A head node with token authentication; its dashboard (the job API) only on 127.0.0.1."""
@@ -33,11 +117,17 @@ def cluster(tmp_path_factory):
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    # Ray's unix sockets live under the temp dir and their paths must stay under ~107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     dashboard = free_port()
+    address = f"http://127.0.0.1:{dashboard}"
     start = [
         RAY,
         "start",
         "--head",
+        "--block",
+        "--temp-dir",
+        temp_dir,
         "--port",
         str(free_port()),
         "--num-cpus",
@@ -48,9 +138,27 @@ def cluster(tmp_path_factory):
         str(dashboard),
         "--disable-usage-stats",
     ]
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
-    yield {"env": env, "address": f"http://127.0.0.1:{dashboard}", "root": root}
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    log = root / "ray-start.log"
+    with log.open("wb") as out:
+        head = subprocess.Popen(start, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # up once an authenticated client can list jobs
+            assert head.poll() is None, f"ray start exited with {head.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"cluster not up after 180 s:\n{log.read_text()[-3000:]}"
+            listed = subprocess.run(
+                [RAY, "job", "list", "--address", address], env=env, capture_output=True, timeout=120
+            )
+            if listed.returncode == 0:
+                break
+            time.sleep(2)
+        yield {"env": env, "address": address, "root": root}
+    finally:
+        recorded = stop_cluster(head, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    survivors = {pid: _cmdline(pid) for pid, start_time in recorded.items() if alive(pid, start_time)}
+    assert len(recorded) > 3, recorded  # the head, gcs_server, raylet, dashboard, ... were found
+    assert not survivors, survivors
 
 
 def test_job_api_refuses_clients_without_the_token(cluster):
