@@ -1,6 +1,10 @@
 """SCANN+ training and inference throughput on the first QM9 molecules (CPU).
 
-    python benchmarks/bench_model.py --molecules 2000 --threads 2
+    python benchmarks/bench_model.py --molecules 2000 --threads 2 [--epochs 2 --repeats 3]
+
+One warm-up epoch, then ``--repeats`` timed repeats of ``--epochs`` training epochs each (training includes
+loss, L2 penalty, backward and Adam); one warm-up inference pass, then ``--repeats`` timed passes. See
+``_timing.py``: median and best rates, ratios of medians.
 
 Reference (TensorFlow 2.15 CPU, 2 threads, same 2,000 molecules, batch 128, SCANN+ 890,977 parameters):
 69 molecules/s training, 169 molecules/s inference. Goal: >= 3x (210 and 500 molecules/s).
@@ -9,10 +13,10 @@ Reference (TensorFlow 2.15 CPU, 2 threads, same 2,000 molecules, batch 128, SCAN
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from _timing import add_repeats_option, machine_load, measure, ratio
 
 from scannet.data.qm9 import load_qm9
 from scannet.featurizer import FeaturizerConfig, featurize_many
@@ -27,7 +31,7 @@ def main() -> None:
     parser.add_argument("--molecules", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2, help="timed training epochs (after one warm-up epoch)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs per timed repeat (after one warm-up)")
     parser.add_argument("--model", default="qm9-scann+")
     parser.add_argument(
         "--molecule-mode",
@@ -35,6 +39,7 @@ def main() -> None:
         choices=["exact", "box10"],
         help="box10 gives the reference's (sparser) neighbour lists",
     )
+    add_repeats_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -43,35 +48,32 @@ def main() -> None:
     assert not errors, errors[:3]
     data = GraphDataset(graphs, np.array([[m.info["homo"]] for m in molecules]))
     model = SCANN(preset(args.model))
+    total_epochs = 1 + args.repeats * args.epochs
     trainer = Trainer(
-        model, TrainConfig(epochs=args.epochs + 1, batch_size=args.batch_size, schedule="cosine"), data, data
+        model, TrainConfig(epochs=total_epochs, batch_size=args.batch_size, schedule="cosine"), data, data
     )
 
-    trainer.train_epoch(trainer.train_loader)  # warm-up
-    start = time.perf_counter()
-    for _ in range(args.epochs):
-        trainer.train_epoch(trainer.train_loader)
-    train_rate = args.epochs * len(data) / (time.perf_counter() - start)
+    def train_epochs() -> None:
+        for _ in range(args.epochs):
+            trainer.train_epoch(trainer.train_loader)
 
     inference = make_loader(data, args.batch_size, shuffle=False)
-    trainer.predict(inference)  # warm-up
-    start = time.perf_counter()
-    trainer.predict(inference)
-    infer_rate = len(data) / (time.perf_counter() - start)
-
     atoms = sum(g.n_atoms for g in graphs)
     edges = sum(g.n_edges for g in graphs)
     print(
         f"\n{args.model}: {count_parameters(model):,} parameters, {len(data)} molecules "
-        f"({atoms / len(data):.1f} atoms, {edges / atoms:.2f} neighbours per atom, {args.molecule_mode}), batch {args.batch_size}, "
-        f"{args.threads} threads, torch {torch.__version__}"
+        f"({atoms / len(data):.1f} atoms, {edges / atoms:.2f} neighbours per atom, {args.molecule_mode}), "
+        f"batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}"
     )
-    print(
-        f"training : {train_rate:8.1f} molecules/s  ({train_rate / REFERENCE_TRAIN:.2f}x the reference's {REFERENCE_TRAIN:.0f})"
-    )
-    print(
-        f"inference: {infer_rate:8.1f} molecules/s  ({infer_rate / REFERENCE_INFER:.2f}x the reference's {REFERENCE_INFER:.0f})"
-    )
+    with machine_load():
+        trainer.train_epoch(trainer.train_loader)  # warm-up
+        training = measure(train_epochs, args.repeats, "training ", molecules=args.epochs * len(data))
+        print(training.summary())
+        print(f"  {ratio(training, REFERENCE_TRAIN)} the reference's {REFERENCE_TRAIN:.0f} molecules/s", flush=True)
+        trainer.predict(inference)  # warm-up
+        inferring = measure(lambda: trainer.predict(inference), args.repeats, "inference", molecules=len(data))
+        print(inferring.summary())
+        print(f"  {ratio(inferring, REFERENCE_INFER)} the reference's {REFERENCE_INFER:.0f} molecules/s")
 
 
 if __name__ == "__main__":
