@@ -32,7 +32,11 @@ def save_model(
     featurizer_config: FeaturizerConfig,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` with its featurizer settings to ``path`` (parent folders are created)."""
+    """Write ``model`` with its featurizer settings to ``path`` (parent folders are created).
+
+    Refuses a featurizer whose edges reach beyond the model's distance basis.
+    """
+    featurizer_config.check_distance_basis(model.config.gaussian_distance_max, f"save_model({path})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {

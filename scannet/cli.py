@@ -1,31 +1,66 @@
-"""The ``scannet`` command: ``scannet train-qm9``, ``scannet predict``, ``scannet info``, ``scannet data``."""
+"""The ``scannet`` command: ``scannet train``, ``scannet predict``, ``scannet info``, ``scannet data``."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
+from contextlib import contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
 
+from scannet.train.run_cli import add_run_arguments
 
-def _train_qm9(args: argparse.Namespace) -> int:
-    from scannet.train.qm9_run import run_preset, run_qm9
 
-    config = run_preset(args.preset)
-    overrides: dict = {"out_dir": args.out}
-    if args.targets:
-        overrides["targets"] = tuple(args.targets)
-    if args.n_molecules is not None:
-        overrides["n_molecules"] = args.n_molecules or None
-    if args.model:
-        overrides["model_preset"] = args.model
-    if args.threads:
-        overrides["num_threads"] = args.threads
-    train_overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v}
-    if train_overrides:
-        overrides["train"] = dataclasses.replace(config.train, **train_overrides)
-    summary = run_qm9(dataclasses.replace(config, **overrides))
-    print("\n".join(["", "SCANN QM9 run finished", *summary.lines()]))
+class _Status:
+    code = 0
+
+
+#: Mistakes of the user (a config value, a missing file, an unreadable checkpoint): one line, exit code 2.
+def _user_error_types() -> tuple[type[Exception], ...]:
+    from scannet.checkpoint import CheckpointError
+    from scannet.data.graphs_table import FeaturizerMismatchError
+    from scannet.data.splits import SplitMismatchError
+    from scannet.typed_config import ConfigError
+
+    return ConfigError, FileNotFoundError, CheckpointError, SplitMismatchError, FeaturizerMismatchError
+
+
+@contextmanager
+def user_errors():
+    """Report a user mistake as one line on stderr and set ``status.code = 2`` instead of a traceback."""
+    status = _Status()
+    types = _user_error_types()
+    try:
+        yield status
+    except types as exc:
+        print(f"scannet: error: {exc}", file=sys.stderr)
+        status.code = 2
+
+
+def _ray_backend():
+    """The platform's Ray training backend (entry point ``scannet.backends: ray``), or None if not installed."""
+    for entry in entry_points(group="scannet.backends"):
+        if entry.name == "ray":
+            return entry.load()
+    return None
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.ray:
+        backend = _ray_backend()
+        if backend is None:
+            raise SystemExit("scannet train --ray: the Ray platform is not installed (pip install scannet[platform])")
+        return backend.train(args)
+    from scannet.train.run import run_local
+    from scannet.train.run_cli import print_config, run_overrides
+    from scannet.train.run_config import build_run_config
+
+    config = build_run_config(args.preset, args.config, **run_overrides(args))
+    if args.print_config:
+        print_config(config)
+        return 0
+    summary = run_local(config)
+    print("\n".join(["", "SCANNet training run finished", *summary.lines()]))
     return 0
 
 
@@ -124,16 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scannet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train-qm9", help="train SCANN/SCANN+ on QM9 (no Ray)")
-    train.add_argument("--preset", default="demo", choices=["demo", "paper"])
-    train.add_argument("--targets", nargs="+", help="e.g. homo lumo gap alpha cv")
-    train.add_argument("--model", help="model preset: qm9-scann+ (default), qm9-scann, demo")
-    train.add_argument("--n-molecules", type=int, help="size of the QM9 slice (0: all)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--threads", type=int, help="torch CPU threads")
-    train.add_argument("--out", default="runs/qm9-demo", help="output folder")
-    train.set_defaults(func=_train_qm9)
+    train = commands.add_parser(
+        "train", help="train SCANN/SCANN+ (in this process, or on Ray with --ray)", description="Train a model."
+    )
+    add_run_arguments(train)
+    train.add_argument("--ray", action="store_true", help="run on Ray Train (DDP; needs scannet[platform])")
+    backend = _ray_backend()
+    if backend is not None:
+        backend.add_job_arguments(train)
+    train.set_defaults(func=_train)
 
     predict = commands.add_parser("predict", help="predict structure files and write GA scores for OVITO")
     predict.add_argument("model", help="a model checkpoint (.pt)")
@@ -168,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    with user_errors() as status:
+        status.code = args.func(args)
+    return status.code
 
 
 if __name__ == "__main__":

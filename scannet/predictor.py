@@ -48,6 +48,7 @@ class Predictor:
     """A trained model with its featurizer: ``predict(list_of_atoms)``."""
 
     def __init__(self, model: SCANN, featurizer_config: FeaturizerConfig, metadata: dict | None = None) -> None:
+        featurizer_config.check_distance_basis(model.config.gaussian_distance_max, "Predictor")
         self.model = model.eval()
         self.featurizer_config = featurizer_config
         self.metadata = metadata or {}

@@ -1,18 +1,21 @@
-"""Streaming loader of a graph table for ``torch.utils.data`` (the plain path, without Ray).
+"""Streaming loader of a graph table for ``torch.utils.data`` (the one training ingest path).
 
 :class:`GraphTableDataset` reads the graph Parquet one row group at a time and yields packed batches built
 by :func:`~scannet.data.graphs_table.collate_arrow`, so memory is bounded by a row group plus the shuffle
 buffer however large the table grows.
 
-Sharding: the row groups of all files are put in a seeded order (new each epoch, :meth:`set_epoch`), and
-that sequence of rows is cut into ``world_size × num_workers`` contiguous ranges of equal size (±1 row).
-Each (rank, DataLoader worker) reads only the row groups its range overlaps, so every structure is seen
-exactly once per epoch across all ranks and workers. Use it with ``DataLoader(dataset, batch_size=None,
-num_workers=k)``; batches are already packed.
+Global batches: every rank reads the same seeded sequence of rows (row groups in a per-epoch order, rows
+shuffled within a buffer, :meth:`set_epoch`) and cuts it into the same GLOBAL batches of ``batch_size``
+structures (or of an atom budget). Rank ``r`` of ``W`` keeps rows ``r, r + W, ...`` of each global batch.
+So the union of the ranks' step-``k`` batches is the global batch ``k`` whatever ``W`` is (the recipe does
+not change with the number of workers), every rank takes the same number of steps (DDP needs that), and
+every selected structure is seen exactly once per epoch. A rank whose share of the last global batch is
+empty skips it (use ``drop_last`` when training, see ``scannet.train.worker.split_stream``). Each rank
+reads (but only collates its share of) the whole selection: reading is far cheaper than collating.
 
-Note for DDP: with a fixed ``batch_size`` the ranks' batch counts differ by at most one; with an atom
-budget they can differ more. Training loops must tolerate that (e.g. ``torch.distributed.algorithms.Join``)
-or pass ``drop_last=True`` and a budget-free batch size.
+``select_ids`` restricts the stream to a subset of structures (a split part) without copying the table.
+With ``DataLoader(dataset, batch_size=None, num_workers=k)`` loader worker ``w`` collates global batches
+``w, w + k, ...``; the DataLoader's round-robin order then yields them in the same order as ``k = 0``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -57,11 +61,12 @@ class GraphTableDataset(IterableDataset):
             above the budget gets a batch of its own.
         shuffle: shuffle the row-group order (per epoch) and rows within a local buffer.
         shuffle_buffer_size: rows gathered before they are shuffled and cut into batches.
-        seed: base seed of the shuffles; the order depends only on (seed, epoch, shard).
-        rank, world_size: this process's shard; default from ``torch.distributed`` (0, 1 when not set up).
-        drop_last: drop each shard's last incomplete batch (fixed ``batch_size`` only).
+        seed: base seed of the shuffles; the order depends only on (seed, epoch), never on the rank.
+        rank, world_size: this process's share of every global batch; default from ``torch.distributed``.
+        drop_last: drop the last incomplete global batch (fixed ``batch_size`` only).
         featurizer: when given, refuse a table made with other settings.
         include_ids: also yield the ids (``(batch, ids)`` pairs instead of batches).
+        select_ids: only these structure ids (e.g. one split part); None: every row.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class GraphTableDataset(IterableDataset):
         drop_last: bool = False,
         featurizer: FeaturizerConfig | None = None,
         include_ids: bool = False,
+        select_ids: Sequence[str] | pa.Array | None = None,
     ) -> None:
         super().__init__()
         if batch_size <= 0:
@@ -88,13 +94,24 @@ class GraphTableDataset(IterableDataset):
         missing = [t for t in self.targets if t not in files[0].schema_arrow.names]
         if missing:
             raise ValueError(f"targets {missing} are not columns of the graph table {path}")
-        # every row group of every file: (file index, row group index, rows)
-        self.blocks = [
-            (k, g, file.metadata.row_group(g).num_rows)
-            for k, file in enumerate(files)
-            for g in range(file.num_row_groups)
-        ]
-        self.num_rows = sum(rows for _, _, rows in self.blocks)
+        # every row group of every file: (file index, row group index, first row in the file, rows)
+        self.blocks = []
+        for k, file in enumerate(files):
+            first = 0
+            for g in range(file.num_row_groups):
+                rows = file.metadata.row_group(g).num_rows
+                self.blocks.append((k, g, first, rows))
+                first += rows
+        # selected rows of each file: a boolean mask (None: all); ids are matched in Arrow, no Python strings
+        self.masks: list[np.ndarray | None] = [None] * len(files)
+        if select_ids is not None:
+            wanted = pa.array(select_ids, pa.string()) if not isinstance(select_ids, pa.Array) else select_ids
+            for k, file in enumerate(files):
+                ids = file.read(columns=[S.ID]).column(S.ID)
+                self.masks[k] = pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False)
+        self.num_rows = sum(
+            rows if mask is None else int(mask.sum()) for mask, rows in zip(self.masks, self._file_rows(files))
+        )
         self.batch_size = batch_size
         self.max_atoms = max_atoms
         self.shuffle = shuffle
@@ -109,11 +126,20 @@ class GraphTableDataset(IterableDataset):
         self.include_ids = include_ids
         self.epoch = 0
 
+    @staticmethod
+    def _file_rows(files: list[pq.ParquetFile]) -> list[int]:
+        return [file.metadata.num_rows for file in files]
+
     def set_epoch(self, epoch: int) -> None:
-        """Change the shuffle and the shard assignment, like ``DistributedSampler.set_epoch``."""
+        """Change the shuffle for the next pass, like ``DistributedSampler.set_epoch``."""
         self.epoch = epoch
 
-    # ---------------------------------------------------------------------------------------- sharding
+    def num_batches(self) -> int:
+        """Global batches per epoch (= steps of every rank) for a fixed ``batch_size``."""
+        if self.max_atoms is not None:
+            raise ValueError("the number of batches of an atom-budget stream is only known after reading it")
+        full, rest = divmod(self.num_rows, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
 
     def _block_order(self) -> list[int]:
         order = np.arange(len(self.blocks))
@@ -121,32 +147,19 @@ class GraphTableDataset(IterableDataset):
             order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
         return order.tolist()
 
-    def shard_plan(self, shard: int, num_shards: int) -> list[tuple[int, int, int, int]]:
-        """(file, row group, first row, end row) pieces of shard ``shard`` of ``num_shards`` this epoch."""
-        start = self.num_rows * shard // num_shards
-        end = self.num_rows * (shard + 1) // num_shards
-        pieces, position = [], 0
-        for b in self._block_order():
-            k, g, rows = self.blocks[b]
-            lo, hi = max(start, position), min(end, position + rows)
-            if lo < hi:
-                pieces.append((k, g, lo - position, hi - position))
-            position += rows
-        return pieces
-
-    def _shard(self) -> tuple[int, int]:
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        return self.rank * workers + worker, self.world_size * workers
-
     # ---------------------------------------------------------------------------------------- iterating
 
-    def _tables(self, shard: int, num_shards: int) -> Iterator[pa.Table]:
+    def _tables(self) -> Iterator[pa.Table]:
+        """The selected rows of every row group, in this epoch's block order (one file open at a time)."""
         columns = [S.ID, *_READ_COLUMNS, *self.targets] if self.include_ids else [*_READ_COLUMNS, *self.targets]
-        for k, g, lo, hi in self.shard_plan(shard, num_shards):
-            with pq.ParquetFile(self.files[k]) as file:  # only one file open at a time, whatever the table size
+        for b in self._block_order():
+            k, g, first, rows = self.blocks[b]
+            mask = self.masks[k]
+            if mask is not None and not mask[first : first + rows].any():
+                continue
+            with pq.ParquetFile(self.files[k]) as file:
                 table = file.read_row_group(g, columns=columns)
-            yield table.slice(lo, hi - lo)
+            yield table if mask is None else table.filter(pa.array(mask[first : first + rows]))
 
     def _shuffled(self, tables: Iterator[pa.Table], rng: np.random.Generator) -> Iterator[pa.Table]:
         """Rows in buffers of ``shuffle_buffer_size``, each buffer permuted (the leftover of a cut carried on)."""
@@ -183,12 +196,23 @@ class GraphTableDataset(IterableDataset):
         if carry is not None and carry.num_rows and not (self.drop_last and self.max_atoms is None):
             yield carry
 
-    def __iter__(self) -> Iterator[Batch] | Iterator[tuple[Batch, list[str]]]:
-        shard, num_shards = self._shard()
-        tables = self._tables(shard, num_shards)
+    def global_batches(self) -> Iterator[pa.Table]:
+        """This epoch's global batches (all ranks' rows), the same sequence on every rank."""
+        tables = self._tables()
         if self.shuffle:
-            tables = self._shuffled(tables, np.random.default_rng([self.seed, self.epoch, shard]))
-        for table in self._batches(tables):
+            tables = self._shuffled(tables, np.random.default_rng([self.seed, self.epoch]))
+        return self._batches(tables)
+
+    def __iter__(self) -> Iterator[Batch] | Iterator[tuple[Batch, list[str]]]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        for k, table in enumerate(self.global_batches()):
+            if k % workers != worker:
+                continue
+            if self.world_size > 1:
+                table = table.take(np.arange(self.rank, table.num_rows, self.world_size))
+            if table.num_rows == 0:
+                continue
             table = table.combine_chunks()
             batch = collate_arrow(table, self.targets)
             if self.include_ids:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 MoleculeMode = Literal["exact", "box10"]
@@ -63,12 +63,24 @@ class FeaturizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeaturizerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FeaturizerConfig keys: {sorted(unknown)}")
-        return cls(**data)
+        from scannet.typed_config import build
+
+        return build(cls, data)
 
     def content_hash(self) -> str:
         """A short stable hash of the settings, used to key caches of featurized data."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def check_distance_basis(self, gaussian_distance_max: float, where: str = "model") -> None:
+        """Refuse edges longer than the model's distance basis reaches (``gaussian_distance_max >= d_t``).
+
+        A model whose Gaussian centres stop at 4 Å sees every edge beyond ~4.5 Å as the same zero vector;
+        the reference pairs d_t = 4 Å with 4 Å centres (molecules) and d_t = 6 Å with 6 Å (crystals).
+        """
+        if gaussian_distance_max < self.distance_threshold:
+            raise ValueError(
+                f"{where}: the distance basis ends at gaussian_distance_max={gaussian_distance_max} Å but the "
+                f"featurizer keeps edges up to distance_threshold={self.distance_threshold} Å; use a model preset "
+                f"for this range (e.g. mp2018-scann+ for crystals, 6 Å) or set gaussian_distance_max >= "
+                f"{self.distance_threshold}"
+            )

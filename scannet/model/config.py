@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -55,12 +55,9 @@ class SCANNConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SCANNConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise ValueError(f"unknown SCANNConfig keys: {sorted(unknown)}")
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**data)
+        from scannet.typed_config import build
+
+        return build(cls, data)
 
     def with_overrides(self, **overrides: Any) -> SCANNConfig:
         return replace(self, **overrides)

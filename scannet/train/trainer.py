@@ -11,7 +11,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +22,9 @@ from scannet import batch as keys
 from scannet.batch import Batch, batch_to
 from scannet.model.scann import SCANN
 from scannet.train.data import GraphDataset, make_loader
+from scannet.train.distributed import all_reduce_sum, world_size
 from scannet.train.schedule import LearningRateSchedule, ScheduleName
+from scannet.typed_config import build
 
 Precision = Literal["fp32", "bf16"]
 
@@ -32,7 +34,7 @@ class TrainConfig:
     """The training recipe. Defaults: the reference QM9 SCANN+ recipe (configs/model_qm9.yaml)."""
 
     epochs: int = 1000
-    batch_size: int = 128
+    batch_size: int = 128  # the GLOBAL batch: split evenly over the DDP ranks
     lr: float = 5e-4
     min_lr: float = 1e-4
     schedule: ScheduleName = "sgdr"
@@ -47,10 +49,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
-        return cls(**data)
+        return build(cls, data)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops instead of training on garbage."""
 
 
 @dataclass
@@ -83,8 +86,23 @@ def target_statistics(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
-def rmse_loss(normalized_prediction: torch.Tensor, normalized_target: torch.Tensor) -> torch.Tensor:
-    return (normalized_prediction - normalized_target).square().mean().sqrt()
+def rmse_loss(normalized_prediction: torch.Tensor, normalized_target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The RMSE of the z-scored targets over the GLOBAL batch (all ranks), as (loss to backpropagate, value).
+
+    With a process group, the squared errors and their count are summed over ranks first, so the value is
+    the RMSE of the whole global batch, not a mean of per-rank RMSEs. The returned tensor is a surrogate
+    whose gradient, averaged over ranks by DDP, equals the gradient of that global RMSE:
+    d RMSE = dS / (2 N RMSE), S = Σ_ranks S_r, so rank r backpropagates W · S_r / (2 N RMSE).
+    Without a process group (W = 1) the gradient is exactly that of ``sqrt(mean(err²))``.
+    """
+    squared = (normalized_prediction - normalized_target).square()  # [b, T]
+    local_sum = squared.sum()
+    total_sum, total_count = all_reduce_sum(
+        torch.stack([local_sum.detach().double().cpu(), torch.tensor(float(squared.numel()), dtype=torch.float64)])
+    )
+    rmse = float(np.sqrt(total_sum / max(total_count, 1.0)))
+    scale = world_size() / (2.0 * max(total_count, 1.0) * max(rmse, 1e-12))
+    return local_sum * scale, rmse
 
 
 @torch.no_grad()
@@ -140,7 +158,7 @@ class TrainLoop:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_epoch(self, batches: Iterable[Batch], progress: bool = False) -> float:
-        """One pass over ``batches``; returns the mean training loss per structure."""
+        """One pass over ``batches``; returns the mean over steps of the global-batch loss (RMSE + L2 term)."""
         self.forward.train()
         self.schedule.start_epoch()
         total, count = 0.0, 0
@@ -150,14 +168,22 @@ class TrainLoop:
                 group["lr"] = self.schedule.lr_at(self.step)
             with self.autocast():
                 output = self.forward(batch)
-            target = (batch[keys.TARGETS] - self.model.target_mean) / self.model.target_std  # [B, T]
-            loss = rmse_loss(output.normalized.float(), target) + self.config.l2 * self.model.l2_penalty()
+            target = (batch[keys.TARGETS] - self.model.target_mean) / self.model.target_std  # [b, T]
+            rmse_term, rmse = rmse_loss(output.normalized.float(), target)
+            penalty = self.config.l2 * self.model.l2_penalty()
+            loss_value = rmse + float(penalty.detach())  # the same on every rank
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"epoch {self.epoch}, step {self.step}: the training loss is {loss_value} (lr "
+                    f"{self.schedule.lr_at(self.step):.3g}); stopped before applying it. Resume continues from the "
+                    "last checkpoint; lower the learning rate or check the targets for outliers"
+                )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (rmse_term + penalty).backward()
             self.optimizer.step()
             self.step += 1
-            total += float(loss.detach()) * len(batch[keys.N_ATOMS])
-            count += len(batch[keys.N_ATOMS])
+            total += loss_value
+            count += 1
         return total / max(count, 1)
 
     def predict(self, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:

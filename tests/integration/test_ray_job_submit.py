@@ -207,4 +207,4 @@ def test_ray_job_submit_trains_and_registers(cluster):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "SCANNet training job finished" in result.stdout
     assert "models:/scannet-qm9-slice-homo/1" in result.stdout
-    assert (root / "runs" / "submitted" / "scannet" / "best_model.pt").exists()
+    assert (root / "runs" / "submitted" / "best_model.pt").exists()

@@ -239,7 +239,7 @@ def test_shards_over_ranks_and_workers_cover_every_id_once(table_dir, shuffle):
         dataset = GraphTableDataset(
             folder,
             ["y"],
-            16,
+            15,  # the global batch: 5 rows per rank
             shuffle=shuffle,
             shuffle_buffer_size=64,
             rank=rank,
@@ -252,6 +252,36 @@ def test_shards_over_ranks_and_workers_cover_every_id_once(table_dir, shuffle):
         seen.update(ids)
     assert seen == Counter(table["id"].to_pylist())
     assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ranks_split_the_same_global_batches_with_equal_step_counts(table_dir, world_size):
+    folder, _, _ = table_dir
+
+    def stream(rank, world, batch=32):
+        dataset = GraphTableDataset(
+            folder, ["y"], batch, shuffle=True, seed=5, rank=rank, world_size=world, include_ids=True
+        )
+        dataset.set_epoch(2)
+        return dataset
+
+    single = [ids for _, ids in stream(0, 1)]
+    per_rank = [[ids for _, ids in stream(rank, world_size)] for rank in range(world_size)]
+    assert len({len(steps) for steps in per_rank}) == 1  # every rank takes the same number of steps
+    assert len(per_rank[0]) == len(single) == stream(0, world_size).num_batches()
+    for k, global_ids in enumerate(single):  # step k of all ranks together is global batch k, whatever the world
+        assert sorted(i for steps in per_rank for i in steps[k]) == sorted(global_ids)
+
+
+def test_select_ids_streams_only_that_subset(table_dir):
+    folder, _, table = table_dir
+    ids = table["id"].to_pylist()
+    chosen = ids[::7] + ids[302:305]  # rows of both files (302-304 are not multiples of 7)
+    dataset = GraphTableDataset(folder, ["y"], 10, shuffle=True, include_ids=True, select_ids=chosen)
+    seen = [i for _, batch_ids in dataset for i in batch_ids]
+    assert sorted(seen) == sorted(chosen) and dataset.num_rows == len(chosen)
+    assert dataset.num_batches() == -(-len(chosen) // 10)
+    assert GraphTableDataset(folder, ["y"], 10, select_ids=[]).num_batches() == 0
 
 
 def test_loader_batches_equal_collate_graphs(table_dir):

@@ -17,16 +17,21 @@ from scannet.data.qm9 import (
     QM9_FILES,
     QM9_SIZE,
     QM9_TARGETS,
-    Split,
-    SplitMismatchError,
     load_qm9,
-    make_split,
-    make_split_fractions,
     parse_coordinates,
     parse_elements,
     qm9_data_dir,
     qm9_split,
 )
+from scannet.data.splits import (
+    Split,
+    SplitMismatchError,
+    make_split,
+    make_split_fractions,
+    slice_indices,
+    structure_order,
+)
+from scannet.units import report_unit
 
 HAS_QM9 = importlib.util.find_spec("qm9pack") is not None
 needs_qm9 = pytest.mark.skipif(not HAS_QM9, reason="qm9pack (offline QM9 data) is not installed")
@@ -65,16 +70,12 @@ def test_target_table_declares_units_and_report_units():
         "rot_b",
         "rot_c",
     }
-    for name in ("homo", "lumo", "gap"):
+    for name in ("homo", "lumo", "gap", "zpve", "u0", "u", "h", "g"):
         spec = QM9_TARGETS[name]
-        assert (spec.unit, spec.factor, spec.report_unit, spec.report_scale) == ("eV", Hartree, "meV", 1000.0)
-        assert spec.to_report(0.043) == pytest.approx(43.0)
-    for name in ("zpve", "u0", "u", "h", "g"):
-        spec = QM9_TARGETS[name]
-        assert (spec.unit, spec.factor, spec.report_unit, spec.report_scale) == ("eV", Hartree, "eV", 1.0)
+        assert (spec.unit, spec.factor, report_unit(spec.unit)) == ("eV", Hartree, (1000.0, "meV"))
     assert QM9_TARGETS["alpha"].column == "Polarizability_bohr3"
     assert (QM9_TARGETS["alpha"].unit, QM9_TARGETS["alpha"].factor) == ("Bohr^3", 1.0)
-    assert QM9_TARGETS["cv"].report_unit == "cal/(mol K)"
+    assert report_unit(QM9_TARGETS["cv"].unit) == (1.0, "cal/(mol K)")
     assert QM9_TARGETS["rot_a"].unit == "GHz"
     with pytest.raises(AttributeError):
         QM9_TARGETS["homo"].factor = 1.0  # frozen
@@ -242,3 +243,20 @@ def test_split_load_mismatch_errors(tmp_path: Path):
     path.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(SplitMismatchError, match="not a split file"):
         Split.load(path)
+
+
+def test_reference_order_sorts_by_atom_count_stably():
+    n_atoms = np.array([5, 3, 5, 3, 9, 1])
+    np.testing.assert_array_equal(structure_order(n_atoms, "atom_count"), [5, 1, 3, 0, 2, 4])
+    np.testing.assert_array_equal(structure_order(n_atoms, "table"), np.arange(6))
+    with pytest.raises(ValueError, match="split order"):
+        structure_order(n_atoms, "random")
+
+
+def test_slice_indices_is_seeded_sorted_and_rejects_nonpositive_sizes():
+    chosen = slice_indices(100, 10, seed=3)
+    assert len(chosen) == 10 and np.all(np.diff(chosen) > 0)
+    np.testing.assert_array_equal(chosen, slice_indices(100, 10, seed=3))
+    np.testing.assert_array_equal(slice_indices(100, None, seed=3), np.arange(100))
+    with pytest.raises(ValueError, match="n_structures must be > 0"):
+        slice_indices(100, 0, seed=0)

@@ -1,4 +1,4 @@
-"""End to end without Ray: `scannet train-qm9` trains, evaluates, saves a loadable model and its split;
+"""End to end without Ray: `scannet train` trains, evaluates, saves a loadable model and its split;
 `scannet predict` works on its checkpoint."""
 
 from __future__ import annotations
@@ -15,24 +15,26 @@ from ase.io import read, write
 
 import scannet
 from scannet.cli import main as cli_main
-from scannet.data.qm9 import Split
+from scannet.data.qm9 import write_qm9_table
+from scannet.data.splits import Split
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
+    root = tmp_path_factory.mktemp("run")
+    table = write_qm9_table(root / "qm9-300", targets=["homo", "gap"], limit=300)
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "scannet.cli",
-            "train-qm9",
+            "train",
             "--preset",
             "demo",
-            "--n-molecules",
-            "300",
+            "--data",
+            str(table),
             "--epochs",
             "2",
             "--targets",
@@ -40,8 +42,12 @@ def trained_run(tmp_path_factory) -> Path:
             "gap",
             "--threads",
             "2",
-            "--out",
-            str(out),
+            "--name",
+            "local",
+            "--storage-path",
+            str(root / "runs"),
+            "--data-cache",
+            str(root / "cache"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -49,28 +55,29 @@ def trained_run(tmp_path_factory) -> Path:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "test MAE" in result.stdout and "checkpoint:" in result.stdout
-    return out
+    assert "test MAE" in result.stdout and "checkpoint :" in result.stdout
+    assert result.stdout.count("epoch ") >= 2 and "val MAE homo" in result.stdout  # one line per epoch
+    return root / "runs" / "local"
 
 
 @pytest.mark.slow
 def test_job_writes_model_split_history_and_summary(trained_run):
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 300
+    assert sum(summary["split_sizes"].values()) == 300 and summary["test_evaluated"] == summary["split_sizes"]["test"]
     assert summary["epochs_run"] == 2 and summary["parameters"] == 890_977 + (128 * 128 + 128) + (
         128 + 1
     )  # one more head
-    assert set(summary["test_mae"]) == {"homo", "gap"} and summary["units"]["homo"] == "meV"
+    assert set(summary["test_mae"]) == {"homo", "gap"} and summary["report_units"]["homo"] == "meV"
     assert all(np.isfinite(v) and v > 0 for v in summary["test_mae"].values())
     split = Split.load(trained_run / "split.json", n=300)
-    assert split.sizes == {"train": summary["n_train"], "val": summary["n_val"], "test": summary["n_test"]}
+    assert split.sizes == summary["split_sizes"]
     history = json.loads((trained_run / "history.json").read_text())
     assert len(history) == 2 and history[1]["train_loss"] < history[0]["train_loss"] * 1.5
 
 
 @pytest.mark.slow
 def test_job_model_loads_and_predicts(trained_run):
-    predictor = scannet.load(trained_run / "model.pt")
+    predictor = scannet.load(trained_run / "best_model.pt")
     assert predictor.targets == ("homo", "gap")
     result = predictor.predict_one(molecule("CH3CHO"))
     assert -20 < result.values["homo"] < 0  # eV
@@ -87,7 +94,7 @@ def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run
     unreadable.write_text("this is not xyz\n")
     out = tmp_path / "preds"
     code = cli_main(
-        ["predict", str(trained_run / "model.pt"), str(good), str(sulfur), str(unreadable), "--out", str(out)]
+        ["predict", str(trained_run / "best_model.pt"), str(good), str(sulfur), str(unreadable), "--out", str(out)]
     )
     assert code == 1  # not everything could be predicted
     table = (out / "predictions.csv").read_text().splitlines()

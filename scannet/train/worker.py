@@ -1,0 +1,277 @@
+"""The training worker loop: one rank of a run, the same code with or without Ray.
+
+Each rank [1] streams its part of the training split from the graph table (every rank reads the same
+seeded sequence of GLOBAL batches of ``train.batch_size`` structures and keeps rows ``rank::world_size``
+of each, so ranks take equal step counts and the recipe does not depend on the number of workers),
+[2] builds the model (wrapped for DDP by the session), [3] resumes from the session's latest checkpoint
+(weights, optimiser, schedule, history and every rank's RNG state), then per epoch trains, evaluates its
+disjoint share of the validation split (errors summed over ranks: each structure counted once) and
+[4] reports metrics with a checkpoint written by rank 0.
+
+A *session* supplies the few calls that differ between runners: :class:`LocalSession` here (one
+process, or one rank of a ``torch.distributed`` group), ``RaySession`` in the platform (Ray Train V2).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+
+from scannet.checkpoint import save_model
+from scannet.data import schema as S
+from scannet.data.loader import GraphTableDataset, make_table_loader
+from scannet.featurizer import FeaturizerConfig
+from scannet.model import SCANN, SCANNConfig
+from scannet.train.distributed import all_gather_objects, all_reduce_sum
+from scannet.train.run_config import FaultHooks
+from scannet.train.trainer import Precision, TrainConfig, TrainLoop
+
+TRAIN_STATE = "train_state.pt"
+MODEL_FILE = "model.pt"
+SPLIT_PARTS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every rank needs; built once by the runner (driver) and sent to the workers."""
+
+    graph_table: str  # folder of the graph table (featurizer settings checked on open)
+    split_ids: str  # Parquet file of (id, part): which structures are train / val / test
+    model: SCANNConfig
+    train: TrainConfig
+    featurizer: FeaturizerConfig
+    target_mean: tuple[float, ...]  # [T] z-scoring statistics of the whole training split
+    target_std: tuple[float, ...]
+    init_weights: str | None = None  # fine-tuning: a state dict to start from (checked by the driver)
+    precision: Precision = "fp32"
+    compile: bool = False
+    threads: int | None = None
+    model_metadata: dict[str, Any] = field(default_factory=dict)  # written into every model checkpoint
+    run_dir: str | None = None  # where rank 0 records the epoch this worker group started at
+    hooks: FaultHooks = field(default_factory=FaultHooks)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.model.targets
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+
+    def device(self) -> torch.device: ...
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module: ...
+    def checkpoint_dir(self): ...  # a context manager giving the latest checkpoint folder or None
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ split
+
+
+def write_split_ids(path: str | Path, ids: list[str] | pa.Array, parts: list[str] | pa.Array) -> Path:
+    """The split as a Parquet table of (id, part): read back by every rank without Python objects per row."""
+    table = pa.table({S.ID: pa.array(ids, pa.string()), "part": pa.array(parts, pa.string())})
+    path = Path(path)
+    pq.write_table(table, path)
+    return path
+
+
+def split_part_ids(path: str | Path, part: str) -> pa.Array:
+    """The ids of one part (``train``, ``val`` or ``test``) of a split written by :func:`write_split_ids`."""
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"split part must be one of {SPLIT_PARTS}, got {part!r}")
+    table = pq.read_table(path, filters=[("part", "=", part)], columns=[S.ID])
+    return table.column(S.ID).combine_chunks()
+
+
+def split_stream(
+    config: WorkerConfig, part: str, rank: int, world_size: int, shuffle: bool, batch_size: int | None = None
+) -> GraphTableDataset:
+    """The graph-table stream of one split part for one rank (global batches, this rank's rows of each)."""
+    batch = batch_size or config.train.batch_size
+    n_rows = len(split_part_ids(config.split_ids, part))
+    # a last global batch with fewer rows than ranks would give some rank no step: drop it when training
+    drop_last = shuffle and 0 < n_rows % batch < world_size
+    return GraphTableDataset(
+        config.graph_table,
+        targets=config.targets,
+        batch_size=batch,
+        shuffle=shuffle,
+        seed=config.train.seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=drop_last,
+        featurizer=config.featurizer,
+        select_ids=split_part_ids(config.split_ids, part),
+    )
+
+
+def per_rank_batch_size(global_batch: int, world_size: int) -> int:
+    """The rows each rank takes from a global batch; the global size must divide evenly."""
+    if global_batch % world_size:
+        raise ValueError(
+            f"batch_size {global_batch} is the global batch and must divide evenly over {world_size} workers; "
+            f"choose a multiple of {world_size}"
+        )
+    return global_batch // world_size
+
+
+# ----------------------------------------------------------------------------------------------- sessions
+
+
+class LocalSession:
+    """No Ray: one process (or one rank of an initialised ``torch.distributed`` group) on ``device``.
+
+    Keeps the latest checkpoint in ``folder/latest`` (replaced atomically: a kill never leaves half of one).
+    """
+
+    def __init__(
+        self, folder: str | Path, device: str = "cpu", on_report: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.on_report = on_report
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        self.folder, self._device = Path(folder), torch.device(device)
+        self.reports: list[dict[str, Any]] = []
+
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world_size == 1:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=None if self._device.type == "cpu" else [self._device]
+        )
+
+    @property
+    def latest(self) -> Path:
+        return self.folder / "latest"
+
+    def checkpoint_dir(self):
+        return nullcontext(str(self.latest) if (self.latest / TRAIN_STATE).exists() else None)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.reports.append(dict(metrics))
+        if self.on_report is not None and self.rank == 0:
+            self.on_report(metrics)
+        if checkpoint_dir and self.rank == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".latest-", dir=self.folder))
+            shutil.copytree(checkpoint_dir, staging, dirs_exist_ok=True)
+            previous = self.folder / ".latest-previous"
+            shutil.rmtree(previous, ignore_errors=True)
+            if self.latest.exists():
+                self.latest.rename(previous)
+            staging.rename(self.latest)
+            shutil.rmtree(previous, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def distributed_mae(loop: TrainLoop, stream: GraphTableDataset) -> tuple[dict[str, float], int]:
+    """(MAE per target in dataset units, structures evaluated) over all ranks; each structure counted once."""
+    error_sum, count = loop.error_sums(make_table_loader(stream))
+    reduced = all_reduce_sum(np.concatenate([error_sum, [count]]))
+    return loop.mae_per_target(reduced[:-1], int(reduced[-1])), int(reduced[-1])
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(states: list[dict[str, Any]] | None, rank: int, world_size: int, seed: int, epoch: int) -> str:
+    """Restore this rank's RNG state saved at the checkpoint; reseed when the worker count changed."""
+    if states is not None and len(states) == world_size:
+        torch.set_rng_state(states[rank]["torch"])
+        if "cuda" in states[rank] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(states[rank]["cuda"])
+        return "restored"
+    torch.manual_seed(seed + 1000 * epoch + rank)
+    return "reseeded (the worker count changed)"
+
+
+def run_worker(config: WorkerConfig, session: Session) -> None:
+    """Train until the epoch budget or early stopping, reporting every epoch to ``session``."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world = session.rank, session.world_size
+    per_rank_batch_size(config.train.batch_size, world)
+    torch.manual_seed(config.train.seed + rank)
+
+    # [1] data: global batches of the training split, this rank's rows of each
+    train = split_stream(config, "train", rank, world, shuffle=True)
+    val = split_stream(config, "val", rank, world, shuffle=False)
+    train_batches = make_table_loader(train)
+    train_rows = min(train.num_rows, train.num_batches() * config.train.batch_size)  # structures per epoch
+
+    # [2] model, wrapped for DDP; the target statistics come from the driver (whole training split)
+    model = SCANN(config.model)
+    if config.init_weights:
+        model.load_state_dict(torch.load(config.init_weights, weights_only=True))  # keys checked by the driver
+    model.set_target_statistics(torch.tensor(config.target_mean), torch.tensor(config.target_std))
+    device = session.device()
+    model.to(device)
+    forward = session.prepare_model(model)
+    if config.compile:
+        forward = torch.compile(forward, dynamic=True)
+    loop = TrainLoop(model, config.train, train.num_batches(), device, forward, config.precision)
+
+    # [3] resume from the latest checkpoint (a re-run with the same name, or a restarted worker group)
+    with session.checkpoint_dir() as folder:
+        if folder is not None:
+            state = torch.load(Path(folder) / TRAIN_STATE, map_location="cpu", weights_only=True)
+            loop.load_state_dict(state)
+            restore_rng(state.get("rank_rng"), rank, world, config.train.seed, loop.epoch)
+
+    start_epoch = loop.epoch
+    if rank == 0 and config.run_dir:  # where this worker group started (read by the driver)
+        Path(config.run_dir, "launch.json").write_text(json.dumps({"start_epoch": start_epoch}))
+    while not loop.should_stop:
+        _maybe_fail(config, loop.epoch, rank)
+        train.set_epoch(loop.epoch)
+        lr = loop.schedule.lr_at(loop.step)
+        started = time.perf_counter()
+        train_loss = loop.train_epoch(train_batches)  # raises NonFiniteLossError on a NaN / inf loss
+        train_seconds = time.perf_counter() - started
+        val_mae, val_count = distributed_mae(loop, val)
+        record = loop.end_epoch(train_loss, val_mae, lr)
+
+        # [4] report: metrics from every rank (a barrier), the checkpoint from rank 0
+        metrics = {"epoch": record.epoch, "train_loss": record.train_loss, "val_mae": record.val_mae, "lr": lr}
+        metrics.update({"start_epoch": start_epoch, "val_structures": val_count, "epochs": config.train.epochs})
+        metrics.update({"seconds": time.perf_counter() - started, "train_per_s": train_rows / train_seconds})
+        metrics.update({f"val_mae_{t}": v for t, v in val_mae.items()})
+        rank_rng = all_gather_objects(rng_state())
+        with tempfile.TemporaryDirectory() as folder:
+            if rank == 0:
+                torch.save({**loop.state_dict(), "rank_rng": rank_rng}, Path(folder) / TRAIN_STATE)
+                save_model(Path(folder) / MODEL_FILE, model, config.featurizer, metadata=config.model_metadata)
+            session.report(metrics, folder if rank == 0 else None)
+
+
+def _maybe_fail(config: WorkerConfig, epoch: int, rank: int) -> None:
+    """Test hook: every rank fails once at ``hooks.fail_once_at_epoch`` (a marker per rank makes it once)."""
+    if config.hooks.fail_once_at_epoch != epoch or config.run_dir is None:
+        return
+    marker = Path(config.run_dir, f"injected_failure.rank{rank}")
+    if not marker.exists():
+        marker.write_text("failed once")
+        raise RuntimeError(f"injected worker failure at epoch {epoch}")
