@@ -9,19 +9,8 @@ import argparse
 import sys
 
 from scannet.cli import user_errors
-from scannet.train.run_cli import add_run_arguments, print_config, run_overrides
-from scannet_platform.train_config import build_config
-
-_JOB_FLAGS = (
-    "num_workers",
-    "use_gpu",
-    "cpus_per_worker",
-    "keep_checkpoints",
-    "max_failures",
-    "mlflow_tracking_uri",
-    "experiment",
-    "registered_model",
-)
+from scannet.train.run_cli import add_run_arguments, execute, run_overrides
+from scannet_platform.train_config import JOB_KEYS, build_config
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,19 +31,16 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace, data: str | None = None) -> int:
     """Build the job config from parsed flags and run it on Ray (``--print-config``: show it only)."""
     overrides = run_overrides(args)
-    overrides.update({key: getattr(args, key, None) for key in _JOB_FLAGS})
+    overrides.update({key: getattr(args, key, None) for key in JOB_KEYS})
     if data is not None and overrides.get("data") is None:
         overrides["data"] = data
-    job = build_config(args.preset, args.config, **overrides)
-    if args.print_config:
-        print_config(job)
-        return 0
 
-    from scannet_platform.train_driver import run_training
+    def run(job):
+        from scannet_platform.train_driver import run_training
 
-    summary = run_training(job)
-    print("\n".join(["", "SCANNet training job finished", *summary.lines()]))
-    return 0
+        return run_training(job)
+
+    return execute(build_config(args.preset, args.config, **overrides), args.print_config, run, "training job")
 
 
 def main(argv: list[str] | None = None, data: str | None = None, description: str = "") -> int:

@@ -5,26 +5,11 @@ value checked) with the same presets."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from scannet.home import default_mlflow_uri
 from scannet.train.run_config import RUN_PRESETS, RunConfig, layered_config
 from scannet.typed_config import ConfigError
-
-#: Job keys a re-run with the same name may change: scaling and tracking never change the results
-#: (the batch size is global, so the recipe does not depend on the number of workers).
-PLATFORM_RESUMABLE_KEYS = frozenset(
-    {
-        "num_workers",
-        "use_gpu",
-        "cpus_per_worker",
-        "keep_checkpoints",
-        "max_failures",
-        "mlflow_tracking_uri",
-        "experiment",
-        "registered_model",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -61,3 +46,10 @@ class TrainJobConfig(RunConfig):
 def build_config(preset: str | None = None, yaml_file: str | None = None, **overrides) -> TrainJobConfig:
     """Defaults -> preset -> YAML file -> explicit overrides (``None`` values are ignored)."""
     return layered_config(TrainJobConfig, RUN_PRESETS, preset, yaml_file, overrides)
+
+
+#: The keys the job adds to the run (scaling, retention, tracking).
+JOB_KEYS = tuple(f.name for f in fields(TrainJobConfig) if f.name not in {g.name for g in fields(RunConfig)})
+#: A re-run with the same name may change all of them: they never change the results (the batch size is
+#: global, so the recipe does not depend on the number of workers).
+PLATFORM_RESUMABLE_KEYS = frozenset(JOB_KEYS)

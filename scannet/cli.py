@@ -52,16 +52,11 @@ def _train(args: argparse.Namespace) -> int:
             raise SystemExit("scannet train --ray: the Ray platform is not installed (pip install scannet[platform])")
         return backend.train(args)
     from scannet.train.run import run_local
-    from scannet.train.run_cli import print_config, run_overrides
+    from scannet.train.run_cli import execute, run_overrides
     from scannet.train.run_config import build_run_config
 
     config = build_run_config(args.preset, args.config, **run_overrides(args))
-    if args.print_config:
-        print_config(config)
-        return 0
-    summary = run_local(config)
-    print("\n".join(["", "SCANNet training run finished", *summary.lines()]))
-    return 0
+    return execute(config, args.print_config, run_local, "training run")
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from scannet.model.config import PRESETS as MODEL_PRESETS
@@ -87,6 +88,12 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def print_config(config: Any) -> None:
-    json.dump(to_plain(config), sys.stdout, indent=1)
-    print()
+def execute(config: Any, print_only: bool, run: Callable[[Any], Any], what: str) -> int:
+    """Print the resolved ``config`` (``--print-config``) or run it and print its summary."""
+    if print_only:
+        json.dump(to_plain(config), sys.stdout, indent=1)
+        print()
+        return 0
+    summary = run(config)
+    print("\n".join(["", f"SCANNet {what} finished", *summary.lines()]))
+    return 0
