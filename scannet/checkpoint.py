@@ -8,6 +8,7 @@ z-scoring) and free-form metadata (units, data provenance, metrics). Files are r
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +56,63 @@ def save_model(
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SCANN, FeaturizerConfig, dict]:
-    """Read a checkpoint written by :func:`save_model`; returns (model in eval mode, featurizer config, metadata)."""
+    """Read a checkpoint written by :func:`save_model`; returns (model in eval mode, featurizer config, metadata).
+
+    Raises:
+        CheckpointError: one line, ``<path>: <reason>``, for a missing, unreadable or foreign file.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: {_unreadable_reason(exc)}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a SCANNet model checkpoint")
-    if payload["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a SCANNet model checkpoint (no format {FORMAT!r} marker)")
+    version = payload.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: a SCANNet checkpoint without a valid format version ({version!r})")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: format version {payload['format_version']} is newer than this scannet "
+            f"{path}: format version {version} is newer than this scannet "
             f"({scannet.__version__}) reads ({FORMAT_VERSION}); upgrade scannet"
         )
-    model = SCANN(SCANNConfig.from_dict(payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = SCANN(SCANNConfig.from_dict(payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+        featurizer_config = FeaturizerConfig.from_dict(payload["featurizer_config"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: a damaged SCANNet checkpoint ({_first_line(exc)})") from exc
     model.eval()
-    return model, FeaturizerConfig.from_dict(payload["featurizer_config"]), payload["metadata"]
+    return model, featurizer_config, dict(payload.get("metadata") or {})
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters), ``Type`` alone when it is empty."""
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreadable_reason(exc: BaseException) -> str:
+    """One short line for a file ``torch.load(weights_only=True)`` refused (torch's advice text dropped)."""
+    text = str(exc)
+    if isinstance(exc, EOFError) or not text.strip() and isinstance(exc, pickle.UnpicklingError):
+        return "not a readable checkpoint: the file is empty or ends early"
+    if "WeightsUnpickler error:" in text:
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+        if detail.startswith("Unsupported global:"):
+            global_name = detail.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
+            return (
+                f"not a readable checkpoint: it holds a Python object ({global_name}) that the safe "
+                "(weights-only) load refuses; SCANNet checkpoints hold only tensors and plain data"
+            )
+        detail = detail.split(" Check the documentation", 1)[0]
+        return f"not a PyTorch checkpoint file (unpickling failed: {detail[:150]})"
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        detail = text.split(".", 1)[0].replace("PytorchStreamReader failed reading zip archive: ", "")
+        return f"not a readable checkpoint: the file is truncated or corrupted ({detail[:150]})"
+    return f"not a readable checkpoint ({_first_line(exc)})"

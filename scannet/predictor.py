@@ -1,18 +1,21 @@
 """Prediction and GA explanation for lists of structures, with per-structure errors.
 
 Bad structures never stop a batch: each result carries either values and GA scores or the error
-that names the structure and the reason.
+that names the structure and the reason. Anything raised for one structure (validation,
+featurization, the model on a batch that holds it) is recorded as that structure's error; a batch
+the model fails on is retried one structure at a time so the others are still predicted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from ase import Atoms
+from tqdm.auto import tqdm
 
 from scannet.batch import collate_graphs
 from scannet.checkpoint import load_model
@@ -35,13 +38,31 @@ class Prediction:
         return self.error is None
 
 
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` on one line; ``Type (raised without a message)`` when the message is empty."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (raised without a message)"
+
+
+def _name_of(atoms: Atoms, index: int) -> str:
+    try:
+        return structure_name(atoms, index)
+    except Exception:  # e.g. atomic numbers without a chemical symbol: still a name
+        return f"structure#{index}"
+
+
 def check_vocabulary(atoms: Atoms, elements: Sequence[int], name: str) -> None:
     unknown = sorted(set(atoms.numbers.tolist()) - set(elements))
     if unknown:
         from ase.data import chemical_symbols
 
-        symbols = [chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z) for z in unknown]
-        raise StructureError(name, f"elements {symbols} are not in the model's vocabulary {list(elements)}")
+        def symbol(z: int) -> str:
+            return chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z)
+
+        raise StructureError(
+            name,
+            f"elements {[symbol(z) for z in unknown]} are not in the model's vocabulary {[symbol(z) for z in elements]}",
+        )
 
 
 class Predictor:
@@ -57,34 +78,70 @@ class Predictor:
     def targets(self) -> tuple[str, ...]:
         return self.model.config.targets
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def unit(self, target: str) -> str | None:
+        """The unit of ``target`` from the checkpoint metadata (``metadata["units"]``), None if not recorded."""
+        units = self.metadata.get("units")
+        unit = units.get(target) if isinstance(units, dict) else None
+        return str(unit) if unit not in (None, "") else None
+
     def featurize(self, atoms: Atoms, name: str) -> Graph:
         """Check the vocabulary, validate and featurize one structure (raises StructureError)."""
         check_vocabulary(atoms, self.model.config.elements, name)
         return featurize(atoms, self.featurizer_config, name)
 
     @torch.no_grad()
-    def predict(self, structures: Sequence[Atoms], batch_size: int = 128) -> list[Prediction]:
-        """Predict every structure; failures are reported per structure, the rest still predicted."""
-        results = [Prediction(structure_name(atoms, i)) for i, atoms in enumerate(structures)]
-        graphs: list[tuple[int, Graph]] = []
-        for i, atoms in enumerate(structures):
-            try:
-                graphs.append((i, self.featurize(atoms, results[i].name)))
-            except StructureError as exc:
-                results[i].error = exc.reason
-        for chunk in _chunks(graphs, batch_size):
-            self._predict_chunk(chunk, results)
+    def predict(self, structures: Sequence[Atoms], batch_size: int = 128, progress: bool = False) -> list[Prediction]:
+        """Predict every structure, ``batch_size`` at a time; failures are reported per structure, the rest
+        still predicted. ``progress`` shows a progress bar (tqdm, on stderr) over the structures."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        results = [Prediction(_name_of(atoms, i)) for i, atoms in enumerate(structures)]
+        with tqdm(total=len(structures), desc="predicting", unit="structure", disable=not progress) as bar:
+            for start in range(0, len(structures), batch_size):
+                chunk: list[tuple[int, Graph]] = []
+                for i in range(start, min(start + batch_size, len(structures))):
+                    try:
+                        chunk.append((i, self.featurize(structures[i], results[i].name)))
+                    except StructureError as exc:
+                        results[i].error = exc.reason
+                    except Exception as exc:  # anything else raised for this structure is its error too
+                        results[i].error = f"featurization failed: {describe_error(exc)}"
+                    bar.update(1)
+                self._predict_chunk(chunk, results)
         return results
 
     def _predict_chunk(self, chunk: list[tuple[int, Graph]], results: list[Prediction]) -> None:
-        device = next(self.model.parameters()).device
+        """Run the model on ``chunk``; if it fails, retry each structure alone so only the culprit fails."""
+        if not chunk:
+            return
+        try:
+            outputs = self._run_model(chunk)
+        except Exception as exc:
+            if len(chunk) == 1:
+                results[chunk[0][0]].error = f"the model failed: {describe_error(exc)}"
+                return
+            for item in chunk:
+                self._predict_chunk([item], results)
+            return
+        for (i, _), (values, ga) in zip(chunk, outputs):
+            if not (np.all(np.isfinite(list(values.values()))) and np.all(np.isfinite(ga))):
+                results[i].error = f"the model returned non-finite values {values}"
+                continue
+            results[i].values, results[i].ga_scores = values, ga
+
+    def _run_model(self, chunk: list[tuple[int, Graph]]) -> list[tuple[dict[str, float], np.ndarray]]:
+        device = self.device
         batch = {k: v.to(device) for k, v in collate_graphs([g for _, g in chunk]).items()}
         output = self.model(batch)
         prediction = output.prediction.cpu().numpy()  # [B, T]
         ga_per_structure = torch.split(output.ga_scores.cpu(), batch["n_atoms"].tolist())
-        for row, ((i, _), ga) in enumerate(zip(chunk, ga_per_structure)):
-            results[i].values = dict(zip(self.targets, prediction[row].tolist()))
-            results[i].ga_scores = ga.numpy()
+        return [
+            (dict(zip(self.targets, prediction[row].tolist())), ga.numpy()) for row, ga in enumerate(ga_per_structure)
+        ]
 
     def predict_one(self, atoms: Atoms) -> Prediction:
         """Predict one structure; raises :class:`StructureError` when it is unusable."""
@@ -94,12 +151,27 @@ class Predictor:
         return result
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here; raises ConfigError (one line) otherwise."""
+    from scannet.typed_config import ConfigError
+
+    try:
+        resolved = torch.device(device)
+    except Exception as exc:
+        raise ConfigError(f"device {str(device)!r}: {describe_error(exc)}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available on this machine")
+    return resolved
 
 
-def load(path: str | Path, device: str = "cpu") -> Predictor:
-    """Load a checkpoint written by :func:`scannet.checkpoint.save_model` as a :class:`Predictor`."""
-    model, featurizer_config, metadata = load_model(path, map_location=device)
+def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """Load a checkpoint written by :func:`scannet.checkpoint.save_model` as a :class:`Predictor` on ``device``."""
+    from scannet.typed_config import ConfigError
+
+    resolved = resolve_device(device)
+    model, featurizer_config, metadata = load_model(path, map_location="cpu")
+    try:
+        model = model.to(resolved)
+    except Exception as exc:
+        raise ConfigError(f"device {str(device)!r}: {describe_error(exc)}") from exc
     return Predictor(model, featurizer_config, metadata)

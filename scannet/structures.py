@@ -9,6 +9,10 @@ from scipy.spatial import cKDTree
 #: Two atoms closer than this (Å) are treated as overlapping, an input error.
 MIN_INTERATOMIC_DISTANCE = 0.1
 
+#: Coordinates and cell entries beyond ±this (Å) are rejected as absurd: no real structure is a
+#: kilometre wide, and neighbour searches overflow on values like 1e200.
+MAX_ABS_COORDINATE = 1e6
+
 
 class StructureError(ValueError):
     """A structure that cannot be featurized or predicted, with its name and the reason."""
@@ -35,8 +39,9 @@ def is_periodic(atoms: Atoms) -> bool:
 def validate_structure(atoms: Atoms, name: str) -> None:
     """Raise :class:`StructureError` naming ``name`` when the structure is not usable.
 
-    Checks: at least one atom; finite coordinates; a cell that is invertible along its periodic
-    directions; no two atoms (or periodic images) closer than ``MIN_INTERATOMIC_DISTANCE``.
+    Checks: at least one atom; finite coordinates and cell entries within ±``MAX_ABS_COORDINATE`` Å;
+    a cell that is invertible along its periodic directions; no two atoms (or periodic images) closer
+    than ``MIN_INTERATOMIC_DISTANCE``.
     """
     if len(atoms) == 0:
         raise StructureError(name, "the structure has no atoms")
@@ -44,12 +49,23 @@ def validate_structure(atoms: Atoms, name: str) -> None:
     if not np.all(np.isfinite(positions)):
         bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))
         raise StructureError(name, f"non-finite (NaN/inf) coordinates for atoms {bad[:10].tolist()}")
+    if np.any(np.abs(positions) > MAX_ABS_COORDINATE):
+        bad = np.flatnonzero(np.any(np.abs(positions) > MAX_ABS_COORDINATE, axis=1))
+        raise StructureError(
+            name,
+            f"coordinates beyond ±{MAX_ABS_COORDINATE:g} Å for atoms {bad[:10].tolist()} "
+            f"(largest |x| = {np.abs(positions).max():.3g} Å)",
+        )
     if np.any(atoms.numbers <= 0):
         raise StructureError(name, "atomic numbers must be positive")
     if is_periodic(atoms):
         cell = np.asarray(atoms.cell, dtype=float)
         if not np.all(np.isfinite(cell)):
             raise StructureError(name, "the cell has non-finite entries")
+        if np.any(np.abs(cell) > MAX_ABS_COORDINATE):
+            raise StructureError(
+                name, f"the cell has entries beyond ±{MAX_ABS_COORDINATE:g} Å (largest {np.abs(cell).max():.3g} Å)"
+            )
         periodic_vectors = cell[np.asarray(atoms.pbc)]
         gram = periodic_vectors @ periodic_vectors.T
         volume_sq = np.linalg.det(gram) if len(gram) else 1.0
