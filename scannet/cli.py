@@ -6,8 +6,8 @@ import argparse
 import sys
 from contextlib import contextmanager
 from importlib.metadata import entry_points
-from pathlib import Path
 
+from scannet.predict_cli import add_predict_arguments
 from scannet.train.run_cli import add_run_arguments
 
 
@@ -60,53 +60,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ase.io import read
+    """Exit 0: all predicted; 1: some files or structures failed (the rest written); 2: user error."""
+    from scannet.predict_cli import run_predict
 
-    import scannet
-    from scannet.explain import write_ga_xyz
-
-    predictor = scannet.load(args.model)
-    structures, names = [], []
-    for path in args.files:
-        try:
-            frames = read(path, index=":")
-        except Exception as exc:  # an unreadable file is reported, the others still predicted
-            print(f"{path}: cannot read ({exc})", file=sys.stderr)
-            continue
-        for k, atoms in enumerate(frames):
-            atoms.info.setdefault("name", Path(path).stem if len(frames) == 1 else f"{Path(path).stem}-{k}")
-            structures.append(atoms)
-            names.append(atoms.info["name"])
-    results = predictor.predict(structures)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    header = ["name", *predictor.targets, "error"]
-    lines = [",".join(header)]
-    for atoms, result in zip(structures, results):
-        values = [f"{result.values[t]:.6g}" if result.ok else "" for t in predictor.targets]
-        lines.append(",".join([result.name, *values, result.error or ""]))
-        if result.ok:
-            write_ga_xyz(out / f"{result.name}_ga.xyz", atoms, result)
-    (out / "predictions.csv").write_text("\n".join(lines) + "\n")
-    n_ok = sum(r.ok for r in results)
-    print(f"predicted {n_ok} of {len(results)} structures; table and GA files in {out}")
-    for result in results:
-        if not result.ok:
-            print(f"  failed: {result.name}: {result.error}")
-    return 0 if n_ok == len(results) else 1
+    return run_predict(args)
 
 
 def _info(args: argparse.Namespace) -> int:
-    import scannet
+    from scannet.predict_cli import run_info
 
-    predictor = scannet.load(args.model)
-    config = predictor.model.config
-    print(f"targets   : {', '.join(config.targets)}")
-    print(f"variant   : {'SCANN+' if config.g_update else 'SCANN'}, {config.num_blocks} blocks")
-    print(f"elements  : {list(config.elements)}")
-    print(f"featurizer: {predictor.featurizer_config.to_dict()}")
-    print(f"metadata  : {predictor.metadata}")
-    return 0
+    return run_info(args)
 
 
 def _data_qm9(args: argparse.Namespace) -> int:
@@ -164,14 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
         backend.add_job_arguments(train)
     train.set_defaults(func=_train)
 
-    predict = commands.add_parser("predict", help="predict structure files and write GA scores for OVITO")
-    predict.add_argument("model", help="a model checkpoint (.pt)")
-    predict.add_argument("files", nargs="+", help="structure files ASE can read (xyz, extxyz, cif, ...)")
-    predict.add_argument("--out", default="predictions", help="output folder")
+    predict = commands.add_parser(
+        "predict",
+        help="predict structure files and write GA scores for OVITO",
+        description="Predict every structure in the files; write a predictions table and GA files to --out. "
+        "Exit codes: 0 all predicted, 1 some files or structures failed (the rest written), "
+        "2 user error (model missing or unreadable, no input readable, nothing predicted).",
+    )
+    add_predict_arguments(predict)
     predict.set_defaults(func=_predict)
 
-    info = commands.add_parser("info", help="describe a model checkpoint")
-    info.add_argument("model")
+    info = commands.add_parser("info", help="describe a model checkpoint (targets, units, elements, training data)")
+    info.add_argument("model", help="a model checkpoint (.pt)")
     info.set_defaults(func=_info)
 
     data = commands.add_parser("data", help="build structures tables (Parquet) from QM9 or structure files")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -97,10 +98,15 @@ def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run
         ["predict", str(trained_run / "best_model.pt"), str(good), str(sulfur), str(unreadable), "--out", str(out)]
     )
     assert code == 1  # not everything could be predicted
-    table = (out / "predictions.csv").read_text().splitlines()
-    assert table[0] == "name,homo,gap,error"
-    assert table[1].startswith("ethanol,") and table[1].endswith(",")
-    assert table[2].startswith("h2s,,,") and "vocabulary" in table[2]
+    with open(out / "predictions.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == [
+        "name", "source_file", "frame", "formula", "n_atoms", "homo_eV", "gap_eV", "ga_file", "ga_frame", "error"
+    ]  # fmt: skip
+    assert rows[0][:5] == ["ethanol", str(good), "0", "C2H6O", "9"] and rows[0][7:] == ["ethanol_ga.xyz", "", ""]
+    assert all(np.isfinite(float(v)) for v in rows[0][5:7])
+    assert rows[1][:7] == ["h2s", str(sulfur), "0", "H2S", "3", "", ""] and "vocabulary" in rows[1][9]
+    assert rows[2][:2] == ["broken", str(unreadable)] and rows[2][9]  # the unreadable file, with its reason
     ga = read(out / "ethanol_ga.xyz")
     assert ga.arrays["ga_score"].sum() == pytest.approx(1.0, abs=1e-5)
-    assert "broken.xyz: cannot read" in capsys.readouterr().err
+    assert f"{unreadable}: cannot read: " in capsys.readouterr().err

@@ -1,0 +1,330 @@
+"""``scannet predict`` and ``scannet info``: structure files in, a predictions table and GA files out.
+
+Every input is accounted for: each structure read gets a row with its predictions or its error,
+each file (or frame) that cannot be read gets a row with the reason, and every failure is also
+printed on stderr as ``<file>: frame <k>: ...``. Output file names derived from structure names are
+sanitised and made unique (:mod:`scannet.explain`) and never resolve outside ``--out``.
+
+Exit codes: 0 every structure predicted; 1 some files or structures failed (the rest written);
+2 user error (missing or unreadable model, bad option, no input file readable, nothing predicted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR = 0, 1, 2
+TABLE_FILES = {"csv": "predictions.csv", "parquet": "predictions.parquet"}
+#: The table's columns; the predicted targets (``<target>_<unit>``) come between ``n_atoms`` and ``ga_file``.
+LEADING_COLUMNS = ("name", "source_file", "frame", "formula", "n_atoms")
+TRAILING_COLUMNS = ("ga_file", "ga_frame", "error")
+
+
+@dataclass
+class Row:
+    """One line of the predictions table: a structure read from ``source_file`` or a read failure."""
+
+    name: str
+    source_file: str
+    frame: int | None
+    atoms: Atoms | None = None  # None: this file or frame could not be read
+    error: str | None = None
+    values: dict[str, float] | None = None
+    ga_scores: np.ndarray | None = None
+    ga_file: str | None = None
+    ga_frame: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.source_file}: frame {self.frame}" if self.frame is not None else self.source_file
+
+    def formula(self) -> str | None:
+        try:
+            return self.atoms.get_chemical_formula() if self.atoms is not None else None
+        except Exception:
+            return None
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a model checkpoint (.pt)")
+    parser.add_argument(
+        "files", nargs="+", help="structure files ASE can read (xyz, extxyz, cif, POSCAR, db, traj, ...)"
+    )
+    parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    parser.add_argument(
+        "--format", choices=sorted(TABLE_FILES), default="csv", help="table format: predictions.csv or .parquet"
+    )
+    parser.add_argument(
+        "--ga-multiframe",
+        action="store_true",
+        help="write all GA structures into one multi-frame ga_scores.extxyz instead of one <name>_ga.xyz each",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="structures per model call (default 128)")
+    parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def describe_read_error(exc: BaseException, path: str) -> str:
+    """One line saying why ASE could not read ``path`` (never empty)."""
+    from ase.io.formats import UnknownFileTypeError
+
+    from scannet.predictor import describe_error
+
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError) or Path(path).is_dir():
+        return "is a folder, not a structure file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, UnknownFileTypeError):
+        return (
+            f"unsupported file format ({' '.join(str(exc).split()) or Path(path).suffix}): ASE cannot read it; use a "
+            "structure format such as xyz, extxyz, cif, POSCAR, an ASE db or traj"
+        )
+    if not str(exc).strip():
+        hint = (
+            " (for a CIF, often cell lengths or angles that give a singular cell)"
+            if path.lower().endswith(".cif")
+            else ""
+        )
+        return (
+            f"{type(exc).__name__} without a message from the ASE reader: the file is malformed or describes "
+            f"an impossible structure{hint}"
+        )
+    return describe_error(exc)
+
+
+def read_inputs(paths: list[str]) -> list[Row]:
+    """Every frame of every file as a row; a file (or the frame) that cannot be read as a row with the reason.
+
+    Names: ``Atoms.info["name"]`` when present, else the file stem (``<stem>-<k>`` for frame k of a
+    multi-frame file). Read failures and reader warnings are printed on stderr, naming the file.
+    """
+    from ase.io import iread
+
+    rows: list[Row] = []
+    for path in paths:
+        stem = Path(path).stem or Path(path).name or "structure"
+        frames: list[Atoms] = []
+        error = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                for atoms in iread(path, index=":"):
+                    frames.append(atoms)
+            except Exception as exc:  # an unreadable file is reported, the others still predicted
+                error = describe_read_error(exc, path)
+        multi = len(frames) + (error is not None) > 1
+        for k, atoms in enumerate(frames):
+            name = str(atoms.info.get("name", "")).strip() or (f"{stem}-{k}" if multi else stem)
+            atoms.info["name"] = name
+            rows.append(Row(name, path, k, atoms))
+        if error is not None:
+            frame = len(frames) if frames else None  # known when the reader yielded frames before failing
+            row = Row(f"{stem}-{frame}" if frame else stem, path, frame, error=error)
+            rows.append(row)
+            print(f"{row.where}: cannot read: {error}", file=sys.stderr)
+        else:
+            for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+                print(f"{path}: warning while reading: {message}", file=sys.stderr)
+    return rows
+
+
+def target_columns(predictor) -> dict[str, str]:
+    """Target -> column name: ``<target>_<unit>`` with the unit from the checkpoint metadata, else the bare name."""
+    columns = {}
+    for target in predictor.targets:
+        unit = predictor.unit(target)
+        column = f"{target}_{unit}" if unit else target
+        if column in LEADING_COLUMNS + TRAILING_COLUMNS:
+            column = f"predicted_{column}"
+        columns[target] = column
+    return columns
+
+
+def write_table(path: Path, rows: list[Row], columns: dict[str, str], units: dict[str, str | None]) -> Path:
+    header = [*LEADING_COLUMNS, *columns.values(), *TRAILING_COLUMNS]
+    records = [
+        [
+            row.name,
+            row.source_file,
+            row.frame,
+            row.formula(),
+            len(row.atoms) if row.atoms is not None else None,
+            *[row.values[t] if row.values else None for t in columns],
+            row.ga_file,
+            row.ga_frame,
+            row.error,
+        ]
+        for row in rows
+    ]
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = [pa.string(), pa.string(), pa.int64(), pa.string(), pa.int64()]
+        types += [pa.float64()] * len(columns) + [pa.string(), pa.int64(), pa.string()]
+        fields = [pa.field(name, kind) for name, kind in zip(header, types)]
+        for k, target in enumerate(columns, start=len(LEADING_COLUMNS)):
+            if units.get(target):
+                fields[k] = fields[k].with_metadata({"unit": units[target]})
+        table = pa.Table.from_arrays(
+            [pa.array([record[k] for record in records], type=kind) for k, kind in enumerate(types)],
+            schema=pa.schema(fields),
+        )
+        pq.write_table(table, path)
+        return path
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([["" if value is None else value for value in record] for record in records])
+    return path
+
+
+def write_ga_files(out: Path, rows: list[Row], multiframe: bool) -> None:
+    """GA files for the predicted rows (``<stem>_ga.xyz`` each, or one ``ga_scores.extxyz``); a row whose
+    file cannot be written keeps its values and gets the reason as its error."""
+    from scannet.explain import (
+        GA_MULTIFRAME_FILE,
+        GA_SUFFIX,
+        path_inside,
+        unique_file_stems,
+        with_ga_scores,
+        write_ga_multiframe,
+        write_ga_xyz,
+    )
+    from scannet.predictor import Prediction, describe_error
+
+    readable = [row for row in rows if row.atoms is not None]
+    stems = dict(zip(map(id, readable), unique_file_stems(row.name for row in readable)))
+    frames, framed = [], []
+    for row in readable:
+        if row.values is None:
+            continue
+        prediction = Prediction(row.name, row.values, row.ga_scores)
+        info = {"name": row.name, "source_file": row.source_file, "source_frame": row.frame}
+        try:
+            if multiframe:
+                frames.append(with_ga_scores(row.atoms, prediction, info))
+                framed.append(row)
+            else:
+                path = path_inside(out, stems[id(row)] + GA_SUFFIX)
+                write_ga_xyz(path, row.atoms, prediction, info)
+                row.ga_file = path.name
+        except Exception as exc:
+            row.error = f"predicted, but the GA file was not written: {describe_error(exc)}"
+    if frames:
+        try:
+            write_ga_multiframe(path_inside(out, GA_MULTIFRAME_FILE), frames)
+        except Exception as exc:
+            for row in framed:
+                row.error = f"predicted, but the GA file was not written: {describe_error(exc)}"
+        else:
+            for k, row in enumerate(framed):
+                row.ga_file, row.ga_frame = GA_MULTIFRAME_FILE, k
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import scannet
+    from scannet.explain import path_inside
+
+    predictor = scannet.load(args.model, device=args.device)  # CheckpointError, ConfigError: one line, exit 2
+    rows = read_inputs(args.files)
+    readable = [row for row in rows if row.atoms is not None]
+    if not readable:
+        n = len(args.files)
+        print(f"scannet: error: no input file could be read ({n} file{'s' if n != 1 else ''})", file=sys.stderr)
+        return EXIT_USER_ERROR
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        table_path = path_inside(out, TABLE_FILES[args.format])
+    except (OSError, ValueError) as exc:
+        print(f"scannet: error: --out {out}: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+    results = predictor.predict(
+        [row.atoms for row in readable], batch_size=args.batch_size, progress=not args.no_progress
+    )
+    for row, result in zip(readable, results):
+        if result.ok:
+            row.values, row.ga_scores = result.values, result.ga_scores
+        else:
+            row.error = result.error
+    write_ga_files(out, rows, args.ga_multiframe)
+    for row in readable:
+        if row.error is not None:
+            print(f"{row.where}: structure {row.name!r}: {row.error}", file=sys.stderr)
+
+    columns = target_columns(predictor)
+    try:
+        write_table(table_path, rows, columns, {t: predictor.unit(t) for t in predictor.targets})
+    except OSError as exc:
+        print(f"scannet: error: cannot write {table_path}: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    n_ok = sum(row.values is not None for row in rows)
+    n_failed = len(rows) - sum(row.error is None for row in rows)
+    print(
+        f"predicted {n_ok} of {len(rows)} structures"
+        + (f" ({n_failed} failed, named above and in the table)" if n_failed else "")
+        + f"; table {out / table_path.name}, GA scores in {out}"
+    )
+    if n_ok == 0:
+        print(f"scannet: error: no structure could be predicted (reasons in {out / table_path.name})", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return EXIT_SOME_FAILED if n_failed else EXIT_OK
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ase.data import chemical_symbols
+
+    import scannet
+
+    predictor = scannet.load(args.model)  # CheckpointError: one line, exit 2
+    config = predictor.model.config
+    metadata = dict(predictor.metadata)
+
+    def with_unit(target: str) -> str:
+        unit = predictor.unit(target)
+        return f"{target} ({unit})" if unit else target
+
+    symbols = [chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z) for z in config.elements]
+    print(f"model     : {args.model}")
+    print(f"targets   : {', '.join(with_unit(t) for t in config.targets)}")
+    print(f"variant   : {'SCANN+' if config.g_update else 'SCANN'}, {config.num_blocks} blocks")
+    print(f"elements  : {', '.join(symbols)}")
+    print(f"featurizer: {', '.join(f'{k}={v}' for k, v in predictor.featurizer_config.to_dict().items())}")
+    dataset = metadata.pop("dataset", None)
+    print(f"trained on: {dataset if dataset is not None else 'not recorded in the checkpoint'}")
+    test_mae = metadata.pop("test_mae", None)
+    mae_units = metadata.pop("test_mae_units", None) or {}
+    if isinstance(test_mae, dict) and test_mae:
+        parts = []
+        for target, value in test_mae.items():
+            unit = mae_units.get(target) if isinstance(mae_units, dict) else None
+            unit = unit or predictor.unit(target) or ""
+            parts.append(
+                f"{target} {value:.4g} {unit}".rstrip() if isinstance(value, int | float) else f"{target} {value}"
+            )
+        print(f"test MAE  : {', '.join(parts)}")
+    else:
+        print("test MAE  : not recorded in the checkpoint")
+    metadata.pop("units", None)
+    if metadata:
+        print(f"metadata  : {', '.join(f'{k}={v}' for k, v in metadata.items())}")
+    return EXIT_OK
