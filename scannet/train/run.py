@@ -441,13 +441,19 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
     state = torch.load(latest / TRAIN_STATE, map_location="cpu", weights_only=True)
     model = SCANN(prepared.worker.model)
     model.load_state_dict(state["best_model"] if state["best_model"] is not None else state["model"])
-    checkpoint = save_model(
-        prepared.run_dir / "best_model.pt", model, prepared.worker.featurizer, prepared.worker.model_metadata
-    )
     test = split_stream(prepared.worker, "test", 0, 1, shuffle=False, batch_size=256)
     predictions, targets = predict_batches(model, make_table_loader(test))
     mae = np.abs(predictions - targets).mean(axis=0) if len(targets) else np.full(len(prepared.config.targets), np.nan)
     report = {t: prepared.dataset.report(t) for t in prepared.config.targets}
+    test_mae = {t: float(mae[k] * report[t][0]) for k, t in enumerate(prepared.config.targets)}
+    metadata = {
+        **prepared.worker.model_metadata,
+        "test_mae": test_mae,  # report units, over the whole test split
+        "test_mae_units": {t: report[t][1] for t in prepared.config.targets},
+        "test_structures": len(targets),
+        "split_sha256": Split.load(prepared.split_file).sha256,
+    }
+    checkpoint = save_model(prepared.run_dir / "best_model.pt", model, prepared.worker.featurizer, metadata)
     launch = json.loads((prepared.run_dir / "launch.json").read_text())
     summary = RunSummary(
         name=prepared.config.name,
@@ -462,7 +468,7 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
         best_epoch=int(state["best_epoch"]),
         resumed_from_epoch=int(launch["start_epoch"]),
         test_evaluated=len(targets),
-        test_mae={t: float(mae[k] * report[t][0]) for k, t in enumerate(prepared.config.targets)},
+        test_mae=test_mae,
         report_units={t: report[t][1] for t in prepared.config.targets},
         seconds=time.perf_counter() - start,
     )

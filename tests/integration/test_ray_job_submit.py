@@ -117,6 +117,8 @@ def cluster(tmp_path_factory):
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env["SCANNET_HOME"] = str(root / "home")  # jobs inherit the head's environment
+    env.pop("MLFLOW_TRACKING_URI", None)
     # Ray's unix sockets live under the temp dir and their paths must stay under ~107 characters.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     dashboard = free_port()
@@ -170,41 +172,39 @@ def test_job_api_refuses_clients_without_the_token(cluster):
     assert result.returncode != 0
 
 
-def test_ray_job_submit_trains_and_registers(cluster):
-    root = cluster["root"]
-    table = write_qm9_table(root / "qm9-slice", targets=["homo"], limit=160)
-    command = [
-        RAY,
-        "job",
-        "submit",
-        "--address",
-        cluster["address"],
-        "--working-dir",
-        str(ROOT),
-        "--",
-        "python",
-        "jobs/train_qm9.py",
-        "--data",
-        str(table),
-        "--model",
-        "demo",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--num-workers",
-        "2",
-        "--name",
-        "submitted",
-        "--storage-path",
-        str(root / "runs"),
-        "--data-cache",
-        str(root / "cache"),
-        "--mlflow-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-    ]
+def submit(cluster, name: str, table: Path) -> subprocess.CompletedProcess:
+    command = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--"]
+    command += ["python", "jobs/train_qm9.py", "--data", str(table), "--model", "demo", "--epochs", "2"]
+    command += ["--batch-size", "32", "--num-workers", "2", "--name", name]
     result = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "SCANNet training job finished" in result.stdout
-    assert "models:/scannet-qm9-slice-homo/1" in result.stdout
-    assert (root / "runs" / "submitted" / "best_model.pt").exists()
+    return result
+
+
+def test_ray_job_submit_trains_and_keeps_everything_outside_the_working_dir(cluster):
+    """The data cache, the run and the MLflow store live in $SCANNET_HOME, not in Ray's copy of the working
+    directory: they are there after the job, and a second submission reuses the cached graphs."""
+    root, home = cluster["root"], cluster["root"] / "home"
+    table = write_qm9_table(root / "qm9-slice", targets=["homo"], limit=160)
+    first = submit(cluster, "submitted", table)
+    assert "SCANNet training job finished" in first.stdout and "featurizing" in first.stdout
+    assert "models:/scannet-qm9-slice-homo/1" in first.stdout
+    assert (home / "runs" / "submitted" / "best_model.pt").exists()
+    assert (home / "mlflow.db").exists() and any((home / "data" / "graphs").iterdir())
+    found = subprocess.run(  # a fresh process in the repository finds the registered model and its run
+        [
+            sys.executable,
+            "-c",
+            "import mlflow, scannet.home as h; c = mlflow.MlflowClient(h.default_mlflow_uri()); "
+            "v = c.get_model_version('scannet-qm9-slice-homo', '1'); print(c.get_run(v.run_id).info.run_name)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "SCANNET_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert found.returncode == 0 and found.stdout.strip().endswith("submitted"), found.stderr[-2000:]
+    second = submit(cluster, "second", table)
+    assert "featurizing" not in second.stdout  # the graph table of this structures table is reused
+    assert (home / "runs" / "second" / "best_model.pt").exists()

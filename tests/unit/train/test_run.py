@@ -133,6 +133,7 @@ def test_local_runner_trains_evaluates_and_resumes(tmp_path):
     assert set(summary.test_mae) == {"homo", "gap"} and summary.report_units["homo"] == "meV"
     model = torch.load(summary.checkpoint, weights_only=True)
     assert model["metadata"]["units"] == {"homo": "eV", "gap": "eV"}
+    assert model["metadata"]["test_mae"] == summary.test_mae and model["metadata"]["test_structures"] > 0
     longer = run_local(
         run_config(
             tmp_path,
