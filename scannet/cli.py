@@ -114,7 +114,10 @@ def _data_import(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import scannet
+
     parser = argparse.ArgumentParser(prog="scannet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scannet {scannet.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
