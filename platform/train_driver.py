@@ -11,15 +11,25 @@ the same name exists, worker groups restarted on failure, one line per epoch on 
 [3] ``finish_run``: the best weights evaluated on the whole test split; [4] MLflow: parameters, per-epoch
 metrics, test MAE with the number of test structures, parity plot, learning curve, split and a registered
 model version.
+
+MLflow sees the run live: :func:`run_training` creates (or resumes) the MLflow run before training, the
+Ray Train callback logs every epoch from the controller with that run id, and the run ends FINISHED,
+FAILED (training raised) or KILLED (Ctrl-C, SIGTERM; after a SIGKILL, the next launch of the name marks it).
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from ase.data import chemical_symbols
 
 from scannet.featurizer import FeaturizerConfig
 from scannet.train.run import DatasetInfo, PreparedRun, RunSummary, epoch_line, finish_run, prepare_run, resolve_file
@@ -62,18 +72,26 @@ def checkpoint_resolver(tracking_uri: str):
     return resolve
 
 
-def epoch_printer(dataset: DatasetInfo, targets: tuple[str, ...]):
-    """A Ray Train callback (runs in the controller) printing one line per epoch, once for all ranks."""
+def epoch_printer(dataset: DatasetInfo, targets: tuple[str, ...], tracking_uri: str | None = None, run_id=None):
+    """A Ray Train callback (runs in the controller actor, not in the driver) printing one line per epoch, once
+    for all ranks, and logging the epoch's metrics to the MLflow run ``run_id`` as it ends."""
     from ray.train import UserCallback
+
+    from scannet_platform.tracking import EpochLogger
+
+    report = {t: dataset.report(t) for t in targets}
+    logger = EpochLogger(tracking_uri, run_id, report) if run_id and tracking_uri else None
 
     class EpochLines(UserCallback):
         def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
             print(epoch_line(metrics[0], dataset, targets), flush=True)
+            if logger is not None:
+                logger.log(metrics[0])
 
     return EpochLines()
 
 
-def fit(job: TrainJobConfig, prepared: PreparedRun):
+def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -94,13 +112,71 @@ def fit(job: TrainJobConfig, prepared: PreparedRun):
             storage_path=str(prepared.run_dir),
             failure_config=FailureConfig(max_failures=job.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints),  # the most recent ones
-            callbacks=[epoch_printer(prepared.dataset, job.targets)],
+            callbacks=[epoch_printer(prepared.dataset, job.targets, tracking_uri(job), run_id)],
         ),
     )
     return trainer.fit()
 
 
+def tracking_uri(job: TrainJobConfig) -> str:
+    from scannet_platform.tracking import normalized_uri
+
+    return normalized_uri(job.tracking_uri)
+
+
+class DriverTerminated(SystemExit):
+    """SIGTERM reached the driver (``ray job stop``, ``kill``): unwinds like Ctrl-C, exit status 143."""
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises :class:`DriverTerminated` in the main thread, so ``finally`` blocks run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise DriverTerminated(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def model_record(job: TrainJobConfig, prepared: PreparedRun, summary: RunSummary, environment: dict):
+    from scannet.train.run import file_fingerprint
+    from scannet_platform.tracking import ModelRecord
+
+    model = prepared.worker.model
+    kind = "SCANN+" if model.g_update else "SCANN"
+    origin = f"fine-tuned from {job.init_from}" if job.init_from else f"preset {job.model_preset or 'default'}"
+    return ModelRecord(
+        run_name=job.name,
+        dataset=prepared.dataset.name,
+        dataset_sha256=file_fingerprint(prepared.dataset.structures),
+        targets=tuple(job.targets),
+        units={t: prepared.dataset.units[t] for t in job.targets},
+        report={t: prepared.dataset.report(t) for t in job.targets},
+        split_file=prepared.split_file,
+        elements=tuple(chemical_symbols[z] for z in model.elements),
+        featurizer_hash=prepared.worker.featurizer.content_hash(),
+        model=f"{kind} ({origin})",
+        parameters=summary.parameters,
+        epochs_run=summary.epochs_run,
+        best_epoch=summary.best_epoch,
+        test_mae=dict(summary.test_mae),
+        test_evaluated=summary.test_evaluated,
+        test_total=summary.split_sizes["test"],
+        scannet_version=environment["packages"].get("scannet", "unknown"),
+        git_revision=environment.get("git_revision"),
+    )
+
+
 def run_training(job: TrainJobConfig) -> RunSummary:
+    """Prepare, open the MLflow run (RUNNING), train with live metrics, evaluate, log, close the run with its
+    true status (FINISHED / FAILED / KILLED)."""
     from scannet_platform import tracking
 
     start = time.perf_counter()
@@ -115,8 +191,42 @@ def run_training(job: TrainJobConfig) -> RunSummary:
         f"data: {prepared.featurized_sizes} structures (train/val/test), {prepared.quarantined} quarantined; "
         f"graphs in {prepared.graphs}"
     )
+    uri = tracking_uri(job)
+    environment = run_environment()
+    run_id = tracking.begin_run(
+        tracking_uri=uri,
+        experiment=job.experiment,
+        run_name=job.name,
+        run_dir=prepared.run_dir,
+        params={
+            "job": to_plain(job),
+            "environment": environment,
+            "data": {"structures": str(prepared.dataset.structures), **prepared.featurized_sizes},
+        },
+    )
+    print(f"MLflow run {run_id}: {uri}")
+    status = "FAILED"
+    try:
+        with sigterm_unwinds():
+            summary = _train_and_log(job, prepared, run_id, uri, environment, start)
+        status = "FINISHED"
+        return summary
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        tracking.end_run(uri, run_id, status)
+        if status != "FINISHED":
+            print(f"MLflow run {run_id}: {status}")
+
+
+def _train_and_log(
+    job: TrainJobConfig, prepared: PreparedRun, run_id: str, uri: str, environment: dict, start: float
+) -> RunSummary:
+    from scannet_platform import tracking
+
     (prepared.run_dir / "launch.json").unlink(missing_ok=True)
-    result = fit(job, prepared)
+    result = fit(job, prepared, run_id)
     if result.error is not None:
         raise RuntimeError(f"training run {job.name!r} failed: {result.error}")
     with result.checkpoint.as_directory() as latest:
@@ -124,20 +234,13 @@ def run_training(job: TrainJobConfig) -> RunSummary:
     summary = evaluation.summary
 
     model_name = job.model_name(prepared.dataset.name)
-    run_id, version = tracking.log_run(
-        tracking_uri=job.tracking_uri,
-        experiment=job.experiment,
-        run_name=job.name,
-        params={"job": to_plain(job), "environment": run_environment()},
+    version = tracking.log_results(
+        tracking_uri=uri,
+        run_id=run_id,
         history=evaluation.history,
-        test_metrics={
-            **{f"test_mae_{t}": v for t, v in summary.test_mae.items()},
-            "test_structures": summary.test_evaluated,
-        },
         predictions=evaluation.predictions,
         targets=evaluation.targets,
-        target_names=list(job.targets),
-        units={t: prepared.dataset.units[t] for t in job.targets},
+        record=model_record(job, prepared, summary, environment),
         files=[prepared.split_file, prepared.split_ids, prepared.run_dir / "run_config.json"],
         checkpoint=summary.checkpoint,
         registered_model=model_name,
