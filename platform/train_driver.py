@@ -20,7 +20,10 @@ FAILED (training raised) or KILLED (Ctrl-C, SIGTERM; after a SIGKILL, the next l
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -41,11 +44,79 @@ from scannet_platform.train_worker import train_loop_per_worker
 RAY_TRAIN_FOLDER = "ray_train"  # Ray Train's storage inside the run folder
 
 
+LOOPBACK = "127.0.0.1"
+#: Ray's switch for a single-machine cluster (meant for Windows and macOS): the node IP becomes 127.0.0.1,
+#: so the GCS, raylet, workers, agents and the three Prometheus metrics endpoints listen on loopback only.
+RAY_LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def ray_token_path() -> Path:
+    """The token file Ray reads: ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+
+
+def secure_ray_token() -> str | None:
+    """Create (or fix) the token file of a local Ray with mode 0600; returns the line to print, None when token
+    authentication is switched off (``RAY_AUTH_MODE``) or the token comes from ``$RAY_AUTH_TOKEN``.
+
+    Ray 2.60 writes the token of a local ``ray.init()`` with the umask's mode (0644: readable by every user).
+    """
+    mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
+    if (mode and mode != "token") or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = ray_token_path()
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
+        os.chmod(path, 0o600)
+        return f"Ray auth token: created {path} with mode 0600"
+    before = stat.S_IMODE(path.stat().st_mode)
+    if before & 0o077:
+        os.chmod(path, 0o600)
+        return f"Ray auth token: {path} had mode {before:04o}, readable by others; set to 0600"
+    return f"Ray auth token: {path} (mode {before:04o})"
+
+
+@contextmanager
+def loopback_node() -> Iterator[None]:
+    """While a local Ray starts: its node IP is 127.0.0.1 (Ray turns ``_node_ip_address="127.0.0.1"`` into the
+    machine's IP, so the switch Ray reads is set instead; restored once the processes have started)."""
+    import ray._private.ray_constants as ray_constants
+
+    saved_env, saved_flag = os.environ.get(RAY_LOCAL_ONLY_VARIABLE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_LOCAL_ONLY_VARIABLE] = "0"  # for the processes ray.init starts
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: the driver's copy
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(RAY_LOCAL_ONLY_VARIABLE, None)
+        else:
+            os.environ[RAY_LOCAL_ONLY_VARIABLE] = saved_env
+
+
 def ensure_ray() -> None:
+    """Connect to the cluster of ``$RAY_ADDRESS`` (``ray job submit`` sets it), else start a local Ray bound to
+    loopback, with its token file at mode 0600."""
     import ray
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
         ray.init()
+        return
+    line = secure_ray_token()
+    if line:
+        print(line)
+    with loopback_node():
+        ray.init(dashboard_host=LOOPBACK)
+    fixed = secure_ray_token()  # in case Ray wrote the token itself
+    if fixed and "set to 0600" in fixed:
+        print(fixed)
+    print(f"local Ray: node {ray.util.get_node_ip_address()}, dashboard and job API on {LOOPBACK} only")
 
 
 def ray_featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig) -> int:
