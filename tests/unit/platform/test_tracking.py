@@ -252,7 +252,9 @@ def test_one_mlflow_run_per_training_run_and_no_duplicate_version(tmp_path):
     assert str(client.get_model_version_by_alias("scannet-unit-homo", "best").version) == third_version
     worse = make_checkpoint(tmp_path / "c" / "best_model.pt", seed=3)
     _, fourth_version, _ = log(tmp_path, worse, run_name="other", offset=0.5)
-    assert str(client.get_model_version_by_alias("scannet-unit-homo", "best").version) == third_version != fourth_version
+    assert (
+        str(client.get_model_version_by_alias("scannet-unit-homo", "best").version) == third_version != fourth_version
+    )
 
 
 def test_a_run_left_running_by_a_killed_driver_is_marked_killed(tmp_path, capsys):
