@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -123,7 +124,7 @@ def normalized_uri(tracking_uri: str) -> str:
     """Relative SQLite or file paths made absolute (the Ray Train controller runs in another folder)."""
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(tracking_uri[len('sqlite:///') :]).resolve()}"
-    if "://" not in tracking_uri and not tracking_uri.startswith(("databricks", "sqlite:")):
+    if not urlparse(tracking_uri).scheme and tracking_uri != "databricks":  # a plain folder of a file store
         return str(Path(tracking_uri).resolve())
     return tracking_uri
 

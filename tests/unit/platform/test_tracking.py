@@ -305,3 +305,11 @@ def test_metric_names_carry_the_report_unit():
 def test_the_model_file_needs_only_mlflow_and_scannet():
     code = tracking.MODEL_CODE.read_text().split('"""', 2)[2]  # after the docstring
     assert "scannet_platform" not in code and "mlflow.models.set_model(" in code
+
+
+def test_relative_stores_are_made_absolute_for_the_ray_train_controller(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the controller actor runs in another folder
+    assert tracking.normalized_uri("sqlite:///m.db") == f"sqlite:///{tmp_path.resolve() / 'm.db'}"
+    assert tracking.normalized_uri("mlruns") == str(tmp_path.resolve() / "mlruns")
+    for uri in ("sqlite:////abs/m.db", "http://host:5000", "file:///abs/mlruns", "databricks"):
+        assert tracking.normalized_uri(uri) == uri
