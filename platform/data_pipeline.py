@@ -47,7 +47,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -60,6 +59,7 @@ from scannet.data import schema as S
 from scannet.data.graphs_table import (
     DEFAULT_ROW_GROUP_SIZE,
     ERROR,
+    GRAPH_TABLE_ENTRIES,
     GRAPHS_SUBDIR,
     QUARANTINE_FILE,
     SUMMARY_FILE,
@@ -249,8 +249,9 @@ def write_graph_table(
 
     Good rows go to ``out_dir/graphs/*.parquet`` with the graph schema (featurizer hash in the metadata),
     bad rows to ``out_dir/quarantine.parquet`` with their reason; ``out_dir`` is normally
-    ``graph_cache_dir(root, featurizer)``. The folder appears (renamed from a temporary one) only when the run
-    is complete. The dataset is streamed once, in bounded memory.
+    ``graph_cache_dir(root, featurizer)``. The folder is staged and put in place only when the run is
+    complete (:class:`scannet.data.atomic.AtomicWrite`, as the plain writer); a failed, interrupted or
+    killed run leaves an existing table as it was. The dataset is streamed once, in bounded memory.
 
     With ``parallel`` (default) every featurize task writes its own part file (one per ``batch_size`` rows,
     named after its ids) and sends the driver only counts and bad rows: on 2 CPUs the driver otherwise
@@ -268,26 +269,24 @@ def write_graph_table(
 
     import ray.data
 
+    from scannet.data.atomic import AtomicWrite
     from scannet.data.structures_table import Quarantine
 
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass overwrite=True to featurize again")
     start = time.perf_counter()
-    tmp_dir = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    (tmp_dir / GRAPHS_SUBDIR).mkdir(parents=True)
     summary = FeaturizeSummary(str(out_dir), featurizer.to_dict(), featurizer.content_hash())
-    args = {
-        "folder": str(tmp_dir / GRAPHS_SUBDIR),
-        "featurizer": featurizer.to_dict(),
-        "units": dict(units) if units is not None else None,
-        "row_group_size": row_group_size,
-    }
-    pool = ray.data.TaskPoolStrategy(size=_num_cpus())
-    results = ds.map_batches(_write_part, fn_kwargs=args, batch_size=None, batch_format="pyarrow", compute=pool)
-    results.context.op_resource_reservation_enabled = False
-    try:
-        with Quarantine(tmp_dir / QUARANTINE_FILE) as quarantine:
+    # the parts, the quarantine and the summary are staged and put in place together
+    with AtomicWrite(out_dir, GRAPH_TABLE_ENTRIES, overwrite=overwrite) as staged:
+        (staged.path / GRAPHS_SUBDIR).mkdir()
+        args = {
+            "folder": str(staged.path / GRAPHS_SUBDIR),
+            "featurizer": featurizer.to_dict(),
+            "units": dict(units) if units is not None else None,
+            "row_group_size": row_group_size,
+        }
+        pool = ray.data.TaskPoolStrategy(size=_num_cpus())
+        results = ds.map_batches(_write_part, fn_kwargs=args, batch_size=None, batch_format="pyarrow", compute=pool)
+        results.context.op_resource_reservation_enabled = False
+        with Quarantine(staged.path / QUARANTINE_FILE) as quarantine:
             for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     summary.n_input += row["n_input"]
@@ -295,13 +294,8 @@ def write_graph_table(
                     for bad in row["bad"]:
                         quarantine.add(bad[S.ID], bad[S.SOURCE], bad["reason"])
                         summary.n_quarantined += 1
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    summary.seconds = time.perf_counter() - start
-    (tmp_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
+        summary.seconds = time.perf_counter() - start
+        (staged.path / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
     return summary
 
 

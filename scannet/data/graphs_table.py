@@ -9,8 +9,11 @@ On disk a featurized dataset is a folder::
 
     <root>/graphs-<hash>/
         graphs/part-*.parquet    the graph table (one or more files, row groups of ``row_group_size``)
-        quarantine.parquet       the structures that could not be featurized: id, source, reason
+        quarantine.parquet       the structures that could not be featurized: id, source, reason (0 rows: none)
         summary.json             counts, featurizer settings and hash, seconds
+
+The folder is staged and put in place as a whole (:class:`scannet.data.atomic.AtomicWrite`), by the plain
+writer and by the Ray one alike: a folder that exists is complete.
 
 :func:`collate_arrow` packs a record batch of the table straight into a :data:`scannet.batch.Batch` from the
 list columns' flat values and offsets (no per-structure Python objects); it gives exactly
@@ -22,8 +25,6 @@ structures table to a graph table; ``scannet_platform.data_pipeline`` is the Ray
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from scannet.data import schema as S
-from scannet.data.structures_table import CommitOnExit
+from scannet.data.atomic import AtomicWrite, recover_path
 from scannet.featurizer import FeaturizerConfig, featurize
 from scannet.featurizer.neighbors import Graph
 from scannet.structures import StructureError
@@ -49,6 +50,8 @@ ERROR = "error"
 GRAPHS_SUBDIR = "graphs"
 QUARANTINE_FILE = "quarantine.parquet"
 SUMMARY_FILE = "summary.json"
+#: The entries of a graph table folder, written and replaced together.
+GRAPH_TABLE_ENTRIES = (GRAPHS_SUBDIR, QUARANTINE_FILE, SUMMARY_FILE)
 #: Rows per Parquet row group of a written graph table: the unit the streaming loader reads and shards.
 DEFAULT_ROW_GROUP_SIZE = 2048
 
@@ -100,6 +103,7 @@ def check_featurizer(schema: pa.Schema, featurizer: FeaturizerConfig, where: str
 def graph_table_files(path: str | Path) -> list[Path]:
     """The Parquet files of a graph table: ``path`` itself, ``path/graphs/*.parquet`` or ``path/*.parquet``."""
     path = Path(path)
+    recover_path(path)  # a crash in the middle of a commit: put the table back first
     if path.is_file():
         return [path]
     folder = path / GRAPHS_SUBDIR if (path / GRAPHS_SUBDIR).is_dir() else path
@@ -398,11 +402,12 @@ def split_errors(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     return good, bad
 
 
-class GraphTableWriter(CommitOnExit):
+class GraphTableWriter:
     """Writes a graph table folder (``graphs/part-00000.parquet``, quarantine, summary) atomically.
 
-    Rows are written to ``<out_dir>.tmp-<pid>`` and the folder is renamed to ``out_dir`` on :meth:`close`,
-    so a crashed run never leaves a table that looks complete. Feed it :func:`featurize_records` output.
+    The folder is staged by :class:`~scannet.data.atomic.AtomicWrite` and put in place on :meth:`close`, so a
+    crashed or interrupted run never leaves a table that looks complete (nor touches an existing one);
+    :meth:`abort` (or a ``with`` block that raises) discards it. Feed it :func:`featurize_records` output.
     """
 
     def __init__(
@@ -416,17 +421,20 @@ class GraphTableWriter(CommitOnExit):
         from scannet.data.structures_table import Quarantine
 
         self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not overwrite:
-            raise FileExistsError(f"{self.out_dir} exists; pass overwrite=True to featurize again")
-        self.tmp_dir = self.out_dir.with_name(f"{self.out_dir.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
-        (self.tmp_dir / GRAPHS_SUBDIR).mkdir(parents=True)
         self.schema = graph_table_schema(featurizer, units)
         self.row_group_size = row_group_size
-        self._writer = pq.ParquetWriter(self.tmp_dir / GRAPHS_SUBDIR / "part-00000.parquet", self.schema)
+        self._stage = AtomicWrite(self.out_dir, GRAPH_TABLE_ENTRIES, overwrite=overwrite)
+        self._writer: pq.ParquetWriter | None = None
+        self.quarantine: Quarantine | None = None
+        try:
+            (self._stage.path / GRAPHS_SUBDIR).mkdir()
+            self._writer = pq.ParquetWriter(self._stage.path / GRAPHS_SUBDIR / "part-00000.parquet", self.schema)
+            self.quarantine = Quarantine(self._stage.path / QUARANTINE_FILE)
+        except BaseException:
+            self.abort()
+            raise
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self.quarantine = Quarantine(self.tmp_dir / QUARANTINE_FILE)
         self.summary = FeaturizeSummary(str(self.out_dir), featurizer.to_dict(), featurizer.content_hash())
         self._start = time.perf_counter()
 
@@ -451,20 +459,38 @@ class GraphTableWriter(CommitOnExit):
         self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     def close(self) -> FeaturizeSummary:
-        if self._pending_rows:
-            self._flush(self._pending_rows)
-        self._writer.close()
-        self.quarantine.close()
-        self.summary.seconds = time.perf_counter() - self._start
-        (self.tmp_dir / SUMMARY_FILE).write_text(json.dumps(self.summary.to_dict(), indent=2))
-        shutil.rmtree(self.out_dir, ignore_errors=True)
-        self.tmp_dir.rename(self.out_dir)
+        """Write what is pending, the quarantine and the summary, and put the folder in place."""
+        try:
+            if self._pending_rows:
+                self._flush(self._pending_rows)
+            self._writer.close()
+            self.quarantine.close()
+            self.summary.seconds = time.perf_counter() - self._start
+            (self._stage.path / SUMMARY_FILE).write_text(json.dumps(self.summary.to_dict(), indent=2))
+        except BaseException:
+            self.abort()
+            raise
+        self._stage.commit()
         return self.summary
 
     def abort(self) -> None:
-        self._writer.close()
-        self.quarantine.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        """Discard the staged folder; ``out_dir`` is left as it was."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self.quarantine is not None:
+                self.quarantine.abort()
+        finally:
+            self._stage.discard()
+
+    def __enter__(self) -> GraphTableWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_featurized(

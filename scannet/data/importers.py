@@ -26,6 +26,11 @@ Every structure passes :func:`scannet.structures.validate_structure`. Structures
 frames and unreadable files (also a file in which no structure is found) go to ``out_dir/quarantine.parquet`` (``id``, ``source``, ``reason``; for an
 unreadable file or frame the id is ``path`` or ``path:frame``) and the import goes on. A missing input path
 is an error raised before anything is written.
+
+``out_dir`` is written as a whole with :class:`scannet.data.atomic.AtomicWrite`: the table and its
+quarantine (always written, 0 rows when nothing was quarantined) are staged in a hidden sibling folder and
+replace the previous dataset together when the import succeeds. An import that fails, is interrupted
+(Ctrl-C, ``kill``) or is killed leaves the previous dataset as it was; other files in ``out_dir`` are kept.
 """
 
 from __future__ import annotations
@@ -41,7 +46,14 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from scannet.data.structures_table import QUARANTINE_FILE, STRUCTURES_FILE, Quarantine, StructuresWriter
+from scannet.data.atomic import AtomicWrite
+from scannet.data.structures_table import (
+    DATASET_FILES,
+    QUARANTINE_FILE,
+    STRUCTURES_FILE,
+    Quarantine,
+    StructuresWriter,
+)
 from scannet.structures import StructureError, validate_structure
 
 #: File suffixes collected from a folder input.
@@ -57,7 +69,8 @@ class ImportSummary:
     """What :func:`import_structures` wrote."""
 
     structures_path: Path
-    quarantine_path: Path | None
+    #: the quarantine file (it always exists after an import, with 0 rows when nothing was quarantined)
+    quarantine_path: Path
     n_written: int = 0
     n_quarantined: int = 0
     #: per target, how many written structures have no value (null)
@@ -73,7 +86,7 @@ class ImportSummary:
         missing = {name: n for name, n in self.n_missing.items() if n}
         if missing:
             text += "; null targets: " + ", ".join(f"{name} {n}" for name, n in missing.items())
-        if self.quarantine_path is not None:
+        if self.n_quarantined:
             text += f"; quarantine: {self.quarantine_path}"
         return text
 
@@ -299,14 +312,15 @@ def import_structures(
 
     Args:
         inputs: files and folders (see the module docstring for the formats).
-        out_dir: output folder, created if needed; an existing table there is replaced.
+        out_dir: output folder, created if needed; an existing table and quarantine there are replaced together
+            when the import succeeds (and kept as they were when it does not).
         targets: target names, looked up per structure (info, database key-value pairs and data, calculator).
         units: ``{target: unit}`` recorded in the schema; default :data:`DEFAULT_UNITS` or ``""``.
         batch_size: structures per write (memory holds one batch).
         progress: show a tqdm progress bar.
         require_targets: quarantine structures that miss a target instead of storing null.
 
-    Returns an :class:`ImportSummary`; ``quarantine_path`` is None when nothing was quarantined (no file).
+    Returns an :class:`ImportSummary`; ``quarantine_path`` is always written (0 rows: nothing quarantined).
     """
     from tqdm.auto import tqdm
 
@@ -316,14 +330,17 @@ def import_structures(
     units = dict(units or {})
     table_units = {name: units.get(name, DEFAULT_UNITS.get(name, "")) for name in names}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = ImportSummary(out / STRUCTURES_FILE, None, n_missing=dict.fromkeys(names, 0))
+    summary = ImportSummary(out / STRUCTURES_FILE, out / QUARANTINE_FILE, n_missing=dict.fromkeys(names, 0))
     unique = _UniqueIds()
     batch: list[Atoms] = []
     batch_ids: list[str] = []
     batch_sources: list[str] = []
 
-    with StructuresWriter(summary.structures_path, table_units) as writer, Quarantine(out / QUARANTINE_FILE) as bad:
+    with (
+        AtomicWrite(out, DATASET_FILES) as staged,
+        StructuresWriter(staged.path / STRUCTURES_FILE, table_units) as writer,
+        Quarantine(staged.path / QUARANTINE_FILE) as bad,
+    ):
 
         def flush() -> None:
             if batch:
@@ -369,6 +386,5 @@ def import_structures(
 
     summary.n_written = writer.n_rows
     summary.n_quarantined = bad.count
-    summary.quarantine_path = bad.path if bad.count else None
     summary.seconds = time.perf_counter() - start_time
     return summary

@@ -307,15 +307,27 @@ def write_qm9_table(
     limit: int | None = None,
     data_dir: str | Path | None = None,
 ) -> Path:
-    """Write :func:`qm9_table` to ``out_dir/structures.parquet``; returns the file's path."""
+    """Write :func:`qm9_table` to ``out_dir/structures.parquet``; returns the file's path.
+
+    ``out_dir`` is a dataset folder like ``scannet data import``'s: the table and an (empty) quarantine are
+    staged and put in place together (:class:`scannet.data.atomic.AtomicWrite`).
+    """
+    from scannet.data.atomic import AtomicWrite
     from scannet.data.schema import table_units
-    from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter
+    from scannet.data.structures_table import (
+        DATASET_FILES,
+        QUARANTINE_FILE,
+        STRUCTURES_FILE,
+        Quarantine,
+        StructuresWriter,
+    )
 
     table = qm9_table(targets, limit, data_dir)
-    path = Path(out_dir) / STRUCTURES_FILE
-    with StructuresWriter(path, table_units(table.schema)) as writer:
-        writer.write_table(table)
-    return path
+    with AtomicWrite(out_dir, DATASET_FILES) as staged:
+        with StructuresWriter(staged.path / STRUCTURES_FILE, table_units(table.schema)) as writer:
+            writer.write_table(table)
+        Quarantine(staged.path / QUARANTINE_FILE).close()  # the CSV rows are all kept: nothing quarantined
+    return Path(out_dir) / STRUCTURES_FILE
 
 
 # ------------------------------------------------------------------------------------------------- splits

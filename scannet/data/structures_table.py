@@ -26,13 +26,16 @@ Both conversions are vectorised: the Arrow arrays are built from flat numpy arra
 back through ``.values`` / ``.offsets`` with one slice per structure (no Python object per atom).
 
 :class:`Quarantine` records the inputs a pipeline could not use (``id``, ``source``, ``reason``) in a small
-Parquet file, streamed; the file is created only when a first record is added (and a stale file at the same
-path is removed when the quarantine is opened), so its existence means "something was quarantined".
+Parquet file, streamed. The file is always written, with 0 rows when nothing was quarantined, so a dataset
+folder always holds its table and its quarantine together.
+
+Both writers stage their file with :class:`scannet.data.atomic.AtomicWrite`: ``path`` changes only when the
+writer is closed, and a failed write leaves it as it was. A dataset folder (``structures.parquet`` plus
+``quarantine.parquet``, see :func:`scannet.data.importers.import_structures`) is staged as a whole the same way.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -42,6 +45,7 @@ import pyarrow.parquet as pq
 from ase import Atoms
 
 from scannet.data import schema as S
+from scannet.data.atomic import AtomicWrite, recover_path
 
 #: Rows per Parquet row group of a structures table written by :class:`StructuresWriter`.
 DEFAULT_ROWS_PER_GROUP = 4096
@@ -49,6 +53,8 @@ DEFAULT_ROWS_PER_GROUP = 4096
 STRUCTURES_FILE = "structures.parquet"
 #: Name of the quarantine file in a dataset folder.
 QUARANTINE_FILE = "quarantine.parquet"
+#: The entries of a structures dataset folder, written and replaced together.
+DATASET_FILES = (STRUCTURES_FILE, QUARANTINE_FILE)
 
 _COMPRESSION = "zstd"
 
@@ -303,6 +309,7 @@ def check_structures_schema(schema: pa.Schema, path: str | Path = "table") -> No
 
 def open_structures(path: str | Path) -> pq.ParquetFile:
     """The Parquet file of a structures table, checked to be one (:class:`TableKindError` otherwise)."""
+    recover_path(path)  # a crash in the middle of a commit: put the dataset back first
     file = pq.ParquetFile(path)
     check_structures_schema(file.schema_arrow, path)
     return file
@@ -338,26 +345,13 @@ def read_structures_table(path: str | Path, columns: Sequence[str] | None = None
     return pq.read_table(path, columns=list(columns) if columns else None)
 
 
-class CommitOnExit:
-    """A context manager for writers with ``close()`` (commit) and ``abort()`` (discard the partial output)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-class StructuresWriter(CommitOnExit):
+class StructuresWriter:
     """Streams structures into one Parquet structures table; a context manager.
 
     Each :meth:`write` (or :meth:`write_table`) appends its rows in row groups of at most ``rows_per_group``.
-    Default ids continue across calls (``f"{stem}:{running index}"``). The rows go to a temporary file next
-    to ``path`` that is renamed to ``path`` by :meth:`close`, so ``path`` never holds a partial table (an
-    existing file there is replaced only then); when the ``with`` block raises, the temporary file is removed.
+    Default ids continue across calls (``f"{stem}:{running index}"``). The rows go to a staged file
+    (:class:`~scannet.data.atomic.AtomicWrite`) that replaces ``path`` on :meth:`close`, so ``path`` never
+    holds a partial table; :meth:`abort` (or a ``with`` block that raises) discards it.
     """
 
     def __init__(
@@ -368,9 +362,14 @@ class StructuresWriter(CommitOnExit):
         self.schema = S.structures_schema(self.units)
         self.rows_per_group = rows_per_group
         self.n_rows = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp_path, self.schema, compression=_COMPRESSION)
+        self._stage = AtomicWrite(self.path, file=True)
+        try:
+            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+                self._stage.path, self.schema, compression=_COMPRESSION
+            )
+        except BaseException:
+            self._stage.discard()
+            raise
 
     def write(
         self, structures: Sequence[Atoms], source: str | Sequence[str] = "", ids: Sequence[str] | None = None
@@ -389,18 +388,33 @@ class StructuresWriter(CommitOnExit):
             self.n_rows += table.num_rows
 
     def close(self) -> None:
-        """Finish the file and move it to ``path``."""
+        """Finish the file and put it in place at ``path``."""
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-            os.replace(self._tmp_path, self.path)
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except BaseException:
+                self._stage.discard()
+                raise
+            self._stage.commit()
 
     def abort(self) -> None:
-        """Close and remove the partial file (``path`` is left as it was)."""
+        """Close and discard the partial file (``path`` is left as it was)."""
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-            self._tmp_path.unlink(missing_ok=True)
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            finally:
+                self._stage.discard()
+
+    def __enter__(self) -> StructuresWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_structures(
@@ -428,9 +442,10 @@ QUARANTINE_SCHEMA = pa.schema(
 class Quarantine:
     """Records rejected inputs (``id``, ``source``, ``reason``, strings) in a Parquet file, streamed.
 
-    The file is created at the first :meth:`add` only: after :meth:`close` it exists if and only if
-    ``count > 0``. Opening a quarantine removes a stale file left at ``path`` by an earlier run. Records are
-    buffered and written in row groups of ``flush_every``. Use as a context manager or call :meth:`close`.
+    The file is staged (:class:`~scannet.data.atomic.AtomicWrite`) and replaces ``path`` on :meth:`close`,
+    with 0 rows when nothing was added: after a run the file always exists and holds that run's records
+    only. :meth:`abort` (or a ``with`` block that raises) leaves ``path`` as it was. Records are buffered
+    and written in row groups of ``flush_every``.
     """
 
     def __init__(self, path: str | Path, flush_every: int = 1024) -> None:
@@ -440,7 +455,7 @@ class Quarantine:
         self._rows: dict[str, list[str | None]] = {S.ID: [], S.SOURCE: [], "reason": []}
         self._writer: pq.ParquetWriter | None = None
         self._closed = False
-        self.path.unlink(missing_ok=True)
+        self._stage = AtomicWrite(self.path, file=True)
 
     def add(self, id: object, source: object, reason: object) -> None:
         """Quarantine one record (``None`` source allowed); values are stored as strings."""
@@ -454,32 +469,50 @@ class Quarantine:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._rows["reason"]:
-            return
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.path, QUARANTINE_SCHEMA)
-        self._writer.write_table(pa.table(self._rows, schema=QUARANTINE_SCHEMA))
-        self._rows = {key: [] for key in self._rows}
+            self._writer = pq.ParquetWriter(self._stage.path, QUARANTINE_SCHEMA)
+        if self._rows["reason"]:
+            self._writer.write_table(pa.table(self._rows, schema=QUARANTINE_SCHEMA))
+            self._rows = {key: [] for key in self._rows}
 
     def close(self) -> None:
+        """Write the remaining records and put the file in place (also with 0 records)."""
         if self._closed:
             return
-        self._flush()
-        if self._writer is not None:
-            self._writer.close()
         self._closed = True
+        try:
+            self._flush()
+            self._writer.close()
+        except BaseException:
+            self._stage.discard()
+            raise
+        self._stage.commit()
+
+    def abort(self) -> None:
+        """Discard the records; ``path`` is left as it was."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._stage.discard()
 
     def __enter__(self) -> Quarantine:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def read_quarantine(path: str | Path) -> list[dict[str, str | None]]:
-    """The records of a quarantine file as ``[{"id", "source", "reason"}]`` (``[]`` when there is no file)."""
+    """The records of a quarantine file as ``[{"id", "source", "reason"}]`` (``[]`` for 0 rows or no file)."""
     path = Path(path)
+    recover_path(path)
     if not path.exists():
         return []
     return pq.read_table(path).to_pylist()

@@ -105,6 +105,34 @@ def test_ray_and_plain_pipelines_give_identical_graphs_and_quarantine(plain_tabl
         read_graph_dataset(ray_dir, FeaturizerConfig.crystals())
 
 
+def test_interrupted_ray_write_leaves_the_previous_table(ray_table, structures_path, tmp_path, monkeypatch):
+    """Ctrl-C while the parts are being written: the existing graph table stays byte-identical, the staging
+    folder (parts written so far) is removed."""
+    import shutil
+
+    from scannet_platform.data_pipeline import featurize_dataset, write_graph_table
+
+    config = FeaturizerConfig.molecules()
+    out = tmp_path / ray_table[0].name
+    shutil.copytree(ray_table[0], out)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    iter_batches = ray.data.Dataset.iter_batches
+
+    def interrupted(self, *args, **kwargs):
+        for k, batch in enumerate(iter_batches(self, *args, **kwargs)):
+            if k == 1:
+                staged = [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
+                assert len(staged) == 1 and list((staged[0] / "graphs").glob("part-*.parquet"))
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(ray.data.Dataset, "iter_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_graph_table(featurize_dataset(structures_path, config, batch_size=64), out, config, UNITS, overwrite=True)
+    after = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
 def test_streaming_from_structures_into_batches_without_writing(ray_local, structures_path, plain_table):
     from scannet_platform.data_pipeline import iter_graph_batches, training_dataset
 

@@ -63,7 +63,8 @@ def test_extxyz_md_trajectory_with_energies(tmp_path, pt_md, monkeypatch):
     summary = import_structures([path], tmp_path / "out", targets=["energy"], batch_size=8, progress=False)
     monkeypatch.undo()
     assert (summary.n_written, summary.n_quarantined) == (N_STEPS + 1, 0)
-    assert summary.quarantine_path is None and not (tmp_path / "out" / "quarantine.parquet").exists()
+    assert summary.quarantine_path == tmp_path / "out" / "quarantine.parquet"  # always written, here 0 rows
+    assert read_quarantine(summary.quarantine_path) == [] and "quarantine:" not in summary.line()
     assert summary.per_source == {str(path): {"written": N_STEPS + 1, "quarantined": 0}}
     assert read_units(summary.structures_path) == {"energy": "eV"}
     assert pq.ParquetFile(summary.structures_path).metadata.num_row_groups == 3  # batches of 8 were streamed

@@ -152,24 +152,29 @@ def test_reading_another_table_is_a_clear_error(tmp_path):
         read_units(graphs)
 
 
-def test_quarantine_file_exists_only_with_records(tmp_path):
+def test_quarantine_is_always_written_and_replaced_on_close_only(tmp_path):
     path = tmp_path / "q" / "quarantine.parquet"
     with Quarantine(path) as quarantine:
         pass
-    assert quarantine.count == 0 and not path.exists() and read_quarantine(path) == []
+    assert quarantine.count == 0 and pq.ParquetFile(path).metadata.num_rows == 0 and read_quarantine(path) == []
 
     with Quarantine(path, flush_every=2) as quarantine:
         quarantine.add("a", "f.xyz", "overlap")
         quarantine.add(7, None, ValueError("bad"))
         quarantine.add("c", "g.cif", "unreadable")
+        assert read_quarantine(path) == []  # the previous file stays until close
     assert quarantine.count == 3
     assert read_quarantine(path) == [
         {"id": "a", "source": "f.xyz", "reason": "overlap"},
         {"id": "7", "source": None, "reason": "bad"},
         {"id": "c", "source": "g.cif", "reason": "unreadable"},
     ]
-    Quarantine(path).close()  # a new run with nothing to quarantine removes the stale file
-    assert not path.exists()
+    with pytest.raises(RuntimeError, match="boom"), Quarantine(path, flush_every=1) as quarantine:
+        quarantine.add("d", None, "x")
+        raise RuntimeError("boom")
+    assert len(read_quarantine(path)) == 3  # an aborted run leaves the previous records
+    Quarantine(path).close()  # a new run with nothing to quarantine: 0 rows
+    assert read_quarantine(path) == [] and sorted(p.name for p in path.parent.iterdir()) == ["quarantine.parquet"]
 
 
 def test_qm9_table_matches_load_qm9(tmp_path):
