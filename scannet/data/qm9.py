@@ -6,17 +6,15 @@ vectorised with pyarrow over whole columns, so the full set loads in a few secon
 
 Units follow the SCANN code (spec §2.3, §5): orbital energies, ZPVE and the total energies U0/U/H/G in eV
 (Hartree × ``ase.units.Hartree``), alpha in Bohr^3, Cv in cal/(mol K), mu in Debye, r2 in Bohr^2 and the
-rotational constants in GHz. Errors on HOMO/LUMO/gap are reported in meV (``TargetSpec.report_unit``).
+rotational constants in GHz. Errors on energies are reported in meV (:mod:`scannet.units`).
 
-Splits (spec §4.5) are a seeded permutation ``np.random.RandomState(seed).permutation(n)`` cut into
-train / val / test; the standard QM9 split is 110,000 / 10,000 / rest.
+Splits are made by :mod:`scannet.data.splits`; the standard QM9 split (:func:`qm9_split`) is
+110,000 / 10,000 / rest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from ase.units import Hartree
 
+from scannet.data.splits import Split, standard_split
 from scannet.structures import StructureError
 
 #: Number of molecules in QM9 once the 3,054 "uncharacterized" ones are removed.
@@ -44,34 +43,25 @@ _INSTALL_HINT = "install the offline QM9 data with `pip install qm9pack` (or `pi
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One QM9 target: its CSV column, the stored unit (CSV value × ``factor``) and the unit errors are reported in."""
+    """One QM9 target: its CSV column and the stored unit (CSV value × ``factor``).
+
+    Errors are reported in :func:`scannet.units.report_unit` of the stored unit (eV -> meV).
+    """
 
     column: str
     unit: str
     factor: float = 1.0
-    report_unit: str = ""
-    report_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.report_unit:
-            object.__setattr__(self, "report_unit", self.unit)
-
-    def to_report(self, value: float | np.ndarray) -> float | np.ndarray:
-        """A value (or an error) in the stored unit, converted to the report unit."""
-        return value * self.report_scale
 
 
-def _hartree(column: str, report_in_mev: bool = False) -> TargetSpec:
-    if report_in_mev:
-        return TargetSpec(column, "eV", Hartree, report_unit="meV", report_scale=1000.0)
+def _hartree(column: str) -> TargetSpec:
     return TargetSpec(column, "eV", Hartree)
 
 
 #: Every QM9 target ``load_qm9`` can attach, by name.
 QM9_TARGETS: dict[str, TargetSpec] = {
-    "homo": _hartree("HOMO_au", report_in_mev=True),
-    "lumo": _hartree("LUMO_au", report_in_mev=True),
-    "gap": _hartree("HOMO_LUMO_gap_au", report_in_mev=True),
+    "homo": _hartree("HOMO_au"),
+    "lumo": _hartree("LUMO_au"),
+    "gap": _hartree("HOMO_LUMO_gap_au"),
     "alpha": TargetSpec("Polarizability_bohr3", "Bohr^3"),
     "cv": TargetSpec("Heatcapacity_Cv_cal_mol_K", "cal/(mol K)"),
     "mu": TargetSpec("Dipole_debye", "Debye"),
@@ -330,112 +320,10 @@ def write_qm9_table(
     return Path(out_dir) / STRUCTURES_FILE
 
 
-# ------------------------------------------------------------------------------------------------- splits
-
-
-_SPLIT_FORMAT = "scannet.split/1"
-
-
-class SplitMismatchError(ValueError):
-    """A saved split does not fit the data it is applied to (or its file is corrupt)."""
-
-
-def _index_array(values: Sequence[int] | np.ndarray) -> np.ndarray:
-    array = np.array(values, dtype=np.int64).reshape(-1)
-    array.setflags(write=False)
-    return array
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """Disjoint train / val / test index arrays (int64, read-only) into a dataset of ``n`` structures."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    n: int
-    seed: int
-
-    def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            object.__setattr__(self, name, _index_array(getattr(self, name)))
-        joined = self.indices
-        if len(joined) and (joined.min() < 0 or joined.max() >= self.n):
-            raise ValueError(f"split indices must lie in [0, {self.n})")
-        if len(np.unique(joined)) != len(joined):
-            raise ValueError("train, val and test indices must be disjoint and unique")
-
-    @property
-    def indices(self) -> np.ndarray:
-        """train, val and test indices, concatenated in that order."""
-        return np.concatenate([self.train, self.val, self.test])
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-
-    @property
-    def sha256(self) -> str:
-        """SHA-256 of the concatenated indices as little-endian int64."""
-        return hashlib.sha256(self.indices.astype("<i8").tobytes()).hexdigest()
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Split):
-            return NotImplemented
-        return (self.n, self.seed, self.sizes, self.sha256) == (other.n, other.seed, other.sizes, other.sha256)
-
-    def save(self, path: str | Path) -> None:
-        """Write the split as JSON: format, n, seed, sizes, sha256 and the three index lists."""
-        record = {"format": _SPLIT_FORMAT, "n": self.n, "seed": self.seed, "sizes": self.sizes, "sha256": self.sha256}
-        record.update({name: getattr(self, name).tolist() for name in ("train", "val", "test")})
-        Path(path).write_text(json.dumps(record, separators=(",", ":")))
-
-    @classmethod
-    def load(cls, path: str | Path, n: int | None = None) -> Split:
-        """Read a split saved by :meth:`save`; ``n`` (the size of the data it will index) is checked when given.
-
-        Raises :class:`SplitMismatchError` when ``n`` differs from the recorded one or the file is inconsistent.
-        """
-        record = json.loads(Path(path).read_text())
-        if record.get("format") != _SPLIT_FORMAT:
-            raise SplitMismatchError(f"{path}: not a split file (format {record.get('format')!r})")
-        if n is not None and n != record["n"]:
-            raise SplitMismatchError(
-                f"{path}: the split was made for {record['n']} structures but the data has {n}; "
-                "load the same data or make a new split"
-            )
-        split = cls(record["train"], record["val"], record["test"], n=record["n"], seed=record["seed"])
-        if split.sizes != record["sizes"] or split.sha256 != record["sha256"]:
-            raise SplitMismatchError(f"{path}: the index lists do not match the recorded sizes/sha256 (corrupt file)")
-        return split
-
-
-def make_split(n: int, n_train: int, n_val: int, seed: int = 0) -> Split:
-    """Cut ``np.random.RandomState(seed).permutation(n)`` into train (first ``n_train``), val (next ``n_val``)
-    and test (the rest)."""
-    if n_train < 0 or n_val < 0 or n_train + n_val > n:
-        raise ValueError(f"need 0 <= n_train, n_val and n_train + n_val <= n; got {n_train}, {n_val}, n={n}")
-    perm = np.random.RandomState(seed).permutation(n)
-    return Split(perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :], n=n, seed=seed)
-
-
-def make_split_fractions(n: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Split:
-    """A split with ``round(n * val_fraction)`` val and ``round(n * test_fraction)`` test structures; train is
-    the rest."""
-    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
-        raise ValueError(f"need fractions >= 0 summing to < 1; got val {val_fraction}, test {test_fraction}")
-    n_val = round(n * val_fraction)
-    n_test = round(n * test_fraction)
-    return make_split(n, n - n_val - n_test, n_val, seed)
-
-
 def qm9_split(n: int = QM9_SIZE, seed: int = 0) -> Split:
     """The standard QM9 split, 110,000 / 10,000 / rest, for the full set of :data:`QM9_SIZE` molecules.
 
     For any other ``n`` (a slice for demos) the split keeps the standard proportions
-    (about 84.1 % / 7.6 % / 8.3 %) through :func:`make_split_fractions`.
+    (about 84.1 % / 7.6 % / 8.3 %).
     """
-    if n == QM9_SIZE:
-        return make_split(n, QM9_STANDARD_TRAIN, QM9_STANDARD_VAL, seed)
-    n_test = QM9_SIZE - QM9_STANDARD_TRAIN - QM9_STANDARD_VAL
-    return make_split_fractions(n, QM9_STANDARD_VAL / QM9_SIZE, n_test / QM9_SIZE, seed)
+    return standard_split(n, QM9_SIZE, QM9_STANDARD_TRAIN, QM9_STANDARD_VAL, seed)
