@@ -693,6 +693,16 @@ def download_checkpoint(model_uri: str, tracking_uri: str | None = None) -> Path
     return _download_verified(model_uri, tracking_uri)[1]
 
 
+def resolve_model_uri(model_uri: str, tracking_uri: str) -> Path:
+    """The ``scannet.resolvers: mlflow`` entry point: :func:`download_checkpoint`, with a registry miss (no such
+    model, version or alias) reported as a one-line :class:`CheckpointError`."""
+    try:
+        return download_checkpoint(model_uri, tracking_uri)
+    except mlflow.exceptions.MlflowException as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{model_uri}: not found in the MLflow store {tracking_uri} ({reason})") from exc
+
+
 def load_registered(model_uri: str, tracking_uri: str | None = None):
     """The model as an MLflow pyfunc, after checking the checkpoint's and the model code's SHA-256 against
     the tracking store (MLflow runs the model's code file when it loads it)."""

@@ -4,10 +4,9 @@ value checked) with the same presets."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 
-from scannet.home import default_mlflow_uri
+from scannet.home import tracking_uri
 from scannet.train.run_config import RUN_PRESETS, RunConfig, layered_config
 from scannet.typed_config import ConfigError
 
@@ -37,7 +36,7 @@ class TrainJobConfig(RunConfig):
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_mlflow_uri()
+        return tracking_uri(self.mlflow_tracking_uri)
 
     def model_name(self, dataset: str) -> str:
         return self.registered_model or f"scannet-{dataset}-{'-'.join(self.targets)}"

@@ -34,8 +34,9 @@ from typing import Any
 
 from ase.data import chemical_symbols
 
+from scannet.checkpoint import resolve_checkpoint
 from scannet.featurizer import FeaturizerConfig
-from scannet.train.run import DatasetInfo, PreparedRun, RunSummary, epoch_line, finish_run, prepare_run, resolve_file
+from scannet.train.run import DatasetInfo, PreparedRun, RunSummary, epoch_line, finish_run, prepare_run
 from scannet.typed_config import to_plain
 from scannet_platform.environment import run_environment
 from scannet_platform.train_config import PLATFORM_RESUMABLE_KEYS, TrainJobConfig
@@ -131,16 +132,8 @@ def ray_featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig)
 
 
 def checkpoint_resolver(tracking_uri: str):
-    """Files as the library resolves them, plus MLflow ``models:/`` and ``runs:/`` URIs."""
-
-    def resolve(reference: str) -> Path:
-        if reference.startswith(("models:/", "runs:/")):
-            from scannet_platform.tracking import download_checkpoint
-
-            return download_checkpoint(reference, tracking_uri)
-        return resolve_file(reference)
-
-    return resolve
+    """Checkpoint files, and MLflow model URIs of this job's tracking store."""
+    return lambda reference: resolve_checkpoint(reference, tracking_uri)
 
 
 def epoch_printer(dataset: DatasetInfo, targets: tuple[str, ...], tracking_uri: str | None = None, run_id=None):

@@ -116,3 +116,27 @@ def _unreadable_reason(exc: BaseException) -> str:
         detail = text.split(".", 1)[0].replace("PytorchStreamReader failed reading zip archive: ", "")
         return f"not a readable checkpoint: the file is truncated or corrupted ({detail[:150]})"
     return f"not a readable checkpoint ({_first_line(exc)})"
+
+
+#: Model references resolved through the platform's MLflow registry (entry point ``scannet.resolvers: mlflow``).
+MODEL_URI_PREFIXES = ("models:/", "runs:/")
+
+
+def resolve_checkpoint(reference: str | Path, tracking_uri: str | None = None) -> Path:
+    """A checkpoint file from a path, or from an MLflow model URI (``models:/name/1``, ``models:/name@best``,
+    ``runs:/...``) downloaded and verified by the platform; ``tracking_uri`` defaults as in
+    :func:`scannet.home.tracking_uri`."""
+    text = str(reference)
+    if text.startswith(MODEL_URI_PREFIXES):
+        from importlib.metadata import entry_points
+
+        from scannet.home import tracking_uri as default_tracking_uri
+
+        resolvers = [e for e in entry_points(group="scannet.resolvers") if e.name == "mlflow"]
+        if not resolvers:
+            raise CheckpointError(f"{text}: MLflow model URIs need the platform (pip install scannet[platform])")
+        return Path(resolvers[0].load()(text, default_tracking_uri(tracking_uri)))
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return path

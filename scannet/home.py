@@ -31,3 +31,8 @@ def default_runs_dir() -> Path:
 
 def default_mlflow_uri() -> str:
     return f"sqlite:///{scannet_home() / 'mlflow.db'}"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow tracking URI: ``explicit``, else ``$MLFLOW_TRACKING_URI``, else the embedded store in the home."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_mlflow_uri()

@@ -18,7 +18,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from scannet.batch import collate_graphs
-from scannet.checkpoint import load_model
+from scannet.checkpoint import load_model, resolve_checkpoint
 from scannet.featurizer import FeaturizerConfig, Graph, featurize
 from scannet.model.scann import SCANN
 from scannet.structures import StructureError, structure_name
@@ -165,11 +165,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-    """Load a checkpoint written by :func:`scannet.checkpoint.save_model` as a :class:`Predictor` on ``device``."""
+    """Load a checkpoint written by :func:`scannet.checkpoint.save_model` as a :class:`Predictor` on ``device``.
+
+    ``path`` may also be an MLflow model URI (``models:/name/1``, ``models:/name@best``) when the platform
+    is installed: the registered checkpoint is downloaded and its SHA-256 verified first.
+    """
     from scannet.typed_config import ConfigError
 
     resolved = resolve_device(device)
-    model, featurizer_config, metadata = load_model(path, map_location="cpu")
+    model, featurizer_config, metadata = load_model(resolve_checkpoint(path), map_location="cpu")
     try:
         model = model.to(resolved)
     except Exception as exc:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from scannet.checkpoint import load_model, save_model
+from scannet.checkpoint import load_model, resolve_checkpoint, save_model
 from scannet.data import schema as S
 from scannet.data.graphs_table import QUARANTINE_FILE, featurize_table, graph_cache_dir, graph_table_files
 from scannet.data.loader import make_table_loader
@@ -192,16 +192,6 @@ def fine_tune_source(config: RunConfig, facts: DataFacts, resolve: ResolveCheckp
     return source
 
 
-def resolve_file(reference: str) -> Path:
-    """The library's checkpoint resolver: a file path (MLflow URIs need the platform)."""
-    if reference.startswith(("models:/", "runs:/")):
-        raise ConfigError(f"init_from {reference}: MLflow model URIs need the platform (pip install scannet[platform])")
-    path = Path(reference).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from {reference}: no such checkpoint file")
-    return path
-
-
 # ------------------------------------------------------------------------------------------------ graphs
 
 
@@ -308,7 +298,7 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def prepare_run(
     config: RunConfig,
     featurize: Featurize = plain_featurize,
-    resolve: ResolveCheckpoint = resolve_file,
+    resolve: ResolveCheckpoint = resolve_checkpoint,
     extra_resumable: frozenset[str] = frozenset(),
 ) -> PreparedRun:
     """Steps [1]: everything checked, then the run folder written (config, split)."""
@@ -402,8 +392,8 @@ class RunSummary:
     quarantined: int
     parameters: int
     epochs_run: int
-    best_epoch: int
-    resumed_from_epoch: int
+    best_epoch: int  # 0-based index into the history
+    resumed_from_epoch: int  # epochs finished before this launch (0: from scratch)
     test_evaluated: int
     test_mae: dict[str, float]  # report units
     report_units: dict[str, str]
@@ -411,14 +401,21 @@ class RunSummary:
     mlflow_run_id: str | None = None
     model_uri: str | None = None
 
+    @property
+    def launch_text(self) -> str:
+        return (
+            "started from scratch" if self.resumed_from_epoch == 0 else f"resumed after epoch {self.resumed_from_epoch}"
+        )
+
     def lines(self) -> list[str]:
+        """The summary printed at the end; epochs are numbered from 1, as in the per-epoch lines."""
         maes = ", ".join(f"{t} {v:.4g} {self.report_units[t]}" for t, v in self.test_mae.items())
         sizes = " / ".join(f"{self.featurized_sizes[p]:,}" for p in ("train", "val", "test"))
         lines = [
             f"run        : {self.name} in {self.run_dir}",
             f"data       : {sizes} train / val / test structures ({self.quarantined} quarantined)",
-            f"model      : {self.parameters:,} parameters, {self.epochs_run} epochs (best {self.best_epoch}; this "
-            f"launch started at epoch {self.resumed_from_epoch})",
+            f"model      : {self.parameters:,} parameters, {self.epochs_run} epochs (best: epoch {self.best_epoch + 1}; "
+            f"this launch {self.launch_text})",
             f"test MAE   : {maes} ({self.test_evaluated:,} of {self.split_sizes['test']:,} test structures)",
             f"checkpoint : {self.checkpoint}",
             f"split      : {self.split_file}",

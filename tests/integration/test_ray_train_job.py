@@ -157,3 +157,18 @@ def test_fine_tune_from_the_registered_model(first_run, job):
     assert result.epochs_run == 1 and result.model_uri == "models:/scannet-fine-tuned/1"
     config = scannet.load(download_checkpoint(result.model_uri, job.tracking_uri)).model.config
     assert config.local_dim == 64 and config.targets == ("homo", "lumo")  # the architecture of the source model
+
+
+def test_registered_model_loads_by_uri_in_the_library_and_the_cli(first_run, job, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", job.tracking_uri)
+    predictor = scannet.load(first_run.model_uri)  # models:/name/1, resolved through the platform's entry point
+    assert predictor.targets == ("homo", "lumo")
+    best = scannet.load(first_run.model_uri.rsplit("/", 1)[0] + "@best")
+    assert best.targets == ("homo", "lumo")
+    from ase.io import write
+
+    from scannet.cli import main as cli_main
+
+    write(tmp_path / "ethanol.xyz", molecule("CH3CH2OH"))
+    assert cli_main(["predict", first_run.model_uri, str(tmp_path / "ethanol.xyz"), "--out", str(tmp_path / "p")]) == 0
+    assert cli_main(["predict", "models:/no-such-model/1", str(tmp_path / "ethanol.xyz")]) == 2
