@@ -26,6 +26,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     )
     ray.add_argument("--experiment", help="MLflow experiment (default scannet)")
     ray.add_argument("--registered-model", help="MLflow registered model name (default scannet-<data>-<targets>)")
+    ray.add_argument("--verbose", action="store_true", default=None, help="show Ray's and MLflow's own log lines")
 
 
 def train(args: argparse.Namespace, data: str | None = None) -> int:

@@ -23,6 +23,7 @@ class TrainJobConfig(RunConfig):
     mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else $SCANNET_HOME/mlflow.db
     experiment: str = "scannet"
     registered_model: str | None = None  # default: scannet-<data>-<targets>
+    verbose: bool = False  # show Ray's worker logs and Ray's / MLflow's INFO messages
 
     def __post_init__(self) -> None:
         super().__post_init__()

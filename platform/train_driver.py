@@ -19,13 +19,16 @@ FAILED (training raised) or KILLED (Ctrl-C, SIGTERM; after a SIGKILL, the next l
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import secrets
 import signal
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -99,35 +102,41 @@ def loopback_node() -> Iterator[None]:
             os.environ[RAY_LOCAL_ONLY_VARIABLE] = saved_env
 
 
-def ensure_ray() -> None:
+def ensure_ray(verbose: bool = False) -> None:
     """Connect to the cluster of ``$RAY_ADDRESS`` (``ray job submit`` sets it), else start a local Ray bound to
-    loopback, with its token file at mode 0600."""
+    loopback, with its token file at mode 0600. Unless ``verbose``, the workers' logs stay in Ray's log files
+    (the driver prints one line per epoch itself) and Ray's own messages below WARNING are not shown."""
     import ray
 
     if ray.is_initialized():
         return
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init(**quiet)
         return
     line = secure_ray_token()
     if line:
         print(line)
     with loopback_node():
-        ray.init(dashboard_host=LOOPBACK)
+        ray.init(dashboard_host=LOOPBACK, **quiet)
     fixed = secure_ray_token()  # in case Ray wrote the token itself
     if fixed and "set to 0600" in fixed:
         print(fixed)
     print(f"local Ray: node {ray.util.get_node_ip_address()}, dashboard and job API on {LOOPBACK} only")
 
 
-def ray_featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig) -> int:
+def ray_featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig, verbose: bool = False) -> int:
     """Featurize with Ray Data into ``out_dir``; returns the number of quarantined structures."""
     from scannet_platform.data_pipeline import featurize_dataset, write_graph_table
 
-    ensure_ray()
-    print(f"featurizing {structures} with Ray Data into {out_dir} ...")
+    ensure_ray(verbose)
+    if not verbose:  # Ray Data configures its loggers when imported: quiet them afterwards
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    print(f"featurizing {structures} with Ray Data into {out_dir} ...", flush=True)
+    started = time.perf_counter()
     summary = write_graph_table(featurize_dataset(structures, featurizer), out_dir, featurizer)
-    print(f"featurized {summary.n_graphs} structures, {summary.n_quarantined} quarantined")
+    seconds = time.perf_counter() - started
+    print(f"featurized {summary.n_graphs} structures in {seconds:.1f} s, {summary.n_quarantined} quarantined")
     return summary.n_quarantined
 
 
@@ -136,9 +145,15 @@ def checkpoint_resolver(tracking_uri: str):
     return lambda reference: resolve_checkpoint(reference, tracking_uri)
 
 
-def epoch_printer(dataset: DatasetInfo, targets: tuple[str, ...], tracking_uri: str | None = None, run_id=None):
-    """A Ray Train callback (runs in the controller actor, not in the driver) printing one line per epoch, once
-    for all ranks, and logging the epoch's metrics to the MLflow run ``run_id`` as it ends."""
+EPOCH_LOG = "epochs.log"
+
+
+def epoch_printer(
+    dataset: DatasetInfo, targets: tuple[str, ...], log_file: Path, tracking_uri: str | None = None, run_id=None
+):
+    """A Ray Train callback (it runs in the controller actor, not in the driver): one line per epoch, once for
+    all ranks, appended to ``log_file`` (the driver follows it and prints it), and the epoch's metrics logged
+    to the MLflow run ``run_id`` as it ends."""
     from ray.train import UserCallback
 
     from scannet_platform.tracking import EpochLogger
@@ -148,18 +163,60 @@ def epoch_printer(dataset: DatasetInfo, targets: tuple[str, ...], tracking_uri: 
 
     class EpochLines(UserCallback):
         def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-            print(epoch_line(metrics[0], dataset, targets), flush=True)
+            with open(log_file, "a") as handle:
+                handle.write(epoch_line(metrics[0], dataset, targets) + "\n")
             if logger is not None:
                 logger.log(metrics[0])
 
     return EpochLines()
 
 
+@contextmanager
+def follow(path: Path, interval: float = 0.5) -> Iterator[None]:
+    """Print the lines appended to ``path`` while the block runs (and those left when it ends)."""
+    path.touch()
+    stop = threading.Event()
+    with open(path) as handle:
+        handle.seek(0, os.SEEK_END)
+
+        def pump() -> None:
+            while True:
+                for line in handle.readlines():
+                    print(line.rstrip("\n"), flush=True)
+                if stop.wait(interval):
+                    for line in handle.readlines():
+                        print(line.rstrip("\n"), flush=True)
+                    return
+
+        thread = threading.Thread(target=pump, name="epoch-lines", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Unless ``verbose``: MLflow's and Alembic's INFO lines, artifact progress bars and the deprecation
+    warnings of Ray and MLflow internals are not shown (the run's own lines and the summary are)."""
+    if verbose:
+        return
+    for name in ("mlflow", "alembic", "ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow loads the logged model in a subprocess to infer its requirements; it warns there about type hints
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:mlflow.pyfunc.utils.data_validation")
+    for module in ("ray", "mlflow", "sqlalchemy", "torch"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
 def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ensure_ray()
+    ensure_ray(job.verbose)
     worker = prepared.worker
     if worker.threads is None:
         from dataclasses import replace
@@ -176,7 +233,9 @@ def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
             storage_path=str(prepared.run_dir),
             failure_config=FailureConfig(max_failures=job.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints),  # the most recent ones
-            callbacks=[epoch_printer(prepared.dataset, job.targets, tracking_uri(job), run_id)],
+            callbacks=[
+                epoch_printer(prepared.dataset, job.targets, prepared.run_dir / EPOCH_LOG, tracking_uri(job), run_id)
+            ],
         ),
     )
     return trainer.fit()
@@ -244,9 +303,10 @@ def run_training(job: TrainJobConfig) -> RunSummary:
     from scannet_platform import tracking
 
     start = time.perf_counter()
+    quiet_libraries(job.verbose)
     prepared = prepare_run(
         job,
-        featurize=ray_featurize,
+        featurize=functools.partial(ray_featurize, verbose=job.verbose),
         resolve=checkpoint_resolver(job.tracking_uri),
         extra_resumable=PLATFORM_RESUMABLE_KEYS,
     )
@@ -290,7 +350,8 @@ def _train_and_log(
     from scannet_platform import tracking
 
     (prepared.run_dir / "launch.json").unlink(missing_ok=True)
-    result = fit(job, prepared, run_id)
+    with follow(prepared.run_dir / EPOCH_LOG):
+        result = fit(job, prepared, run_id)
     if result.error is not None:
         raise RuntimeError(f"training run {job.name!r} failed: {result.error}")
     with result.checkpoint.as_directory() as latest:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cloudpickle
@@ -285,13 +286,17 @@ def test_the_epoch_callback_logs_to_mlflow_as_the_epoch_ends(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = tracking.begin_run(tracking_uri=uri, experiment="unit", run_name="live", run_dir=tmp_path, params={})
     dataset = DatasetInfo("qm9", tmp_path / "structures.parquet", {"homo": "eV"})
-    callback = cloudpickle.loads(cloudpickle.dumps(epoch_printer(dataset, ("homo",), uri, run_id)))  # as Ray ships it
+    lines = tmp_path / "epochs.log"
+    callback = cloudpickle.loads(
+        cloudpickle.dumps(epoch_printer(dataset, ("homo",), lines, uri, run_id))
+    )  # as Ray ships it
     metrics = {"epoch": 0, "epochs": 3, "train_loss": 0.9, "val_mae": 0.4, "lr": 1e-3, "val_mae_homo": 0.25}
     callback.after_report(None, [metrics | {"seconds": 2.0, "train_per_s": 50.0}], None)
     logged = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
     assert logged["val_mae_homo_meV"] == pytest.approx(250.0)
     assert logged["train_loss_standardized"] == pytest.approx(0.9) and logged["val_mae_standardized"] == 0.4
     assert [m.step for m in mlflow.MlflowClient(uri).get_metric_history(run_id, "lr")] == [1]
+    assert lines.read_text().startswith("epoch    1/3  loss 0.9000  val MAE homo 250 meV")  # the driver prints it
 
 
 def test_metric_names_carry_the_report_unit():
@@ -313,3 +318,18 @@ def test_relative_stores_are_made_absolute_for_the_ray_train_controller(tmp_path
     assert tracking.normalized_uri("mlruns") == str(tmp_path.resolve() / "mlruns")
     for uri in ("sqlite:////abs/m.db", "http://host:5000", "file:///abs/mlruns", "databricks"):
         assert tracking.normalized_uri(uri) == uri
+
+
+def test_the_driver_prints_the_epoch_lines_the_controller_appends(tmp_path, capsys):
+    from scannet_platform.train_driver import follow
+
+    log = tmp_path / "epochs.log"
+    log.write_text("epoch    1/9  from an earlier launch\n")
+    with follow(log, interval=0.05):
+        with open(log, "a") as handle:
+            handle.write("epoch    2/9  new\n")
+            handle.flush()
+        time.sleep(0.3)
+        with open(log, "a") as handle:
+            handle.write("epoch    3/9  last\n")
+    assert capsys.readouterr().out.splitlines() == ["epoch    2/9  new", "epoch    3/9  last"]

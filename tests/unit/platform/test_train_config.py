@@ -39,6 +39,7 @@ def test_the_job_config_is_the_run_config_plus_scaling_storage_and_tracking():
         "mlflow_tracking_uri",
         "experiment",
         "registered_model",
+        "verbose",
     }
     assert build_run_config("demo").train == build_config("demo").train  # one preset table
 
