@@ -129,6 +129,10 @@ def normalized_uri(tracking_uri: str) -> str:
     return tracking_uri
 
 
+#: The experiment tag the MLflow 3 UI reads to choose between its GenAI and its model-training views.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """The experiment's id; a new one keeps its artifacts next to an SQLite store (``mlartifacts/``), not in
     whatever folder the process happens to run in."""
@@ -139,7 +143,9 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:///"):
         location = str(Path(tracking_uri[len("sqlite:///") :]).resolve().parent / "mlartifacts")
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # the UI opens a "custom_model_development" experiment in its model-training view, not the GenAI one
+        tags = {EXPERIMENT_KIND_TAG: "custom_model_development"}
+        return client.create_experiment(name, artifact_location=location, tags=tags)
     except mlflow.exceptions.MlflowException:  # created meanwhile by another process
         return client.get_experiment_by_name(name).experiment_id
 

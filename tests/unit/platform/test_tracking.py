@@ -333,3 +333,10 @@ def test_the_driver_prints_the_epoch_lines_the_controller_appends(tmp_path, caps
         with open(log, "a") as handle:
             handle.write("epoch    3/9  last\n")
     assert capsys.readouterr().out.splitlines() == ["epoch    2/9  new", "epoch    3/9  last"]
+
+
+def test_new_experiments_open_in_the_model_training_view(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment(tracking.experiment_id(client, "kind", uri))
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
