@@ -198,7 +198,15 @@ def test_the_current_folder_and_a_file_are_not_replaced(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["ds", "file"]
 
 
-def test_sigterm_handler_is_only_installed_while_writing(tmp_path):
+@pytest.fixture()
+def default_sigterm():
+    """SIGTERM at its default handler for the test (a ray.init earlier in the session installs its own)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_handler_is_only_installed_while_writing(tmp_path, default_sigterm):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with AtomicWrite(tmp_path / "d") as staged:
         assert signal.getsignal(signal.SIGTERM) is atomic._raise_exit
