@@ -96,6 +96,7 @@ def _parse_units(items: list[str] | None) -> dict[str, str]:
 
 
 def _data_import(args: argparse.Namespace) -> int:
+    """Exit 0: every input imported; 1: some records or files quarantined (the rest written); 2: nothing written."""
     from scannet.data.importers import import_structures
 
     summary = import_structures(
@@ -106,11 +107,32 @@ def _data_import(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
         require_targets=args.require_targets,
+        max_atoms=args.max_atoms,
     )
     print("\n".join(summary.lines()))
+    for message in summary.messages:
+        print(f"scannet data import: quarantined {message}", file=sys.stderr)
+    if summary.n_quarantined > len(summary.messages):
+        print(f"scannet data import: ... and {summary.n_quarantined - len(summary.messages)} more", file=sys.stderr)
+    if summary.n_written == 0:
+        print(f"scannet: error: data import wrote no structure: {summary.why_empty()}", file=sys.stderr)
+        return 2
     if summary.n_quarantined:
-        print(f"quarantined records: {summary.n_quarantined} (id, source, reason) in {summary.quarantine_path}")
+        print(
+            f"scannet data import: {summary.n_quarantined} records quarantined ({summary.n_files_failed} of "
+            f"{len(summary.per_source)} files unreadable), {summary.n_written} written; "
+            f"id, source and reason of each in {summary.quarantine_path}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,8 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     qm9.add_argument("--targets", nargs="+", help="QM9 targets to keep (default: all)")
     qm9.set_defaults(func=_data_qm9)
 
+    from scannet.data.importers import DEFAULT_MAX_ATOMS
+
     imp = data_commands.add_parser(
-        "import", help="convert xyz/extxyz, ASE db, traj, CIF files or folders into a structures table"
+        "import",
+        help="convert xyz/extxyz, ASE db, traj, CIF files or folders into a structures table",
+        description="Convert structure files and folders into DIR/structures.parquet; records that cannot be "
+        "imported go to DIR/quarantine.parquet (id, source, reason) and are listed on stderr. "
+        "Exit codes: 0 all inputs imported, 1 some inputs quarantined or skipped (unreadable or unsupported "
+        "files, broken or truncated frames, invalid structures; the rest written), 2 nothing written "
+        "(no structure file found, none readable) or a user error.",
     )
     imp.add_argument("inputs", nargs="+", help="files or folders")
     imp.add_argument("--out", required=True, help="output folder (structures.parquet, quarantine.parquet)")
@@ -160,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--units", nargs="+", metavar="NAME=UNIT", help="units of the targets, e.g. energy=eV")
     imp.add_argument("--require-targets", action="store_true", help="quarantine structures that miss a target")
     imp.add_argument("--batch-size", type=int, default=1024, help="structures per write")
+    imp.add_argument(
+        "--max-atoms",
+        type=_positive_int,
+        default=DEFAULT_MAX_ATOMS,
+        help=f"most atoms per structure (default {DEFAULT_MAX_ATOMS}); a larger one is quarantined, "
+        "an xyz frame before its atom lines are read",
+    )
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     imp.set_defaults(func=_data_import)
     return parser

@@ -2,9 +2,14 @@
 
 Inputs, by suffix:
 
-* ``.xyz`` / ``.extxyz``: multi-frame (extended) XYZ, streamed frame by frame (the file is never loaded
-  whole); a frame that cannot be parsed is quarantined and the next one is read. A count line that is not
-  a number ends the file (the frames after it cannot be located) and is quarantined too.
+* ``.xyz`` / ``.extxyz``: multi-frame (extended) XYZ, streamed frame by frame by a reader of our own (the
+  file is never loaded whole): it reads a frame's lines itself and hands only those to ASE's parser, so
+  memory follows the lines that are in the file, never the count a count line claims. A frame that cannot
+  be parsed is quarantined and the next one is read. A frame whose atom lines stop early is quarantined as
+  truncated ("count line says N atoms but the file ends after M lines"); when a bare integer (the next
+  frame's count line) comes where an atom line was expected, reading goes on from there. A frame of more
+  than ``max_atoms`` atoms is quarantined before its atom lines are kept (they are skipped). A count line
+  that is not a number ends the file (the frames after it cannot be located) and is quarantined too.
 * ``.traj``: ASE trajectories, frame by frame.
 * ``.db``: ASE databases (SQLite), row by row (``ase.db.connect(path).select()``).
 * ``.cif`` and anything else: read with ``ase.io.read(path, index=":")`` (such files are small).
@@ -22,10 +27,14 @@ Ids: ``atoms.info["id"]`` or ``["name"]`` (a database row's ``name`` key) when p
 ``f"{file stem}:{frame index}"`` (for a database the row id). Ids are made unique in input order: a repeat
 gets ``#2``, ``#3``, ... appended. The source column is the file path.
 
-Every structure passes :func:`scannet.structures.validate_structure`. Structures that fail, unreadable
-frames and unreadable files (also a file in which no structure is found) go to ``out_dir/quarantine.parquet`` (``id``, ``source``, ``reason``; for an
-unreadable file or frame the id is ``path`` or ``path:frame``) and the import goes on. A missing input path
-is an error raised before anything is written.
+Every structure has at most ``max_atoms`` atoms (default :data:`DEFAULT_MAX_ATOMS`, ``--max-atoms``) and
+passes :func:`scannet.structures.validate_structure`. Structures that fail, unreadable frames and unreadable
+files (a file type ASE does not know, such as ``.smi``; a file in which no structure is found) go to
+``out_dir/quarantine.parquet`` (``id``, ``source``, ``reason``; for an unreadable file or frame the id is
+``path`` or ``path:frame``) and the import goes on. A reason starts with the frame (``frame 3 (line 13): ...``,
+``row 2: ...`` for a database) or ``cannot read the file``; an exception without a message is reported with
+its type, where it was raised and a sentence. A missing input path is an error raised before anything is
+written.
 
 ``out_dir`` is written as a whole with :class:`scannet.data.atomic.AtomicWrite`: the table and its
 quarantine (always written, 0 rows when nothing was quarantined) are staged in a hidden sibling folder and
@@ -37,7 +46,9 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +71,14 @@ from scannet.structures import StructureError, validate_structure
 FOLDER_SUFFIXES = (".cif", ".xyz", ".extxyz", ".traj")
 _XYZ_SUFFIXES = (".xyz", ".extxyz")
 _DB_SUFFIXES = (".db",)
+#: Most atoms per structure (``max_atoms``, ``--max-atoms``); a larger frame is quarantined unread.
+DEFAULT_MAX_ATOMS = 100_000
+#: Quarantine messages kept in :attr:`ImportSummary.messages` (all of them are in the quarantine file).
+MAX_MESSAGES = 10
+#: A line that can only be a count line (where an atom line is expected: the next frame starts there).
+_COUNT_LINE = re.compile(r"[0-9]+")
+#: Sentences for exceptions that ASE raises without a message, by the function that raised them.
+_SILENT_ERROR_HINTS = {"cellpar_to_cell": "the cell lengths and angles describe no valid cell"}
 #: Units assumed for common targets when the caller gives none (ASE conventions).
 DEFAULT_UNITS = {"energy": "eV", "free_energy": "eV", "energy_per_atom": "eV/atom"}
 
@@ -77,6 +96,12 @@ class ImportSummary:
     n_missing: dict[str, int] = field(default_factory=dict)
     #: per source file: {"written": n, "quarantined": m}
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: files that could not be read at all (an unknown type, a broken or empty file)
+    n_files_failed: int = 0
+    #: files in input folders left out for their suffix (see :data:`FOLDER_SUFFIXES`)
+    n_ignored: int = 0
+    #: the first :data:`MAX_MESSAGES` quarantine messages, ``"<file>: <reason>"``
+    messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -88,7 +113,24 @@ class ImportSummary:
             text += "; null targets: " + ", ".join(f"{name} {n}" for name, n in missing.items())
         if self.n_quarantined:
             text += f"; quarantine: {self.quarantine_path}"
+        if self.n_ignored:
+            text += f"; {_plural(self.n_ignored, 'other file')} in the folders ignored"
         return text
+
+    def why_empty(self) -> str:
+        """Why nothing was written (for a run with ``n_written == 0``)."""
+        if not self.per_source:
+            return (
+                f"no structure file in the inputs (folders are searched for {', '.join(FOLDER_SUFFIXES)}; "
+                f"{_plural(self.n_ignored, 'other file')} ignored)"
+            )
+        n_files = len(self.per_source)
+        text = "the input file gave no" if n_files == 1 else f"none of the {n_files} input files gave a"
+        unreadable = f", {self.n_files_failed} of them unreadable" if self.n_files_failed and n_files > 1 else ""
+        return (
+            f"{text} valid structure ({_plural(self.n_quarantined, 'record')} quarantined{unreadable}; "
+            f"reasons in {self.quarantine_path})"
+        )
 
     def lines(self) -> list[str]:
         """The summary line followed by one line per source."""
@@ -100,6 +142,10 @@ class ImportSummary:
         return [self.line(), *rows]
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass
 class _Record:
     """One input structure (or the reason it could not be read)."""
@@ -109,72 +155,150 @@ class _Record:
     atoms: Atoms | None = None
     extra: tuple[Mapping[str, Any], ...] = ()  # database key-value pairs and data, looked up after info
     error: str | None = None
+    unit: str = "frame"  # what ``key`` counts: "frame", or "row" for a database
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.key}"
 
 
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """The files to import: files as given, folders expanded to their structure files (recursive, sorted)."""
+def _collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], int]:
+    """The files to import and how many files in the folders were left out for their suffix."""
     files: list[Path] = []
+    ignored = 0
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES]
-            files.extend(sorted(found))
+            found = [p for p in path.rglob("*") if p.is_file()]
+            kept = [p for p in found if p.suffix.lower() in FOLDER_SUFFIXES]
+            ignored += len(found) - len(kept)
+            files.extend(sorted(kept))
         elif path.exists():
             files.append(path)
         else:
             raise FileNotFoundError(f"input {path} does not exist")
-    return files
+    return files, ignored
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files to import: files as given, folders expanded to their structure files (recursive, sorted)."""
+    return _collect_inputs(inputs)[0]
 
 
 def _error_text(exc: BaseException) -> str:
+    """``Type: first line of the message``; for an empty message, where it was raised and a sentence."""
+    name = type(exc).__name__
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    if text:
+        return f"{name}: {text[0]}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return f"{name} raised without a message: the reader rejected the file's content"
+    last = frames[-1]
+    filename = last.filename.replace("\\", "/")
+    filename = filename.split("site-packages/")[-1] if "site-packages/" in filename else Path(filename).name
+    code = f", `{last.line}`" if last.line else ""
+    hint = _SILENT_ERROR_HINTS.get(last.name, "the file's content is not valid for its format")
+    return f"{name} raised without a message in {last.name} ({filename}:{last.lineno}{code}): {hint}"
 
 
-def _iter_xyz(path: Path, source: str) -> Iterator[_Record]:
-    """Frames of an (extended) XYZ file, one at a time: each frame's lines are handed to ASE's reader."""
+def _over_limit(n_atoms: int, max_atoms: int) -> str:
+    return f"{n_atoms} atoms, over the limit of {max_atoms} atoms per structure (--max-atoms)"
+
+
+def _iter_xyz(path: Path, source: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> Iterator[_Record]:
+    """Frames of an (extended) XYZ file, one at a time: each frame's lines are handed to ASE's parser.
+
+    The lines are read here, one by one, up to the end of the file: a count line is never trusted to size
+    anything, a frame of more than ``max_atoms`` atoms is skipped (its lines are not kept), and a frame
+    cut short by the end of the file or by the next frame's count line is reported as truncated.
+    """
     from ase.io.extxyz import read_xyz
 
     with open(path) as handle:
         frame = 0
-        pending: str | None = None
+        n_lines = 0  # lines read so far (the line number of the last one)
+        pending: str | None = None  # a line read ahead (already counted)
+
+        def read_line() -> str:
+            nonlocal n_lines
+            line = handle.readline()
+            n_lines += line != ""
+            return line
+
         while True:
-            line = pending if pending is not None else handle.readline()
+            line = pending if pending is not None else read_line()
             pending = None
             if line == "":
                 return
             if not line.strip():
                 continue
+            where = f"frame {frame} (line {n_lines})"
+            text = line.strip()
             try:
-                n_atoms = int(line.strip())
+                n_atoms = int(text)
                 if n_atoms < 0:
-                    raise ValueError(f"negative atom count {n_atoms}")
+                    raise ValueError
             except ValueError:
                 yield _Record(
-                    source, str(frame), error=f"frame {frame}: expected an atom count, got {line.strip()[:60]!r}"
+                    source,
+                    str(frame),
+                    error=f"{where}: expected an atom count, got {text[:60]!r}; the rest of the file is skipped",
                 )
                 return
+            over = n_atoms > max_atoms
             lines = [line]
-            for _ in range(n_atoms + 1):
-                lines.append(handle.readline())
-            if lines[-1] == "":
-                yield _Record(source, str(frame), error=f"frame {frame}: truncated (expected {n_atoms} atom lines)")
+            n_read = 0
+            comment = read_line()
+            ended = "file" if comment == "" else None
+            lines.append(comment)
+            while ended is None and n_read < n_atoms:
+                atom_line = read_line()
+                if atom_line == "":
+                    ended = "file"
+                elif _COUNT_LINE.fullmatch(atom_line.strip()):
+                    ended, pending = "frame", atom_line
+                else:
+                    n_read += 1
+                    if not over:
+                        lines.append(atom_line)
+            if ended == "file":
+                reason = (
+                    f"{where}: truncated: count line says {n_atoms} atoms but the file ends after "
+                    f"{_plural(n_lines, 'line')} ({_plural(n_read, 'atom line')} of this frame)"
+                )
+                if over:
+                    reason += f"; {_over_limit(n_atoms, max_atoms)}"
+                yield _Record(source, str(frame), error=reason)
                 return
+            if ended == "frame":
+                reason = (
+                    f"{where}: truncated: count line says {n_atoms} atoms but only "
+                    f"{_plural(n_read, 'atom line')} {'follows' if n_read == 1 else 'follow'} before the next frame's count line (line {n_lines})"
+                )
+                if over:
+                    reason += f"; {_over_limit(n_atoms, max_atoms)}"
+                yield _Record(source, str(frame), error=reason)
+                frame += 1
+                continue
             while True:  # up to three VEC lines follow a frame
-                after = handle.readline()
+                after = read_line()
                 if after.lstrip().startswith("VEC"):
                     lines.append(after)
                 else:
                     pending = after
                     break
-            try:
-                atoms = next(read_xyz(io.StringIO("".join(lines)), 0))
-                yield _Record(source, str(frame), atoms)
-            except Exception as exc:
-                yield _Record(source, str(frame), error=f"frame {frame}: cannot parse: {_error_text(exc)}")
+            if over:
+                yield _Record(source, str(frame), error=f"{where}: {_over_limit(n_atoms, max_atoms)}")
+            else:
+                try:
+                    atoms = next(read_xyz(io.StringIO("".join(lines)), 0))
+                    yield _Record(source, str(frame), atoms)
+                except Exception as exc:
+                    yield _Record(source, str(frame), error=f"{where}: cannot parse: {_error_text(exc)}")
             frame += 1
 
 
@@ -199,9 +323,9 @@ def _iter_db(path: Path, source: str) -> Iterator[_Record]:
                 pairs = dict(row.key_value_pairs)
                 if "name" in pairs and "name" not in atoms.info:
                     atoms.info["name"] = pairs["name"]
-                yield _Record(source, str(row.id), atoms, extra=(pairs, dict(row.get("data", {}) or {})))
+                yield _Record(source, str(row.id), atoms, extra=(pairs, dict(row.get("data", {}) or {})), unit="row")
             except Exception as exc:
-                yield _Record(source, str(row.id), error=f"row {row.id}: cannot read: {_error_text(exc)}")
+                yield _Record(source, str(row.id), error=f"row {row.id}: cannot read: {_error_text(exc)}", unit="row")
 
 
 def _iter_other(path: Path, source: str) -> Iterator[_Record]:
@@ -212,27 +336,37 @@ def _iter_other(path: Path, source: str) -> Iterator[_Record]:
         yield _Record(source, str(frame), atoms)
 
 
-def iter_records(path: Path) -> Iterator[_Record]:
+def iter_records(path: Path, max_atoms: int = DEFAULT_MAX_ATOMS) -> Iterator[_Record]:
     """The structures of one file as records; a file that cannot be opened is one error record."""
+    from ase.io.formats import UnknownFileTypeError
+
     source = str(path)
     suffix = path.suffix.lower()
-    reader = (
-        _iter_xyz
+    records = (
+        _iter_xyz(path, source, max_atoms)
         if suffix in _XYZ_SUFFIXES
-        else _iter_db
+        else _iter_db(path, source)
         if suffix in _DB_SUFFIXES
-        else _iter_traj
+        else _iter_traj(path, source)
         if suffix == ".traj"
-        else _iter_other
+        else _iter_other(path, source)
     )
     n = 0
     try:
-        for record in reader(path, source):
+        for record in records:
             n += 1
             yield record
     except Exception as exc:  # the file (or its remainder) cannot be read
         where = "cannot read the file" if n == 0 else f"cannot read the file after {n} records"
-        yield _Record(source, "", error=f"{where}: {_error_text(exc)}")
+        if isinstance(exc, UnknownFileTypeError):
+            kind = repr(suffix) if suffix else "(no suffix)"
+            reason = (
+                f"unsupported file type {kind} (ASE does not recognize it; supported: .xyz, .extxyz, .traj, "
+                ".db, .cif and the other formats ase.io.read knows)"
+            )
+        else:
+            reason = _error_text(exc)
+        yield _Record(source, "", error=f"{where}: {reason}")
         return
     if n == 0:
         yield _Record(source, "", error="cannot read the file: no structure found in it")
@@ -307,6 +441,7 @@ def import_structures(
     batch_size: int = 1024,
     progress: bool = True,
     require_targets: bool = False,
+    max_atoms: int = DEFAULT_MAX_ATOMS,
 ) -> ImportSummary:
     """Convert structure files into ``out_dir/structures.parquet`` (bad records to ``quarantine.parquet``).
 
@@ -319,18 +454,23 @@ def import_structures(
         batch_size: structures per write (memory holds one batch).
         progress: show a tqdm progress bar.
         require_targets: quarantine structures that miss a target instead of storing null.
+        max_atoms: most atoms per structure; a larger one is quarantined (an xyz frame before it is read).
 
     Returns an :class:`ImportSummary`; ``quarantine_path`` is always written (0 rows: nothing quarantined).
     """
     from tqdm.auto import tqdm
 
+    if isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1:
+        raise ValueError(f"max_atoms must be a positive integer, got {max_atoms!r}")
     start_time = time.perf_counter()
-    files = expand_inputs(inputs)
+    files, n_ignored = _collect_inputs(inputs)
     names = list(dict.fromkeys(targets))
     units = dict(units or {})
     table_units = {name: units.get(name, DEFAULT_UNITS.get(name, "")) for name in names}
     out = Path(out_dir)
-    summary = ImportSummary(out / STRUCTURES_FILE, out / QUARANTINE_FILE, n_missing=dict.fromkeys(names, 0))
+    summary = ImportSummary(
+        out / STRUCTURES_FILE, out / QUARANTINE_FILE, n_missing=dict.fromkeys(names, 0), n_ignored=n_ignored
+    )
     unique = _UniqueIds()
     batch: list[Atoms] = []
     batch_ids: list[str] = []
@@ -351,26 +491,32 @@ def import_structures(
         def reject(identifier: str, source: str, reason: str) -> None:
             bad.add(identifier, source, reason)
             summary.per_source[source]["quarantined"] += 1
+            if len(summary.messages) < MAX_MESSAGES:
+                summary.messages.append(f"{source}: {reason}")
 
         bar = tqdm(desc="importing", unit="structure", disable=not progress)
         for path in files:
             source = str(path)
             summary.per_source.setdefault(source, {"written": 0, "quarantined": 0})
-            for record in iter_records(path):
+            for record in iter_records(path, max_atoms):
                 bar.update(1)
                 if record.error is not None:
+                    summary.n_files_failed += not record.key
                     reject(f"{source}:{record.key}" if record.key else source, source, record.error)
                     continue
                 atoms = record.atoms
                 identifier = unique(_record_id(record, path))
                 try:
+                    if len(atoms) > max_atoms:
+                        raise StructureError(identifier, _over_limit(len(atoms), max_atoms))
                     validate_structure(atoms, identifier)
                     values = {name: _as_target(lookup_target(atoms, name, record.extra), name) for name in names}
                     missing = [name for name, value in values.items() if value is None]
                     if require_targets and missing:
                         raise StructureError(identifier, f"missing target {missing[0]}")
                 except (StructureError, ValueError) as exc:
-                    reject(identifier, source, exc.reason if isinstance(exc, StructureError) else str(exc))
+                    reason = exc.reason if isinstance(exc, StructureError) else str(exc)
+                    reject(identifier, source, f"{record.where}: {reason}")
                     continue
                 for name, value in values.items():
                     atoms.info[name] = value

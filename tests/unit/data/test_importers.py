@@ -210,7 +210,11 @@ def test_bad_records_are_quarantined_and_good_ones_kept(tmp_path):
     reasons = [r["reason"] for r in records[1:]]
     assert records[0]["reason"] == "cannot read the file: no structure found in it"
     assert "cannot read the file" in reasons[0]
-    assert "non-finite" in reasons[1] and "overlap" in reasons[2] and reasons[3].startswith("frame 3: cannot parse")
+    assert (
+        "non-finite" in reasons[1]
+        and "overlap" in reasons[2]
+        and reasons[3].startswith("frame 3 (line 13): cannot parse")
+    )
     assert "quarantined 5" in summary.line()
 
 
@@ -219,13 +223,16 @@ def test_truncated_file_and_missing_targets(tmp_path):
     path.write_text("1\nenergy=1.0\nH 0 0 0\n3\nenergy=2.0\nH 0 0 0\nH 0 0 1\n")  # frame 1 is cut short
     summary = import_structures([path], tmp_path / "out", targets=["energy"], progress=False)
     assert (summary.n_written, summary.n_quarantined) == (1, 1)
-    assert read_quarantine(summary.quarantine_path)[0]["reason"] == "frame 1: truncated (expected 3 atom lines)"
+    assert read_quarantine(summary.quarantine_path)[0]["reason"] == (
+        "frame 1 (line 4): truncated: count line says 3 atoms but the file ends after 7 lines "
+        "(2 atom lines of this frame)"
+    )
 
     path.write_text("1\nenergy=1.0\nH 0 0 0\n1\nwater\nO 0 0 0\n")
     strict = import_structures([path], tmp_path / "strict", targets=["energy"], require_targets=True, progress=False)
     assert (strict.n_written, strict.n_quarantined) == (1, 1)
     assert read_quarantine(strict.quarantine_path) == [
-        {"id": "cut:1", "source": str(path), "reason": "missing target energy"}
+        {"id": "cut:1", "source": str(path), "reason": "frame 1: missing target energy"}
     ]
 
     path.write_text("1\nthe energy is unknown\nH 0 0 0\n")  # ASE reads the word as the flag energy=True
@@ -254,7 +261,7 @@ def test_cli_data_commands(tmp_path, capsys, pt_md):
     write(path, frames[:5], format="extxyz")
     (tmp_path / "bad.xyz").write_text("two\nnot a count\n")
     argv = ["data", "import", str(path), str(tmp_path / "bad.xyz"), "--out", str(tmp_path / "out")]
-    assert main([*argv, "--targets", "energy", "--units", "energy=eV", "--no-progress"]) == 0
+    assert main([*argv, "--targets", "energy", "--units", "energy=eV", "--no-progress"]) == 1  # 1 quarantined
     printed = capsys.readouterr().out
     assert "imported 5 structures, quarantined 1" in printed and "quarantine.parquet" in printed
     table = pq.read_table(tmp_path / "out" / "structures.parquet")
@@ -272,3 +279,200 @@ def test_cli_data_commands(tmp_path, capsys, pt_md):
     printed = capsys.readouterr().out
     assert "wrote 130831 QM9 structures" in printed
     assert read_units(tmp_path / "qm9" / "structures.parquet") == {"homo": "eV", "lumo": "eV"}
+
+
+# ------------------------------------------------------------- hostile and broken inputs, messages, exit codes
+
+HOSTILE_XYZ = "50000000\nhostile!\nH 0 0 0\n"  # 26 bytes whose count line claims 50 million atoms
+
+SINGULAR_CIF = """data_flat
+_cell_length_a 5
+_cell_length_b 5
+_cell_length_c 5
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 0
+_symmetry_space_group_name_H-M 'P 1'
+loop_
+_atom_site_label
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+Si 0 0 0
+Si 0.5 0.5 0.5
+"""
+
+
+def test_hostile_count_line_stops_at_end_of_file(tmp_path):
+    """The reader must stop at the end of the file, never allocate for the count; checked in a child process
+    so that a reader which does not stop is killed (timeout) instead of filling the memory."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "hostile.xyz"
+    path.write_text(HOSTILE_XYZ)
+    assert path.stat().st_size == 26
+    child = textwrap.dedent(f"""
+        import resource, time
+        from scannet.data.importers import import_structures
+        resource.setrlimit(resource.RLIMIT_DATA, (2 << 30, 2 << 30))
+        for name, limit in (("default", None), ("huge", 10**9)):  # the limit alone must not be what stops it
+            start = time.perf_counter()
+            out = {str(tmp_path)!r} + "/" + name
+            kwargs = {{}} if limit is None else {{"max_atoms": limit}}
+            summary = import_structures([{str(path)!r}], out, progress=False, **kwargs)
+            seconds = time.perf_counter() - start
+            print(name, summary.n_written, summary.n_quarantined, round(seconds, 3))
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("import of a 26-byte xyz with a hostile count line did not finish within 30 s")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in done.stdout.split("\n")[:2]:
+        name, written, quarantined, seconds = line.split()
+        assert (written, quarantined) == ("0", "1")
+        assert float(seconds) < 1.0, f"{name}: {seconds} s for a 26-byte file"
+    for name in ("default", "huge"):
+        (record,) = read_quarantine(tmp_path / name / "quarantine.parquet")
+        assert record["id"] == f"{path}:0" and record["source"] == str(path)
+        assert record["reason"].startswith("frame 0 (line 1): truncated: count line says 50000000 atoms")
+        assert "but the file ends after 3 lines (1 atom line of this frame)" in record["reason"]
+    (record,) = read_quarantine(tmp_path / "default" / "quarantine.parquet")
+    assert "over the limit of 100000 atoms per structure (--max-atoms)" in record["reason"]
+
+
+MIDDLE_BAD_XYZ = """2
+frame 0 energy=1.0
+H 0 0 0
+H 0 0 0.74
+3
+frame 1 says 3 atoms but has 2 energy=2.0
+H 0 0 0
+H 0 0 0.74
+2
+frame 2 energy=3.0
+H 0 0 0
+H 0 0 0.75
+4
+frame 3 over the limit energy=4.0
+H 0 0 0
+H 0 0 1
+H 0 0 2
+H 0 0 3
+2
+frame 4 energy=5.0
+H 0 0 0
+H 0 0 0.76
+"""
+
+
+def test_middle_frame_truncated_or_over_the_limit_keeps_the_others(tmp_path):
+    path = tmp_path / "m.xyz"
+    path.write_text(MIDDLE_BAD_XYZ)
+    summary = import_structures([path], tmp_path / "out", targets=["energy"], max_atoms=3, progress=False)
+    assert (summary.n_written, summary.n_quarantined) == (3, 2)
+    written = table_of(tmp_path / "out")
+    assert [a.info["id"] for a in written] == ["m:0", "m:2", "m:4"]
+    assert [a.info["energy"] for a in written] == [1.0, 3.0, 5.0]
+    assert read_quarantine(summary.quarantine_path) == [
+        {
+            "id": f"{path}:1",
+            "source": str(path),
+            "reason": "frame 1 (line 5): truncated: count line says 3 atoms but only 2 atom lines follow "
+            "before the next frame's count line (line 9)",
+        },
+        {
+            "id": f"{path}:3",
+            "source": str(path),
+            "reason": "frame 3 (line 13): 4 atoms, over the limit of 3 atoms per structure (--max-atoms)",
+        },
+    ]
+    # the limit applies to every format (here a trajectory, read by ASE)
+    with Trajectory(tmp_path / "big.traj", "w") as trajectory:
+        trajectory.write(molecule("H2O"))
+        trajectory.write(molecule("H2"))
+    small = import_structures([tmp_path / "big.traj"], tmp_path / "traj", max_atoms=2, progress=False)
+    assert (small.n_written, small.n_quarantined) == (1, 1)
+    assert read_quarantine(small.quarantine_path)[0]["reason"] == (
+        "frame 0: 3 atoms, over the limit of 2 atoms per structure (--max-atoms)"
+    )
+    with pytest.raises(ValueError, match="max_atoms"):
+        import_structures([path], tmp_path / "x", max_atoms=0, progress=False)
+
+
+def test_messages_name_file_frame_and_reason(tmp_path):
+    (tmp_path / "flat.cif").write_text(SINGULAR_CIF)
+    (tmp_path / "ethanol.smi").write_text("CCO\n")
+    summary = import_structures([tmp_path / "flat.cif", tmp_path / "ethanol.smi"], tmp_path / "out", progress=False)
+    assert (summary.n_written, summary.n_quarantined, summary.n_files_failed) == (0, 2, 2)
+    cif, smi = read_quarantine(summary.quarantine_path)
+    # ASE raises an AssertionError without a message: the type, where and a sentence are given instead
+    assert cif["reason"].startswith("cannot read the file: AssertionError raised without a message")
+    assert "cellpar_to_cell" in cif["reason"] and "no valid cell" in cif["reason"]
+    assert smi["reason"] == (
+        "cannot read the file: unsupported file type '.smi' (ASE does not recognize it; supported: .xyz, "
+        ".extxyz, .traj, .db, .cif and the other formats ase.io.read knows)"
+    )
+    assert summary.messages == [
+        f"{tmp_path / 'flat.cif'}: {cif['reason']}",
+        f"{tmp_path / 'ethanol.smi'}: {smi['reason']}",
+    ]
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.xyz"
+    write(good, [molecule("H2O"), molecule("CH4")], format="extxyz")
+    (tmp_path / "cut.xyz").write_text("1\nenergy=1.0\nH 0 0 0\n3\nenergy=2.0\nH 0 0 0\n")
+    (tmp_path / "flat.cif").write_text(SINGULAR_CIF)
+    (tmp_path / "ethanol.smi").write_text("CCO\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no structures here")
+
+    def run(*inputs: str, out: str = "out") -> tuple[int, str, str]:
+        code = main(["data", "import", *inputs, "--out", str(tmp_path / out), "--no-progress"])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, err = run(str(good))
+    assert code == 0 and "imported 2 structures, quarantined 0" in out and err == ""
+
+    code, out, err = run(
+        str(good), str(tmp_path / "cut.xyz"), str(tmp_path / "flat.cif"), str(tmp_path / "ethanol.smi")
+    )
+    assert code == 1 and "imported 3 structures, quarantined 3" in out
+    lines = err.strip().splitlines()
+    assert lines[0] == (
+        f"scannet data import: quarantined {tmp_path / 'cut.xyz'}: frame 1 (line 4): truncated: count line says "
+        "3 atoms but the file ends after 6 lines (1 atom line of this frame)"
+    )
+    assert lines[1].startswith(
+        f"scannet data import: quarantined {tmp_path / 'flat.cif'}: cannot read the file: AssertionError"
+    )
+    assert "ethanol.smi: cannot read the file: unsupported file type '.smi'" in lines[2]
+    assert lines[-1].startswith("scannet data import: 3 records quarantined (2 of 4 files unreadable), 3 written")
+
+    code, out, err = run(str(tmp_path / "flat.cif"), str(tmp_path / "ethanol.smi"), out="none")
+    assert code == 2
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("scannet: error: data import wrote no structure: none of the 2 input files gave a valid structure")
+    )
+
+    code, out, err = run(str(tmp_path / "empty"), out="nothing")
+    assert code == 2 and err.strip() == (
+        "scannet: error: data import wrote no structure: no structure file in the inputs "
+        "(folders are searched for .cif, .xyz, .extxyz, .traj; 1 other file ignored)"
+    )
+
+    code = main(["data", "import", str(good), "--out", str(tmp_path / "lim"), "--max-atoms", "4", "--no-progress"])
+    assert code == 1 and "5 atoms, over the limit of 4 atoms" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exited:
+        main(["data", "import", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit codes: 0 all inputs imported, 1 some inputs quarantined or skipped" in text
+    assert "2 nothing written" in text and "--max-atoms" in text and "default 100000" in text
