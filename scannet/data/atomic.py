@@ -404,6 +404,7 @@ class AtomicWrite:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.commit()
+            if self._open:  # a block may have discarded the write itself
+                self.commit()
         else:
             self.discard()

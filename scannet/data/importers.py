@@ -433,51 +433,26 @@ def _record_id(record: _Record, path: Path) -> str:
     return f"{path.stem}:{record.key}"
 
 
-def import_structures(
-    inputs: Sequence[str | Path],
-    out_dir: str | Path,
-    targets: Sequence[str] = (),
-    units: Mapping[str, str] | None = None,
-    batch_size: int = 1024,
-    progress: bool = True,
-    require_targets: bool = False,
-    max_atoms: int = DEFAULT_MAX_ATOMS,
-) -> ImportSummary:
-    """Convert structure files into ``out_dir/structures.parquet`` (bad records to ``quarantine.parquet``).
-
-    Args:
-        inputs: files and folders (see the module docstring for the formats).
-        out_dir: output folder, created if needed; an existing table and quarantine there are replaced together
-            when the import succeeds (and kept as they were when it does not).
-        targets: target names, looked up per structure (info, database key-value pairs and data, calculator).
-        units: ``{target: unit}`` recorded in the schema; default :data:`DEFAULT_UNITS` or ``""``.
-        batch_size: structures per write (memory holds one batch).
-        progress: show a tqdm progress bar.
-        require_targets: quarantine structures that miss a target instead of storing null.
-        max_atoms: most atoms per structure; a larger one is quarantined (an xyz frame before it is read).
-
-    Returns an :class:`ImportSummary`; ``quarantine_path`` is always written (0 rows: nothing quarantined).
-    """
+def _import_into(
+    staged: AtomicWrite,
+    files: list[Path],
+    table_units: dict[str, str],
+    summary: ImportSummary,
+    unique: _UniqueIds,
+    batch_size: int,
+    progress: bool,
+    max_atoms: int,
+    names: list[str],
+    require_targets: bool,
+) -> None:
+    """Write the records of ``files`` into the staged dataset folder. A run that wrote no structure is discarded
+    when the target already holds a dataset (kept whole); into a new folder it still writes its quarantine."""
     from tqdm.auto import tqdm
 
-    if isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1:
-        raise ValueError(f"max_atoms must be a positive integer, got {max_atoms!r}")
-    start_time = time.perf_counter()
-    files, n_ignored = _collect_inputs(inputs)
-    names = list(dict.fromkeys(targets))
-    units = dict(units or {})
-    table_units = {name: units.get(name, DEFAULT_UNITS.get(name, "")) for name in names}
-    out = Path(out_dir)
-    summary = ImportSummary(
-        out / STRUCTURES_FILE, out / QUARANTINE_FILE, n_missing=dict.fromkeys(names, 0), n_ignored=n_ignored
-    )
-    unique = _UniqueIds()
     batch: list[Atoms] = []
     batch_ids: list[str] = []
     batch_sources: list[str] = []
-
     with (
-        AtomicWrite(out, DATASET_FILES) as staged,
         StructuresWriter(staged.path / STRUCTURES_FILE, table_units) as writer,
         Quarantine(staged.path / QUARANTINE_FILE) as bad,
     ):
@@ -532,5 +507,52 @@ def import_structures(
 
     summary.n_written = writer.n_rows
     summary.n_quarantined = bad.count
+    if writer.n_rows == 0 and staged.target.exists():
+        staged.discard()  # an import that wrote nothing never replaces an earlier dataset
+
+
+def import_structures(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    targets: Sequence[str] = (),
+    units: Mapping[str, str] | None = None,
+    batch_size: int = 1024,
+    progress: bool = True,
+    require_targets: bool = False,
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+) -> ImportSummary:
+    """Convert structure files into ``out_dir/structures.parquet`` (bad records to ``quarantine.parquet``).
+
+    Args:
+        inputs: files and folders (see the module docstring for the formats).
+        out_dir: output folder, created if needed; an existing table and quarantine there are replaced together
+            when the import succeeds (and kept as they were when it does not).
+        targets: target names, looked up per structure (info, database key-value pairs and data, calculator).
+        units: ``{target: unit}`` recorded in the schema; default :data:`DEFAULT_UNITS` or ``""``.
+        batch_size: structures per write (memory holds one batch).
+        progress: show a tqdm progress bar.
+        require_targets: quarantine structures that miss a target instead of storing null.
+        max_atoms: most atoms per structure; a larger one is quarantined (an xyz frame before it is read).
+
+    Returns an :class:`ImportSummary`; ``quarantine_path`` is always written (0 rows: nothing quarantined).
+    """
+
+    if isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1:
+        raise ValueError(f"max_atoms must be a positive integer, got {max_atoms!r}")
+    start_time = time.perf_counter()
+    files, n_ignored = _collect_inputs(inputs)
+    names = list(dict.fromkeys(targets))
+    units = dict(units or {})
+    table_units = {name: units.get(name, DEFAULT_UNITS.get(name, "")) for name in names}
+    out = Path(out_dir)
+    summary = ImportSummary(
+        out / STRUCTURES_FILE, out / QUARANTINE_FILE, n_missing=dict.fromkeys(names, 0), n_ignored=n_ignored
+    )
+    unique = _UniqueIds()
+
+    with AtomicWrite(out, DATASET_FILES) as staged:
+        _import_into(
+            staged, files, table_units, summary, unique, batch_size, progress, max_atoms, names, require_targets
+        )
     summary.seconds = time.perf_counter() - start_time
     return summary

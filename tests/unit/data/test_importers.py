@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -460,6 +462,11 @@ def test_cli_exit_codes(tmp_path, capsys):
         .splitlines()[-1]
         .startswith("scannet: error: data import wrote no structure: none of the 2 input files gave a valid structure")
     )
+
+    before = {f.name: f.read_bytes() for f in (tmp_path / "out").iterdir()}
+    code, out, err = run(str(tmp_path / "flat.cif"), out="out")  # nothing valid into an existing dataset
+    assert code == 2 and {f.name: f.read_bytes() for f in (tmp_path / "out").iterdir()} == before  # kept whole
+    assert not any(name.startswith(".out.") for name in os.listdir(tmp_path))  # no staging folder left
 
     code, out, err = run(str(tmp_path / "empty"), out="nothing")
     assert code == 2 and err.strip() == (
