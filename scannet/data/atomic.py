@@ -45,6 +45,7 @@ import threading
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Self
 
 #: Infix of staging folders (``.<name>.tmp-<pid>-<random>``) and of aside folders (``.<name>.old-...``).
 TMP_TAG = ".tmp-"
@@ -408,3 +409,23 @@ class AtomicWrite:
                 self.commit()
         else:
             self.discard()
+
+
+class Writer:
+    """The context-manager protocol of every table writer: ``close()`` (commit) when the block succeeds,
+    ``abort()`` (discard) when it raises."""
+
+    def close(self):
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from scannet.data import schema as S
-from scannet.data.atomic import AtomicWrite, recover_path
+from scannet.data.atomic import AtomicWrite, Writer, recover_path
 from scannet.featurizer import FeaturizerConfig, featurize
 from scannet.featurizer.neighbors import Graph
 from scannet.structures import StructureError
@@ -402,7 +402,7 @@ def split_errors(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     return good, bad
 
 
-class GraphTableWriter:
+class GraphTableWriter(Writer):
     """Writes a graph table folder (``graphs/part-00000.parquet``, quarantine, summary) atomically.
 
     The folder is staged by :class:`~scannet.data.atomic.AtomicWrite` and put in place on :meth:`close`, so a
@@ -482,15 +482,6 @@ class GraphTableWriter:
                 self.quarantine.abort()
         finally:
             self._stage.discard()
-
-    def __enter__(self) -> GraphTableWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_featurized(

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from ase import Atoms
 
 from scannet.data import schema as S
-from scannet.data.atomic import AtomicWrite, recover_path
+from scannet.data.atomic import AtomicWrite, Writer, recover_path
 
 #: Rows per Parquet row group of a structures table written by :class:`StructuresWriter`.
 DEFAULT_ROWS_PER_GROUP = 4096
@@ -345,7 +345,7 @@ def read_structures_table(path: str | Path, columns: Sequence[str] | None = None
     return pq.read_table(path, columns=list(columns) if columns else None)
 
 
-class StructuresWriter:
+class StructuresWriter(Writer):
     """Streams structures into one Parquet structures table; a context manager.
 
     Each :meth:`write` (or :meth:`write_table`) appends its rows in row groups of at most ``rows_per_group``.
@@ -407,15 +407,6 @@ class StructuresWriter:
             finally:
                 self._stage.discard()
 
-    def __enter__(self) -> StructuresWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
 
 def write_structures(
     path: str | Path,
@@ -439,7 +430,7 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
-class Quarantine:
+class Quarantine(Writer):
     """Records rejected inputs (``id``, ``source``, ``reason``, strings) in a Parquet file, streamed.
 
     The file is staged (:class:`~scannet.data.atomic.AtomicWrite`) and replaces ``path`` on :meth:`close`,
@@ -498,15 +489,6 @@ class Quarantine:
                 self._writer.close()
         finally:
             self._stage.discard()
-
-    def __enter__(self) -> Quarantine:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def read_quarantine(path: str | Path) -> list[dict[str, str | None]]:
