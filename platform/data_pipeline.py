@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from tqdm.auto import tqdm
 
 from scannet.data import schema as S
 from scannet.data.graphs_table import (
@@ -244,6 +245,8 @@ def write_graph_table(
     row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     overwrite: bool = False,
     parallel: bool = True,
+    progress: bool = False,
+    total: int | None = None,
 ) -> FeaturizeSummary:
     """Run a :func:`featurize_dataset` pipeline and write its graph table folder; returns the counts.
 
@@ -252,6 +255,8 @@ def write_graph_table(
     ``graph_cache_dir(root, featurizer)``. The folder is staged and put in place only when the run is
     complete (:class:`scannet.data.atomic.AtomicWrite`, as the plain writer); a failed, interrupted or
     killed run leaves an existing table as it was. The dataset is streamed once, in bounded memory.
+
+    ``progress`` shows a bar of the structures done (out of ``total`` when given) as the parts come back.
 
     With ``parallel`` (default) every featurize task writes its own part file (one per ``batch_size`` rows,
     named after its ids) and sends the driver only counts and bad rows: on 2 CPUs the driver otherwise
@@ -286,9 +291,11 @@ def write_graph_table(
         pool = ray.data.TaskPoolStrategy(size=_num_cpus())
         results = ds.map_batches(_write_part, fn_kwargs=args, batch_size=None, batch_format="pyarrow", compute=pool)
         results.context.op_resource_reservation_enabled = False
-        with Quarantine(staged.path / QUARANTINE_FILE) as quarantine:
+        bar = tqdm(total=total, desc="featurizing", unit="structure", disable=not progress, mininterval=1.0)
+        with Quarantine(staged.path / QUARANTINE_FILE) as quarantine, bar:
             for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
+                    bar.update(row["n_input"])
                     summary.n_input += row["n_input"]
                     summary.n_graphs += row["n_graphs"]
                     for bad in row["bad"]:

@@ -134,7 +134,12 @@ def ray_featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig,
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     print(f"featurizing {structures} with Ray Data into {out_dir} ...", flush=True)
     started = time.perf_counter()
-    summary = write_graph_table(featurize_dataset(structures, featurizer), out_dir, featurizer)
+    from scannet.data.structures_table import num_structures
+
+    total = num_structures(structures)
+    summary = write_graph_table(
+        featurize_dataset(structures, featurizer), out_dir, featurizer, progress=True, total=total
+    )
     seconds = time.perf_counter() - started
     print(f"featurized {summary.n_graphs} structures in {seconds:.1f} s, {summary.n_quarantined} quarantined")
     return summary.n_quarantined
