@@ -149,3 +149,9 @@ def test_local_runner_trains_evaluates_and_resumes(tmp_path):
     import scannet
 
     assert abs(scannet.load(longer.checkpoint).predict_one(ethanol).ga_scores.sum() - 1) < 1e-5
+
+
+def test_a_missing_data_table_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such structures table"):
+        prepare_run(run_config(tmp_path, tmp_path / "nowhere" / "structures.parquet"))
+    assert not (tmp_path / "runs").exists()
