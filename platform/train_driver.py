@@ -19,7 +19,6 @@ FAILED (training raised) or KILLED (Ctrl-C, SIGTERM; after a SIGKILL, the next l
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -125,24 +124,25 @@ def ensure_ray(verbose: bool = False) -> None:
     print(f"local Ray: node {ray.util.get_node_ip_address()}, dashboard and job API on {LOOPBACK} only")
 
 
-def ray_featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig, verbose: bool = False) -> int:
-    """Featurize with Ray Data into ``out_dir``; returns the number of quarantined structures."""
-    from scannet_platform.data_pipeline import featurize_dataset, write_graph_table
+def ray_featurizer(verbose: bool = False):
+    """The featurize step of :func:`scannet.train.run.prepare_run`, with Ray Data; returns the quarantined count."""
 
-    ensure_ray(verbose)
-    if not verbose:  # Ray Data configures its loggers when imported: quiet them afterwards
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-    print(f"featurizing {structures} with Ray Data into {out_dir} ...", flush=True)
-    started = time.perf_counter()
-    from scannet.data.structures_table import num_structures
+    def featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig) -> int:
+        from scannet.data.structures_table import num_structures
+        from scannet_platform.data_pipeline import featurize_dataset, write_graph_table
 
-    total = num_structures(structures)
-    summary = write_graph_table(
-        featurize_dataset(structures, featurizer), out_dir, featurizer, progress=True, total=total
-    )
-    seconds = time.perf_counter() - started
-    print(f"featurized {summary.n_graphs} structures in {seconds:.1f} s, {summary.n_quarantined} quarantined")
-    return summary.n_quarantined
+        ensure_ray(verbose)
+        if not verbose:  # Ray Data configures its loggers when imported: quiet them afterwards
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        print(f"featurizing {structures} with Ray Data into {out_dir} ...", flush=True)
+        started = time.perf_counter()
+        dataset = featurize_dataset(structures, featurizer)
+        summary = write_graph_table(dataset, out_dir, featurizer, progress=True, total=num_structures(structures))
+        seconds = time.perf_counter() - started
+        print(f"featurized {summary.n_graphs} structures in {seconds:.1f} s, {summary.n_quarantined} quarantined")
+        return summary.n_quarantined
+
+    return featurize
 
 
 def checkpoint_resolver(tracking_uri: str):
@@ -311,7 +311,7 @@ def run_training(job: TrainJobConfig) -> RunSummary:
     quiet_libraries(job.verbose)
     prepared = prepare_run(
         job,
-        featurize=functools.partial(ray_featurize, verbose=job.verbose),
+        featurize=ray_featurizer(job.verbose),
         resolve=checkpoint_resolver(job.tracking_uri),
         extra_resumable=PLATFORM_RESUMABLE_KEYS,
     )

@@ -85,7 +85,7 @@ def build(cls: type[C], data: Mapping[str, Any], where: str = "", base: C | None
     unknown = sorted(set(data) - known)
     if unknown:
         prefix = f"{where}: " if where else ""
-        raise ConfigError(f"{prefix}unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
+        raise ConfigError(f"{prefix}unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
     values: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name

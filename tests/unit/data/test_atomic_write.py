@@ -198,15 +198,20 @@ def test_the_current_folder_and_a_file_are_not_replaced(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["ds", "file"]
 
 
-@pytest.fixture()
-def default_sigterm():
-    """SIGTERM at its default handler for the test (a ray.init earlier in the session installs its own)."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+@pytest.fixture(autouse=True)
+def default_signal_handlers():
+    """Python's default SIGINT and SIGTERM handlers for each test here: a ray.init or a Ray Train fit earlier in
+    the session installs handlers of its own and leaves them installed."""
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    }
     yield
-    signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
-def test_sigterm_handler_is_only_installed_while_writing(tmp_path, default_sigterm):
+def test_sigterm_handler_is_only_installed_while_writing(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with AtomicWrite(tmp_path / "d") as staged:
         assert signal.getsignal(signal.SIGTERM) is atomic._raise_exit

@@ -24,7 +24,7 @@ def structures(tmp_path_factory):
 
 @pytest.fixture()
 def job(structures, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_driver, "ray_featurize", plain_featurize)
+    monkeypatch.setattr(train_driver, "ray_featurizer", lambda verbose: plain_featurize)
     return build_config(
         None,
         name="status",
