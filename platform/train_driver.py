@@ -243,7 +243,11 @@ def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
             ],
         ),
     )
-    return trainer.fit()
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        return trainer.fit()
+    finally:  # Ray Train installs a SIGINT handler of its own and leaves it: Ctrl-C must stop the driver again
+        signal.signal(signal.SIGINT, sigint)
 
 
 def tracking_uri(job: TrainJobConfig) -> str:

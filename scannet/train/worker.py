@@ -101,22 +101,20 @@ def split_stream(
     config: WorkerConfig, part: str, rank: int, world_size: int, shuffle: bool, batch_size: int | None = None
 ) -> GraphTableDataset:
     """The graph-table stream of one split part for one rank (global batches, this rank's rows of each)."""
-    batch = batch_size or config.train.batch_size
-    n_rows = len(split_part_ids(config.split_ids, part))
-    # a last global batch with fewer rows than ranks would give some rank no step: drop it when training
-    drop_last = shuffle and 0 < n_rows % batch < world_size
-    return GraphTableDataset(
+    stream = GraphTableDataset(
         config.graph_table,
         targets=config.targets,
-        batch_size=batch,
+        batch_size=batch_size or config.train.batch_size,
         shuffle=shuffle,
         seed=config.train.seed,
         rank=rank,
         world_size=world_size,
-        drop_last=drop_last,
         featurizer=config.featurizer,
         select_ids=split_part_ids(config.split_ids, part),
     )
+    # a last global batch with fewer rows than ranks would give some rank no step: drop it when training
+    stream.drop_last = shuffle and 0 < stream.num_rows % stream.batch_size < world_size
+    return stream
 
 
 def per_rank_batch_size(global_batch: int, world_size: int) -> int:
