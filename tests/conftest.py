@@ -14,6 +14,20 @@ from ase.build import molecule
 from scannet.featurizer.neighbors import Graph
 
 
+@pytest.fixture(autouse=True, scope="session")
+def scannet_home(tmp_path_factory):
+    """Tests never write into the user's ~/scannet: $SCANNET_HOME is a temporary folder for the session."""
+    import os
+
+    previous = os.environ.get("SCANNET_HOME")
+    os.environ["SCANNET_HOME"] = str(tmp_path_factory.mktemp("scannet-home"))
+    yield
+    if previous is None:
+        os.environ.pop("SCANNET_HOME", None)
+    else:
+        os.environ["SCANNET_HOME"] = previous
+
+
 def make_molecules() -> list[Atoms]:
     names = ["CH3CHO", "C6H6", "CH3CH2OH", "H2O", "CH4", "HCN", "CH3COOH", "C4H4O", "CF4"]
     structures = [molecule(name) for name in names]
