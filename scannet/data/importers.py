@@ -265,23 +265,20 @@ def _iter_xyz(path: Path, source: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> It
                     n_read += 1
                     if not over:
                         lines.append(atom_line)
-            if ended == "file":
-                reason = (
-                    f"{where}: truncated: count line says {n_atoms} atoms but the file ends after "
-                    f"{_plural(n_lines, 'line')} ({_plural(n_read, 'atom line')} of this frame)"
-                )
+            if ended is not None:
+                if ended == "file":
+                    cut = (
+                        f"the file ends after {_plural(n_lines, 'line')} ({_plural(n_read, 'atom line')} of this frame)"
+                    )
+                else:
+                    follow = "follows" if n_read == 1 else "follow"
+                    cut = f"only {_plural(n_read, 'atom line')} {follow} before the next frame's count line (line {n_lines})"
+                reason = f"{where}: truncated: count line says {n_atoms} atoms but {cut}"
                 if over:
                     reason += f"; {_over_limit(n_atoms, max_atoms)}"
                 yield _Record(source, str(frame), error=reason)
-                return
-            if ended == "frame":
-                reason = (
-                    f"{where}: truncated: count line says {n_atoms} atoms but only "
-                    f"{_plural(n_read, 'atom line')} {'follows' if n_read == 1 else 'follow'} before the next frame's count line (line {n_lines})"
-                )
-                if over:
-                    reason += f"; {_over_limit(n_atoms, max_atoms)}"
-                yield _Record(source, str(frame), error=reason)
+                if ended == "file":
+                    return
                 frame += 1
                 continue
             while True:  # up to three VEC lines follow a frame
