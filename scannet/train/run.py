@@ -337,14 +337,20 @@ def prepare_run(
     split_file = run_dir / "split.json"
     split.save(split_file)
     split_ids = write_split_ids(run_dir / "split_ids.parquet", ids, parts)
+    mean, std = target_statistics(split_targets(graphs, split_ids, config.targets, "train"))
+    init_weights = None
+    if source is not None:
+        init_weights = run_dir / "init_weights.pt"
+        torch.save(source.state_dict(), init_weights)
     worker = WorkerConfig(
         graph_table=str(graphs),
         split_ids=str(split_ids),
         model=model,
         train=config.train,
         featurizer=featurizer,
-        target_mean=(0.0,) * len(config.targets),
-        target_std=(1.0,) * len(config.targets),
+        target_mean=tuple(mean.tolist()),
+        target_std=tuple(std.tolist()),
+        init_weights=str(init_weights) if init_weights else None,
         precision=config.precision,
         compile=config.compile,
         threads=config.threads,
@@ -352,28 +358,22 @@ def prepare_run(
             "dataset": dataset.name,
             "units": {t: dataset.units[t] for t in config.targets},
             "run": config.name,
+            "split_sha256": split.sha256,
         },
         run_dir=str(run_dir),
         hooks=config.hooks,
     )
-    mean, std = target_statistics(_targets_of(worker, "train"))
-    worker = replace(worker, target_mean=tuple(mean.tolist()), target_std=tuple(std.tolist()))
-    if source is not None:
-        init = run_dir / "init_weights.pt"
-        torch.save(source.state_dict(), init)
-        worker = replace(worker, init_weights=str(init))
     return PreparedRun(
         config, run_dir, dataset, graphs, quarantined, split_file, split_ids, split.sizes, featurized, worker
     )
 
 
-def _targets_of(worker: WorkerConfig, part: str) -> np.ndarray:
+def split_targets(graphs: Path, split_ids: Path, targets: tuple[str, ...], part: str) -> np.ndarray:
     """Targets [N, T] of one split part, read column-wise from the graph table."""
-    wanted = split_part_ids(worker.split_ids, part)
-    tables = [pq.read_table(f, columns=[S.ID, *worker.targets]) for f in graph_table_files(worker.graph_table)]
-    table = pa.concat_tables(tables)
+    wanted = split_part_ids(split_ids, part)
+    table = pa.concat_tables([pq.read_table(f, columns=[S.ID, *targets]) for f in graph_table_files(graphs)])
     table = table.filter(pc.is_in(table.column(S.ID), value_set=wanted))
-    return np.stack([table.column(t).to_numpy() for t in worker.targets], axis=1)
+    return np.stack([table.column(t).to_numpy() for t in targets], axis=1)
 
 
 # ------------------------------------------------------------------------------------------------ finish
@@ -448,7 +448,6 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
         "test_mae": test_mae,  # report units, over the whole test split
         "test_mae_units": {t: report[t][1] for t in prepared.config.targets},
         "test_structures": len(targets),
-        "split_sha256": Split.load(prepared.split_file).sha256,
     }
     checkpoint = save_model(prepared.run_dir / "best_model.pt", model, prepared.worker.featurizer, metadata)
     launch = json.loads((prepared.run_dir / "launch.json").read_text())

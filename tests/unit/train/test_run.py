@@ -120,30 +120,20 @@ def test_reference_split_order_sorts_by_atom_count(tmp_path):
 @pytest.mark.slow
 def test_local_runner_trains_evaluates_and_resumes(tmp_path):
     structures = write_qm9_table(tmp_path / "qm9", targets=["homo", "gap"], limit=120)
-    config = run_config(
-        tmp_path,
-        structures,
-        targets=["homo", "gap"],
-        model_preset="demo",
-        threads=2,
-        train={"epochs": 2, "batch_size": 32},
-    )
-    summary = run_local(config)
+
+    def run(epochs: int):
+        train = {"epochs": epochs, "batch_size": 32}
+        return run_local(
+            run_config(tmp_path, structures, targets=["homo", "gap"], model_preset="demo", threads=2, train=train)
+        )
+
+    summary = run(2)
     assert summary.epochs_run == 2 and summary.test_evaluated == summary.split_sizes["test"] > 0
     assert set(summary.test_mae) == {"homo", "gap"} and summary.report_units["homo"] == "meV"
     model = torch.load(summary.checkpoint, weights_only=True)
     assert model["metadata"]["units"] == {"homo": "eV", "gap": "eV"}
     assert model["metadata"]["test_mae"] == summary.test_mae and model["metadata"]["test_structures"] > 0
-    longer = run_local(
-        run_config(
-            tmp_path,
-            structures,
-            targets=["homo", "gap"],
-            model_preset="demo",
-            threads=2,
-            train={"epochs": 3, "batch_size": 32},
-        )
-    )
+    longer = run(3)
     assert longer.resumed_from_epoch == 2 and longer.epochs_run == 3
     ethanol = molecule("CH3CH2OH")
     import scannet
