@@ -39,15 +39,10 @@ from scannet.data.graphs_table import (
     open_graph_table,
     row_atom_counts,
 )
+from scannet.distributed import rank_and_world
 from scannet.featurizer.config import FeaturizerConfig
 
 _READ_COLUMNS = [S.NUMBERS, S.EDGE_CENTER, S.EDGE_NEIGHBOR, S.DISTANCE, S.SOLID_ANGLE, S.SOLID_ANGLE_NORM]
-
-
-def _distributed_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class GraphTableDataset(IterableDataset):
@@ -117,7 +112,7 @@ class GraphTableDataset(IterableDataset):
         self.shuffle = shuffle
         self.shuffle_buffer_size = max(shuffle_buffer_size, batch_size)
         self.seed = seed
-        default_rank, default_world = _distributed_rank_world()
+        default_rank, default_world = rank_and_world()
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from scannet import batch as keys
 from scannet.batch import Batch, batch_to
+from scannet.distributed import all_reduce_sum, world_size
 from scannet.model.scann import SCANN
 from scannet.train.data import GraphDataset, make_loader
-from scannet.train.distributed import all_reduce_sum, world_size
 from scannet.train.schedule import LearningRateSchedule, ScheduleName
 from scannet.typed_config import build
 

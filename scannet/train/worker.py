@@ -28,14 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.distributed as dist
 
 from scannet.checkpoint import save_model
 from scannet.data import schema as S
 from scannet.data.loader import GraphTableDataset, make_table_loader
+from scannet.distributed import all_gather_objects, all_reduce_sum, rank_and_world
 from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANN, SCANNConfig
-from scannet.train.distributed import all_gather_objects, all_reduce_sum
 from scannet.train.run_config import FaultHooks
 from scannet.train.trainer import Precision, TrainConfig, TrainLoop
 
@@ -140,8 +139,7 @@ class LocalSession:
         self, folder: str | Path, device: str = "cpu", on_report: Callable[[dict[str, Any]], None] | None = None
     ) -> None:
         self.on_report = on_report
-        distributed = dist.is_available() and dist.is_initialized()
-        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        self.rank, self.world_size = rank_and_world()
         self.folder, self._device = Path(folder), torch.device(device)
         self.reports: list[dict[str, Any]] = []
 

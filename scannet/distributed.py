@@ -17,6 +17,11 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) without an initialised process group."""
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
 def all_reduce_sum(values: np.ndarray | torch.Tensor) -> np.ndarray:
     """Sum a vector over ranks in float64; returns a numpy array."""
     tensor = torch.as_tensor(values, dtype=torch.float64).detach().clone()
