@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,11 +222,7 @@ def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
     from ray.train.torch import TorchTrainer
 
     ensure_ray(job.verbose)
-    worker = prepared.worker
-    if worker.threads is None:
-        from dataclasses import replace
-
-        worker = replace(worker, threads=job.cpus_per_worker)
+    worker = replace(prepared.worker, threads=prepared.worker.threads or job.cpus_per_worker)  # torch threads = CPUs
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"worker": worker},
