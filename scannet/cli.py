@@ -1,4 +1,5 @@
-"""The ``scannet`` command: ``scannet train``, ``scannet predict``, ``scannet info``, ``scannet data``."""
+"""The ``scannet`` command: ``scannet train``, ``scannet predict``, ``scannet info``, ``scannet data``, and the
+commands the platform plugs in (entry point group ``scannet.commands``: ``scannet tune``, ``scannet screen``)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ def _ray_backend():
         if entry.name == "ray":
             return entry.load()
     return None
+
+
+def _platform_commands() -> list:
+    """Modules of the platform's commands (entry point group ``scannet.commands``), each with ``HELP``,
+    ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exit code``; none without the platform."""
+    return [
+        (entry.name, entry.load()) for entry in sorted(entry_points(group="scannet.commands"), key=lambda e: e.name)
+    ]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -161,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_predict_arguments(predict)
     predict.set_defaults(func=_predict)
+
+    for name, module in _platform_commands():
+        command = commands.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(command)
+        command.set_defaults(func=module.run)
 
     info = commands.add_parser("info", help="describe a model checkpoint (targets, units, elements, training data)")
     info.add_argument("model", help="a model checkpoint (.pt)")
