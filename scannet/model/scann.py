@@ -8,6 +8,9 @@ E_m embedding dim, d local dim, D global dim, K basis size.
     L x LocalAttentionBlock -> h^L [A, d]
     z = σ(Dense h^L) [A, D] -> GlobalAttention -> structure vectors R [B, D], GA scores α [A]
     per target t: ŷ_t = Dense(σ(Dense R)) [B]   (z-scored; de-normalised with the training statistics)
+
+``forward`` = ``readout(encode(batch))``: ``encode`` gives z, ``readout`` pools it (optionally without
+some atoms, ``pool_mask``) and applies the heads, so explanations can re-pool z without re-encoding.
 """
 
 from __future__ import annotations
@@ -105,10 +108,9 @@ class SCANN(nn.Module):
         angle_basis = self.angle_basis(batch[keys.SOLID_ANGLE].to(dtype))  # [E, K]
         return F.silu(self.distance_embed(distance_basis)) * F.silu(self.angle_embed(angle_basis))  # [E, d]
 
-    def forward(self, batch: Batch) -> SCANNOutput:
+    def encode(self, batch: Batch) -> torch.Tensor:
+        """The atoms' inputs to the global-attention pool, z [A, D] (embedding, local attention, to_global)."""
         center, neighbor = batch[keys.EDGE_CENTER], batch[keys.EDGE_NEIGHBOR]  # [E], [E]
-        graph_index = batch[keys.GRAPH_INDEX]  # [A]
-        num_graphs = batch[keys.N_ATOMS].shape[0]
         weight = None if self.config.g_update else batch[keys.SOLID_ANGLE_NORM].to(self.embedding.weight.dtype)
 
         embedded = self.embedding(batch[keys.NUMBERS])  # [A, E_m]
@@ -116,11 +118,21 @@ class SCANN(nn.Module):
         geometry = self.edge_geometry(batch)  # [E, d] or [E, K]
         for block in self.blocks:
             h, geometry = block(h, geometry, center, neighbor, weight)  # [A, d]
-        z = F.silu(self.to_global(h))  # [A, D]
-        pooled, ga_scores = self.global_attention(z, graph_index, num_graphs)  # [B, D], [A]
+        return F.silu(self.to_global(h))  # [A, D]
+
+    def readout(
+        self, z: torch.Tensor, graph_index: torch.Tensor, num_graphs: int, pool_mask: torch.Tensor | None = None
+    ) -> SCANNOutput:
+        """Global attention over z [A, D] and the target heads; ``pool_mask`` [A] bool removes atoms from
+        the pool (see :class:`~scannet.model.global_attention.GlobalAttention`)."""
+        pooled, ga_scores = self.global_attention(z, graph_index, num_graphs, pool_mask)  # [B, D], [A]
         normalized = torch.stack([head(pooled) for head in self.heads], dim=1)  # [B, T]
         prediction = normalized * self.target_std + self.target_mean  # [B, T]
         return SCANNOutput(normalized=normalized, prediction=prediction, ga_scores=ga_scores)
+
+    def forward(self, batch: Batch, pool_mask: torch.Tensor | None = None) -> SCANNOutput:
+        """Predict a batch; ``pool_mask`` [A] bool (optional) removes atoms from the global-attention pool."""
+        return self.readout(self.encode(batch), batch[keys.GRAPH_INDEX], batch[keys.N_ATOMS].shape[0], pool_mask)
 
 
 def count_parameters(model: nn.Module) -> int:
