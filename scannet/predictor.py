@@ -114,6 +114,15 @@ class Predictor:
                 self._predict_chunk(chunk, results)
         return results
 
+    @torch.no_grad()
+    def predict_graphs(self, graphs: Sequence[Graph], names: Sequence[str], batch_size: int = 128) -> list[Prediction]:
+        """Predict structures already featurized by :meth:`featurize` (named ``names``); failures per structure."""
+        results = [Prediction(name) for name in names]
+        indexed = list(enumerate(graphs))
+        for start in range(0, len(indexed), batch_size):
+            self._predict_chunk(indexed[start : start + batch_size], results)
+        return results
+
     def _predict_chunk(self, chunk: list[tuple[int, Graph]], results: list[Prediction]) -> None:
         """Run the model on ``chunk``; if it fails, retry each structure alone so only the culprit fails."""
         if not chunk:

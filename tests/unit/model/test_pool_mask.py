@@ -8,7 +8,7 @@ import torch
 
 from scannet.batch import collate_graphs
 from scannet.featurizer import featurize
-from scannet.model import SCANN, SCANNConfig, preset
+from scannet.model import SCANN, preset
 
 VARIANTS = {"scann+": preset("demo", targets=("a", "b")), "scann": preset("demo", g_update=False)}
 
@@ -109,7 +109,3 @@ def test_bad_masks_are_refused_with_the_reason(model, graphs):
         run(model, batch, torch.ones(n))
     with pytest.raises(ValueError, match="bool tensor of shape"):
         run(model, batch, torch.ones(n - 1, dtype=torch.bool))
-
-
-def test_default_config_is_unchanged_by_the_mask_argument():
-    assert "pool_mask" not in SCANNConfig().to_dict()  # a call argument, never part of a saved model
