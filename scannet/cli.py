@@ -1,5 +1,6 @@
-"""The ``scannet`` command: ``scannet train``, ``scannet predict``, ``scannet info``, ``scannet data``, and the
-commands the platform plugs in (entry point group ``scannet.commands``: ``scannet tune``, ``scannet screen``)."""
+"""The ``scannet`` command: ``scannet train``, ``scannet predict``, ``scannet explain``, ``scannet info``,
+``scannet data``, and the commands the platform plugs in (entry point group ``scannet.commands``: ``scannet tune``,
+``scannet screen``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 
+from scannet import explain_cli
 from scannet.predict_cli import add_predict_arguments
 from scannet.train.run_cli import add_run_arguments
 
@@ -170,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_predict_arguments(predict)
     predict.set_defaults(func=_predict)
+
+    explain = commands.add_parser("explain", help=explain_cli.HELP, description=explain_cli.DESCRIPTION)
+    explain_cli.add_arguments(explain)
+    explain.set_defaults(func=explain_cli.run)
 
     for name, module in _platform_commands():
         command = commands.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
