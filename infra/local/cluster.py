@@ -1,0 +1,498 @@
+"""A multi-node Ray cluster and an MLflow tracking server on one machine, for trying the jobs as they run on a
+real cluster (and for the fault-tolerance tests).
+
+    python infra/local/cluster.py start              # head + 2 worker nodes + MLflow server, then prints the env
+    eval "$(python infra/local/cluster.py env)"      # RAY_ADDRESS, MLFLOW_TRACKING_URI, token variables
+    ray job submit --working-dir . -- python jobs/train_qm9.py --preset demo --storage-path "$SCANNET_CLUSTER_STORAGE/runs"
+    python infra/local/cluster.py status
+    python infra/local/cluster.py stop               # stops exactly what `start` started
+
+What ``start`` makes, all under one state folder (``--state-dir``, default ``$SCANNET_HOME/local-cluster``):
+
+- ``auth_token`` (mode 0600): the cluster's Ray token; every node runs with ``RAY_AUTH_MODE=token``;
+- a head node and ``--workers`` worker nodes, each a separate ``ray start --block`` in its own session (its
+  own process group), with its own ``--temp-dir``, ``--num-cpus`` and a custom resource named after the node
+  (``{"node:worker-1": 1}`` style: ``head``, ``worker-1``, ...); every node's IP is 127.0.0.1 and the
+  dashboard (the job API) listens on 127.0.0.1 only;
+- ``mlflow server`` on 127.0.0.1 with a SQLite backend store (``mlflow.db``) and a served artifact root
+  (``mlartifacts/``), in its own session;
+- ``shared/``: the storage every node reaches (``SCANNET_HOME`` of every node: runs, data cache);
+- ``state.json``: what was started (pid, process group, start time, command, temp dir, ports, log file).
+
+``stop`` signals only the recorded process groups, the processes whose command line names a recorded temp dir,
+and all their descendants (job drivers run in sessions of their own), SIGTERM first, SIGKILL after ``--grace``
+seconds; a pid is only signalled while its start time matches the recorded one. It never runs ``ray stop``
+(which stops every Ray instance on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+#: Ray's single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): every Ray process of a node then takes
+#: 127.0.0.1 as the node IP, and the GCS, raylet, agents, workers and metrics endpoints listen on 127.0.0.1 only
+#: (Ray binds them to all interfaces for any other node IP, 127.0.0.2 included: measured on 2.60).
+LOCAL_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: ``ray start`` of a worker node under that switch. ``ray start`` refuses worker nodes while it is on, and
+#: turns the address 127.0.0.1 into the machine's IP while it is off; so this process alone has it off and
+#: keeps 127.0.0.1 as given (its node IP is then the one it reaches the head from: 127.0.0.1). The processes
+#: it starts (raylet, agents, workers) inherit the switch from the environment.
+WORKER_START = (
+    "import sys\n"
+    "import ray._private.ray_constants as constants\n"
+    "import ray._private.services as services\n"
+    "constants.ENABLE_RAY_CLUSTER = True\n"
+    "services.resolve_ip_for_localhost = lambda host: host\n"
+    "from ray.scripts.scripts import main\n"
+    "sys.argv[0] = 'ray'\n"
+    "sys.exit(main())\n"
+)
+STATE_FILE = "state.json"
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """The console script next to this Python (``ray``, ``mlflow``), else the one on PATH."""
+    local = BIN / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def default_state_dir() -> Path:
+    home = os.environ.get("SCANNET_HOME") or Path.home() / "scannet"
+    return Path(home).expanduser().resolve() / "local-cluster"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------- processes
+
+
+def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, process group, start time) of a live pid, from /proc; None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int, start_time: int) -> bool:
+    """The recorded process still runs: same pid and start time (a recycled pid does not count), not a zombie."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[3] == start_time and stat[0] != "Z"
+
+
+def process_tree(groups: dict[int, int], markers: list[str]) -> dict[int, int]:
+    """pid -> start time of the processes of ``groups`` (leader pid -> its start time, still the same process
+    or not), of every process whose command line names one of ``markers`` (temp dirs), and of all their
+    descendants."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) is not None:
+            table[int(entry.name)] = stat
+    ours = {pid for pid, (_, _, pgid, _) in table.items() if pgid in groups}
+    ours |= {pid for pid, stat in table.items() if pid in groups and stat[3] == groups[pid]}
+    ours |= {pid for pid in table if markers and any(m in cmdline(pid) for m in markers)}
+    grown = True
+    while grown:
+        children = {pid for pid, (_, ppid, _, _) in table.items() if ppid in ours} - ours
+        ours |= children
+        grown = bool(children)
+    return {pid: table[pid][3] for pid in ours}
+
+
+def terminate(processes: dict[int, int], groups: dict[int, int], grace: float) -> dict[int, int]:
+    """SIGTERM ``processes`` and the process ``groups`` (leader pid -> start time); after ``grace`` s SIGKILL
+    what is left. Returns the processes still alive at the end (empty when all went)."""
+
+    def signal_all(sig: int) -> None:
+        for group, start_time in groups.items():
+            if alive(group, start_time):  # the group's leader is still our process (else its members are listed)
+                try:
+                    os.killpg(group, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for pid, start_time in processes.items():
+            if alive(pid, start_time):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def wait_gone(seconds: float) -> dict[int, int]:
+        deadline = time.monotonic() + seconds
+        while True:
+            left = {p: t for p, t in processes.items() if alive(p, t)}
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
+
+    signal_all(signal.SIGTERM)
+    left = wait_gone(grace)
+    if left:
+        signal_all(signal.SIGKILL)
+        left = wait_gone(10)
+    return left
+
+
+def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every TCP socket in LISTEN state that one of ``pids`` holds (from /proc)."""
+    inodes = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            columns = line.split()
+            if columns[3] == "0A" and columns[9] in inodes:  # 0A: LISTEN
+                host, port = columns[1].split(":")
+                raw = bytes.fromhex(host)
+                if table == "tcp":
+                    ip = ipaddress.ip_address(raw[::-1])
+                else:  # four little-endian 32-bit words
+                    ip = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+                mapped = getattr(ip, "ipv4_mapped", None)
+                found.append((str(mapped or ip), int(port, 16), inodes[columns[9]]))
+    return found
+
+
+def spawn(command: list[str], env: dict[str, str], log: Path) -> dict:
+    """Start ``command`` in a session of its own (its process group = its pid), output to ``log``."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    stat = proc_stat(process.pid)
+    return {
+        "pid": process.pid,
+        "pgid": process.pid,
+        "start_time": stat[3] if stat else 0,
+        "command": command,
+        "log": str(log),
+    }
+
+
+# ------------------------------------------------------------------------------------------- the state
+
+
+def read_state(state_dir: Path) -> dict | None:
+    path = state_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_state(state_dir: Path, state: dict) -> None:
+    path = state_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def recorded_processes(state: dict) -> list[dict]:
+    return [*state.get("nodes", []), *([state["mlflow"]] if state.get("mlflow") else [])]
+
+
+def client_env(state: dict) -> dict[str, str]:
+    """The variables a client (``ray job submit``, ``ray status``, MLflow) needs to use this cluster."""
+    env = {
+        "RAY_ADDRESS": state["dashboard"],
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": state["token"],
+        "SCANNET_CLUSTER_STORAGE": state["storage"],
+    }
+    if state.get("mlflow"):
+        env["MLFLOW_TRACKING_URI"] = state["mlflow"]["uri"]
+    return env
+
+
+# ------------------------------------------------------------------------------------------------ start
+
+
+def ray_node_command(
+    name: str, temp_dir: str, cpus: int, object_store_mb: int, head: bool, gcs_port: int, dashboard_port: int
+) -> tuple[list[str], dict[str, int]]:
+    """``ray start --block`` for one node, every port chosen here (two nodes on one machine must not share
+    Ray's default agent ports) and every address 127.0.0.1."""
+    ports = {
+        "node-manager-port": free_port(),
+        "object-manager-port": free_port(),
+        "metrics-export-port": free_port(),
+        "dashboard-agent-listen-port": free_port(),
+        "dashboard-agent-grpc-port": free_port(),
+        "runtime-env-agent-port": free_port(),
+    }
+    ray = [tool("ray")] if head else [sys.executable, "-c", WORKER_START]
+    command = [*ray, "start", "--block", "--disable-usage-stats", "--temp-dir", temp_dir]
+    command += ["--node-ip-address", LOOPBACK, "--num-cpus", str(cpus), "--num-gpus", "0"]
+    command += ["--resources", json.dumps({name: 1}), "--object-store-memory", str(object_store_mb * 1024 * 1024)]
+    for flag, port in ports.items():
+        command += [f"--{flag}", str(port)]
+    if head:
+        ports |= {"port": gcs_port, "dashboard-port": dashboard_port, "ray-client-server-port": free_port()}
+        command += ["--head", "--port", str(gcs_port), "--ray-client-server-port", str(ports["ray-client-server-port"])]
+        command += ["--dashboard-host", LOOPBACK, "--dashboard-port", str(dashboard_port)]
+    else:
+        command += ["--address", f"{LOOPBACK}:{gcs_port}"]
+    return command, ports
+
+
+def http_ok(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def alive_nodes(state: dict, env: dict[str, str]) -> int:
+    """How many nodes the cluster sees alive (the state API through the dashboard, with the token)."""
+    token = Path(state["token"]).read_text().strip()
+    request = urllib.request.Request(
+        f"{state['dashboard']}/api/v0/nodes?limit=100", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            body = json.loads(reply.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+    nodes = body.get("data", {}).get("result", {}).get("result", [])
+    return sum(1 for n in nodes if n.get("state") == "ALIVE")
+
+
+def wait_until(check, what: str, timeout: float, watched: list[dict]) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        for entry in watched:
+            if not alive(entry["pid"], entry["start_time"]):
+                tail = Path(entry["log"]).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{entry.get('name', entry['command'][0])} exited before {what}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(1)
+
+
+def start(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir
+    existing = read_state(state_dir)
+    if existing and any(alive(p["pid"], p["start_time"]) for p in recorded_processes(existing)):
+        print(f"a cluster of {state_dir} is running already (`status`, or `stop` first)", file=sys.stderr)
+        return 1
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    (state_dir / "logs").mkdir(exist_ok=True)
+    storage = state_dir / "shared"
+    storage.mkdir(exist_ok=True)
+
+    token = state_dir / "auth_token"
+    token.unlink(missing_ok=True)
+    descriptor = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_hex(32))
+
+    gcs_port, dashboard_port = free_port(), free_port()
+    state: dict = {
+        "state_dir": str(state_dir),
+        "token": str(token),
+        "storage": str(storage),
+        "gcs": f"{LOOPBACK}:{gcs_port}",
+        "dashboard": f"http://{LOOPBACK}:{dashboard_port}",
+        "nodes": [],
+        "mlflow": None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "SCANNET_HOME": str(storage),
+        **LOCAL_ONLY,
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+
+    try:
+        if not args.no_mlflow:
+            port = free_port()
+            artifacts = state_dir / "mlartifacts"
+            artifacts.mkdir(exist_ok=True)
+            command = [tool("mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1"]
+            command += ["--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}"]
+            command += ["--artifacts-destination", str(artifacts)]
+            entry = spawn(command, env, state_dir / "logs" / "mlflow.log")
+            entry |= {"name": "mlflow", "uri": f"http://{LOOPBACK}:{port}", "port": port}
+            state["mlflow"] = entry
+            write_state(state_dir, state)
+            env["MLFLOW_TRACKING_URI"] = entry["uri"]  # the jobs' default tracking server
+
+        names = ["head"] + [f"worker-{i}" for i in range(1, args.workers + 1)]
+        for name in names:
+            head = name == "head"
+            # Ray's unix sockets live under the temp dir: keep the path short (< ~107 characters)
+            temp_dir = tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp")
+            cpus = args.head_cpus if head else args.worker_cpus
+            command, ports = ray_node_command(
+                name, temp_dir, cpus, args.object_store_mb, head, gcs_port, dashboard_port
+            )
+            entry = spawn(command, env, state_dir / "logs" / f"{name}.log")
+            entry |= {"name": name, "temp_dir": temp_dir, "num_cpus": cpus, "resources": {name: 1}, "ports": ports}
+            state["nodes"].append(entry)
+            write_state(state_dir, state)
+            if head:  # workers join once the head answers an authenticated request
+                print(f"starting head node (pid {entry['pid']}) ...", flush=True)
+                wait_until(lambda: alive_nodes(state, env) >= 1, "the head node answers", args.timeout, state["nodes"])
+            else:
+                print(f"starting {name} (pid {entry['pid']}) ...", flush=True)
+        wait_until(
+            lambda: alive_nodes(state, env) >= len(names), f"{len(names)} nodes alive", args.timeout, state["nodes"]
+        )
+        if state["mlflow"]:
+            wait_until(
+                lambda: http_ok(f"{state['mlflow']['uri']}/health"), "MLflow answers", args.timeout, [state["mlflow"]]
+            )
+    except BaseException as exc:
+        print(f"start failed ({exc}); stopping what was started", file=sys.stderr)
+        stop_state(state, grace=15)
+        raise
+    print(describe(state, verbose=True))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- stop, status
+
+
+def cluster_processes(state: dict) -> dict[int, int]:
+    """pid -> start time of every live process of the recorded cluster (nodes, MLflow, and what they started)."""
+    entries = recorded_processes(state)
+    groups = {e["pgid"]: e["start_time"] for e in entries}
+    markers = [e["temp_dir"] for e in state.get("nodes", []) if e.get("temp_dir")]
+    return process_tree(groups, markers)
+
+
+def exposed_sockets(state: dict) -> list[tuple[str, int, str]]:
+    """The listening sockets of the cluster's processes that are not on a loopback address."""
+    sockets = listening_sockets(set(cluster_processes(state)))
+    return [(ip, port, cmdline(pid)[:60]) for ip, port, pid in sockets if not ipaddress.ip_address(ip).is_loopback]
+
+
+def stop_state(state: dict, grace: float) -> dict[int, str]:
+    """Stop every recorded process (and what it started); returns the survivors (pid -> command line)."""
+    entries = recorded_processes(state)
+    groups = {e["pgid"]: e["start_time"] for e in entries}
+    markers = [e["temp_dir"] for e in state.get("nodes", []) if e.get("temp_dir")]
+    processes = process_tree(groups, markers)
+    left = terminate(processes, groups, grace)
+    for marker in markers:
+        shutil.rmtree(marker, ignore_errors=True)
+    return {pid: cmdline(pid) for pid in left}
+
+
+def stop(args: argparse.Namespace) -> int:
+    state = read_state(args.state_dir)
+    if state is None:
+        print(f"no cluster recorded in {args.state_dir}")
+        return 0
+    survivors = stop_state(state, args.grace)
+    if survivors:
+        print(f"still running after SIGKILL: {survivors}", file=sys.stderr)
+        return 1
+    names = ", ".join(e["name"] for e in recorded_processes(state))
+    (args.state_dir / STATE_FILE).rename(args.state_dir / "state.stopped.json")
+    print(f"stopped {names} (the state folder {args.state_dir} is kept: shared/, mlflow.db, mlartifacts/, logs/)")
+    return 0
+
+
+def describe(state: dict, verbose: bool = False) -> str:
+    lines = []
+    for entry in recorded_processes(state):
+        running = "running" if alive(entry["pid"], entry["start_time"]) else "NOT RUNNING"
+        extra = f"{entry['num_cpus']} CPU, resources {entry['resources']}" if "num_cpus" in entry else entry["uri"]
+        lines.append(f"  {entry['name']:<9} pid {entry['pid']:<7} {running:<11} {extra}")
+    env = client_env(state)
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+    text = f"cluster in {state['state_dir']}:\n" + "\n".join(lines)
+    if verbose:
+        text += (
+            f"\nGCS {state['gcs']}, dashboard and job API {state['dashboard']} (token {state['token']}, mode 0600)"
+            f"\nshared storage for every node: {state['storage']}\nclient environment:\n{exports}"
+        )
+    return text
+
+
+def status(args: argparse.Namespace) -> int:
+    state = read_state(args.state_dir)
+    if state is None:
+        print(f"no cluster recorded in {args.state_dir}")
+        return 1
+    print(describe(state, verbose=True))
+    env = {**os.environ, **client_env(state)}
+    print(f"nodes alive (state API): {alive_nodes(state, env)}")
+    exposed = exposed_sockets(state)
+    print(f"listening sockets off loopback: {exposed or 'none'}")
+    return 0 if all(alive(e["pid"], e["start_time"]) for e in recorded_processes(state)) else 1
+
+
+def print_env(args: argparse.Namespace) -> int:
+    state = read_state(args.state_dir)
+    if state is None:
+        print(f"no cluster recorded in {args.state_dir}", file=sys.stderr)
+        return 1
+    for key, value in client_env(state).items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state-dir", type=Path, default=None, help="default $SCANNET_HOME/local-cluster")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("start", help="start the head, the worker nodes and the MLflow server")
+    up.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
+    up.add_argument("--head-cpus", type=int, default=1, help="CPUs of the head node (default 1)")
+    up.add_argument("--worker-cpus", type=int, default=1, help="CPUs of each worker node (default 1)")
+    up.add_argument("--object-store-mb", type=int, default=256, help="object store per node (default 256 MiB)")
+    up.add_argument("--no-mlflow", action="store_true", help="no MLflow server")
+    up.add_argument("--timeout", type=float, default=240, help="seconds to wait for each step (default 240)")
+    down = commands.add_parser("stop", help="stop what `start` started (and only that)")
+    down.add_argument("--grace", type=float, default=30, help="seconds between SIGTERM and SIGKILL (default 30)")
+    commands.add_parser("status", help="what runs, and the client environment")
+    commands.add_parser("env", help="print the client environment as export lines")
+    args = parser.parse_args(argv)
+    args.state_dir = (args.state_dir or default_state_dir()).expanduser().resolve()
+    return {"start": start, "stop": stop, "status": status, "env": print_env}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
