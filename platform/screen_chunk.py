@@ -1,0 +1,311 @@
+"""Screen one chunk: read, check, featurize, predict with every model, write its two shards atomically.
+
+:class:`ChunkScreener` is the ``map_batches`` callable of the Ray actor pool (models loaded once per actor) and
+the whole work of the in-process executor. For chunk ``k`` it writes
+
+    <out>/quarantine/part-<k>.parquet     row, id, source, reason of each record that could not be screened
+    <out>/predictions/part-<k>.parquet    one row per screened record (columns: :func:`output_schema`)
+
+each with :class:`~scannet.data.atomic.AtomicWrite` (staged, then one rename), the quarantine first: a chunk
+is finished when its predictions part exists, and then every row of the chunk is in exactly one of the two
+parts. A chunk redone (a retried task, a killed run launched again) replaces both parts whole, so nothing is
+ever lost or written twice.
+
+Model batches are bounded by atoms (``atom_budget``, whole structures); a batch that fails (out of memory, or
+any error) is split in halves and retried, down to single structures, so only the structure that fails alone
+is quarantined, with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scannet.data import schema as S
+from scannet.data.atomic import AtomicWrite
+from scannet.data.graphs_table import atom_budget_slices
+from scannet.data.importers import _over_limit
+from scannet.data.structures_table import table_to_structures
+from scannet.structures import StructureError
+from scannet_platform.screen_library import ERROR, ROW, SMILES, Piece, read_piece
+from scannet_platform.screen_models import ModelGroup
+from scannet_platform.screen_smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
+
+PREDICTIONS_DIR = "predictions"
+QUARANTINE_DIR = "quarantine"
+#: Leading and trailing columns of the predictions; the predictions and GA scores come between them.
+LEADING = (ROW, S.ID, S.SOURCE, "formula", "n_atoms", SMILES, "geometry")
+PROVENANCE = ("models", "featurizer_hash", "code_version", "run_id")
+RESERVED = (*LEADING, *PROVENANCE)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field(ROW, pa.int64()),
+        pa.field(S.ID, pa.string()),
+        pa.field(S.SOURCE, pa.string()),
+        pa.field("reason", pa.string()),
+    ]
+)
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("chunk", pa.int64()),
+        pa.field("n_input", pa.int64()),
+        pa.field("n_screened", pa.int64()),
+        pa.field("n_quarantined", pa.int64()),
+        pa.field("n_atoms", pa.int64()),
+        pa.field("seconds", pa.float64()),
+    ]
+)
+
+
+def part_name(chunk: int) -> str:
+    return f"part-{chunk:06d}.parquet"
+
+
+def output_schema(groups: Sequence[ModelGroup]) -> pa.Schema:
+    """The predictions' columns: identity, ``<target>_<unit>`` (and ``_std`` for an ensemble), GA scores per
+    model group, provenance; the units are in each prediction field's metadata."""
+    fields = [
+        pa.field(ROW, pa.int64()),
+        pa.field(S.ID, pa.string()),
+        pa.field(S.SOURCE, pa.string()),
+        pa.field("formula", pa.string()),
+        pa.field("n_atoms", pa.int32()),
+        pa.field(SMILES, pa.string()),
+        pa.field("geometry", pa.string()),
+    ]
+    for group in groups:
+        for target in group.targets:
+            unit = {"unit": group.units[target]} if group.units[target] else None
+            fields.append(pa.field(group.columns[target], pa.float64(), metadata=unit))
+            if group.ensemble:
+                fields.append(pa.field(group.std_column(target), pa.float64(), metadata=unit))
+        fields.append(pa.field(group.ga_column, pa.list_(pa.float32())))
+    fields += [pa.field(name, pa.string()) for name in PROVENANCE]
+    return pa.schema(fields)
+
+
+def write_part(table: pa.Table, path: Path) -> None:
+    """Write one shard: staged, then put in place by one rename (never a partial file at ``path``)."""
+    with AtomicWrite(path, file=True) as staged:
+        pq.write_table(table, staged.path, compression="zstd")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
+
+
+def run_bisecting(run: Callable[[list], list], items: list, results: dict, errors: dict) -> int:
+    """``run(items)`` -> one output per item; a failing batch is split in halves and retried, a single item
+    that fails gets its reason in ``errors`` (by position of ``items``' keys). Returns the number of splits."""
+    try:
+        outputs = run(items)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if len(items) == 1:
+            from scannet.predictor import describe_error
+
+            what = "out of memory even alone" if is_out_of_memory(exc) else "the model failed"
+            errors[items[0][0]] = f"{what}: {describe_error(exc)}"
+            return 0
+        half = len(items) // 2
+        return 1 + run_bisecting(run, items[:half], results, errors) + run_bisecting(run, items[half:], results, errors)
+    for (key, _), output in zip(items, outputs):
+        results[key] = output
+    return 0
+
+
+@dataclass
+class ChunkResult:
+    chunk: int
+    n_input: int = 0
+    n_screened: int = 0
+    n_quarantined: int = 0
+    n_atoms: int = 0
+    seconds: float = 0.0
+
+
+class ChunkScreener:
+    """Loads the models once; :meth:`screen` does one chunk, ``__call__`` a batch of chunk descriptors."""
+
+    def __init__(self, spec: dict) -> None:
+        import torch
+
+        import scannet
+
+        self.spec = spec
+        if spec.get("threads"):
+            torch.set_num_threads(int(spec["threads"]))
+        self.out = Path(spec["out_dir"])
+        self.groups = [ModelGroup.from_dict(g) for g in spec["groups"]]
+        self.predictors = [[scannet.load(m.path, spec.get("device", "cpu")) for m in g.members] for g in self.groups]
+        self.featurizers = {}
+        for members in self.predictors:
+            for predictor in members:
+                self.featurizers.setdefault(predictor.featurizer_config.content_hash(), predictor.featurizer_config)
+        vocabularies = {}
+        for group, members in zip(self.groups, self.predictors):
+            for member, predictor in zip(group.members, members):
+                vocabularies.setdefault(tuple(predictor.model.config.elements), member.reference)
+        self.vocabularies = vocabularies
+        self.schema = output_schema(self.groups)
+        self.provenance = {name: spec["provenance"][name] for name in PROVENANCE}
+        (self.out / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+        (self.out / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, pieces: pa.Table) -> pa.Table:
+        results = [asdict(self.screen(Piece(**piece))) for piece in pieces.to_pylist()]
+        return pa.Table.from_pylist(results, schema=RESULT_SCHEMA)
+
+    # ------------------------------------------------------------------------------------------ one chunk
+
+    def screen(self, piece: Piece) -> ChunkResult:
+        from scannet.predictor import check_vocabulary, describe_error
+
+        start = time.perf_counter()
+        table = read_piece(piece)
+        rows = table[ROW].to_pylist()
+        ids = table[S.ID].to_pylist()
+        sources = table[S.SOURCE].to_pylist()
+        names = table.schema.names
+        smiles = table[SMILES].to_pylist() if SMILES in names else [None] * len(rows)
+        read_errors = table[ERROR].to_pylist() if ERROR in names else [None] * len(rows)
+        structures = self._structures(table)
+        bad: dict[int, str] = {}  # position in the chunk -> reason
+        good: list[int] = []
+        geometry: dict[int, str] = {}
+        graphs: dict[str, dict[int, object]] = {key: {} for key in self.featurizers}
+        for k, atoms in enumerate(structures):
+            try:
+                if read_errors[k] is not None:
+                    raise StructureError(ids[k], read_errors[k])
+                if isinstance(atoms, Exception):
+                    raise StructureError(ids[k], f"unreadable record: {describe_error(atoms)}")
+                geometry[k] = INPUT_GEOMETRY
+                if smiles[k] is not None and len(atoms) == 0:
+                    atoms = self._embed(ids[k], smiles[k])
+                    structures[k], geometry[k] = atoms, FORCE_FIELD_GEOMETRY
+                if len(atoms) > self.spec["max_atoms"]:
+                    raise StructureError(ids[k], _over_limit(len(atoms), self.spec["max_atoms"]))
+                for elements, reference in self.vocabularies.items():
+                    try:
+                        check_vocabulary(atoms, elements, ids[k])
+                    except StructureError as exc:
+                        prefix = f"model {reference}: " if len(self.vocabularies) > 1 else ""
+                        raise StructureError(ids[k], prefix + exc.reason) from None
+                for key, featurizer in self.featurizers.items():
+                    from scannet.featurizer import featurize
+
+                    graphs[key][k] = featurize(atoms, featurizer, ids[k])
+                good.append(k)
+            except StructureError as exc:
+                bad[k] = exc.reason
+            except Exception as exc:  # anything else raised for this record is its reason too
+                bad[k] = f"featurization failed: {describe_error(exc)}"
+        import torch
+
+        with torch.inference_mode():
+            outputs = self._predict(good, graphs, bad)
+        screened = [k for k in good if k not in bad]
+        quarantine = pa.table(
+            {
+                ROW: pa.array([rows[k] for k in sorted(bad)], pa.int64()),
+                S.ID: pa.array([ids[k] for k in sorted(bad)], pa.string()),
+                S.SOURCE: pa.array([sources[k] for k in sorted(bad)], pa.string()),
+                "reason": pa.array([bad[k] for k in sorted(bad)], pa.string()),
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+        columns = {
+            ROW: [rows[k] for k in screened],
+            S.ID: [ids[k] for k in screened],
+            S.SOURCE: [sources[k] for k in screened],
+            "formula": [structures[k].get_chemical_formula() for k in screened],
+            "n_atoms": [len(structures[k]) for k in screened],
+            SMILES: [smiles[k] for k in screened],
+            "geometry": [geometry[k] for k in screened],
+        }
+        for g, group in enumerate(self.groups):
+            shape = (len(screened), len(group.members), len(group.targets))
+            values = np.array([outputs[g][k][0] for k in screened], dtype=np.float64).reshape(shape)
+            for t, target in enumerate(group.targets):
+                columns[group.columns[target]] = values[:, :, t].mean(axis=1)
+                if group.ensemble:
+                    columns[group.std_column(target)] = values[:, :, t].std(axis=1)
+            columns[group.ga_column] = [np.mean(outputs[g][k][1], axis=0).astype(np.float32) for k in screened]
+        for name, value in self.provenance.items():
+            columns[name] = [value] * len(screened)
+        predictions = pa.table({f.name: pa.array(columns[f.name], f.type) for f in self.schema}, schema=self.schema)
+        write_part(quarantine, self.out / QUARANTINE_DIR / part_name(piece.chunk))
+        write_part(predictions, self.out / PREDICTIONS_DIR / part_name(piece.chunk))  # the commit of the chunk
+        return ChunkResult(
+            piece.chunk,
+            n_input=len(rows),
+            n_screened=len(screened),
+            n_quarantined=len(bad),
+            n_atoms=int(sum(columns["n_atoms"])),
+            seconds=time.perf_counter() - start,
+        )
+
+    def _structures(self, table: pa.Table) -> list:
+        """The records as Atoms (0 atoms for a SMILES or an unreadable record); a row that cannot be read back
+        as a structure becomes its exception, the others are kept."""
+        try:
+            return table_to_structures(table)
+        except Exception:
+            structures = []
+            for k in range(table.num_rows):
+                try:
+                    structures.extend(table_to_structures(table.slice(k, 1)))
+                except Exception as exc:
+                    structures.append(exc)
+            return structures
+
+    def _embed(self, identifier: str, smiles: str):
+        try:
+            atoms = embed_smiles(smiles, seed=int(self.spec.get("seed", 0)))
+        except EmbeddingError as exc:
+            raise StructureError(identifier, str(exc)) from None
+        atoms.info["id"] = identifier
+        return atoms
+
+    def _predict(self, good: list[int], graphs: dict[str, dict[int, object]], bad: dict[int, str]) -> list[dict]:
+        """Per group, per good record: ([members, targets] values, [members, atoms] GA scores); failures and
+        non-finite outputs go to ``bad`` with the model named."""
+        outputs: list[dict] = []
+        for group, members in zip(self.groups, self.predictors):
+            per_record: dict[int, tuple[list, list]] = {k: ([], []) for k in good}
+            for member, predictor in zip(group.members, members):
+                key = predictor.featurizer_config.content_hash()
+                todo = [k for k in good if k not in bad]
+                n_atoms = np.array([graphs[key][k].n_atoms for k in todo], dtype=np.int64)
+                results: dict[int, tuple] = {}
+                errors: dict[int, str] = {}
+                if todo:
+                    for start, end in atom_budget_slices(n_atoms, int(self.spec["atom_budget"])):
+                        items = [(k, graphs[key][k]) for k in todo[start:end]]
+                        run_bisecting(predictor._run_model, items, results, errors)
+                prefix = f"model {member.reference}: " if len(self.predictors) > 1 or group.ensemble else ""
+                for k, reason in errors.items():
+                    bad[k] = prefix + reason
+                for k, (values, ga) in results.items():
+                    vector = [values[t] for t in group.targets]
+                    if not (np.all(np.isfinite(vector)) and np.all(np.isfinite(ga))):
+                        bad[k] = f"{prefix}the model returned non-finite values {values}"
+                        continue
+                    per_record[k][0].append(vector)
+                    per_record[k][1].append(ga)
+            outputs.append(per_record)
+        return outputs

@@ -1,0 +1,130 @@
+"""``scannet screen`` and ``jobs/screen.py``: stream a candidate library through trained models.
+
+Exit codes: 0 every record screened, no duplicate id; 1 some records quarantined or some ids repeated (the
+rest screened, all listed); 2 user error (a model or input missing or unusable, a bad option) or nothing
+screened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scannet.cli import user_errors
+
+HELP = "screen a library of structures or SMILES with trained models (Ray Data, resumable)"
+DESCRIPTION = (
+    "Stream a candidate library (structures tables, xyz/extxyz, ASE db, folders of CIF/xyz, SMILES .smi/.csv) "
+    "through one or more models (checkpoints, MLflow model URIs, ensemble folders) into Parquet shards under "
+    "--out: predictions/part-*.parquet (id, source, formula, n_atoms, SMILES, <target>_<unit>, _std for "
+    "ensembles, GA scores, provenance) and quarantine/part-*.parquet (row, id, source, reason); top-k tables "
+    "(CSV and Markdown), duplicates.csv, plots/hist-*.png and summary.json beside them, and an MLflow run. "
+    "Launching again into the same --out resumes: finished chunks are skipped, every record is written exactly "
+    "once. Exit codes: 0 all screened; 1 some quarantined or duplicate ids (the rest screened); 2 user error or "
+    "nothing screened."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", help="structures tables (.parquet), structure files, folders, .smi/.csv")
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        required=True,
+        help="a checkpoint, models:/name/version, models:/name@alias, or an ensemble folder (ensemble.json); "
+        "repeat for more targets; models of the same targets form an ensemble (mean and std)",
+    )
+    parser.add_argument("--out", required=True, help="output folder; launching again into it resumes")
+    select = parser.add_argument_group("selection")
+    select.add_argument("--top-k", type=int, help="rows per top-k table (default 100; 0: none)")
+    select.add_argument(
+        "--rank", action="append", metavar="TARGET:max|min", help="ranking direction of a target (default max)"
+    )
+    select.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        metavar="RULE",
+        help="e.g. 'gap between 4 6', 'homo_eV < -5.5', 'gap_std <= 0.1', 'n_atoms <= 20' (all must hold)",
+    )
+    library = parser.add_argument_group("library")
+    library.add_argument("--chunk-size", type=int, help="records per chunk and shard (default 1024)")
+    library.add_argument("--max-atoms", type=int, help="larger structures are quarantined (default 1000)")
+    library.add_argument("--smiles-column", help="CSV column with the SMILES (default smiles/SMILES)")
+    library.add_argument("--id-column", help="CSV column with the ids (default id/name, else <file>:<line>)")
+    library.add_argument("--seed", type=int, help="RDKit embedding seed (default 0)")
+    compute = parser.add_argument_group("compute")
+    compute.add_argument("--local", dest="executor", action="store_const", const="local", help="no Ray: this process")
+    compute.add_argument("--actors", type=int, help="actors in the pool (default CPUs / --cpus-per-actor)")
+    compute.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default 1)")
+    compute.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, with --device cuda (e.g. 1 or 0.5)")
+    compute.add_argument("--device", help="torch device of the models (default cpu)")
+    compute.add_argument("--atom-budget", type=int, help="most atoms per model batch (default 4096)")
+    tracking = parser.add_argument_group("tracking")
+    tracking.add_argument("--no-mlflow", dest="mlflow", action="store_false", default=None, help="no MLflow run")
+    tracking.add_argument(
+        "--mlflow-uri", dest="tracking_uri", help="default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db"
+    )
+    tracking.add_argument("--experiment", help="MLflow experiment (default scannet-screening)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", default=None, help="show Ray's and MLflow's log lines")
+
+
+KEYS = (
+    "inputs",
+    "models",
+    "out",
+    "top_k",
+    "rank",
+    "filters",
+    "chunk_size",
+    "max_atoms",
+    "smiles_column",
+    "id_column",
+    "seed",
+    "executor",
+    "actors",
+    "cpus_per_actor",
+    "gpus_per_actor",
+    "device",
+    "atom_budget",
+    "mlflow",
+    "tracking_uri",
+    "experiment",
+    "progress",
+    "verbose",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scannet.data.structures_table import TableKindError
+    from scannet.typed_config import ConfigError
+    from scannet_platform.screen_job import build_screen_config, print_summary, run_screen
+
+    values = {key: getattr(args, key, None) for key in KEYS}
+    for key in ("inputs", "models", "rank", "filters"):
+        if values[key] is not None:
+            values[key] = tuple(values[key])
+    try:
+        summary, scan = run_screen(build_screen_config(values))
+    except TableKindError as exc:
+        raise ConfigError(str(exc)) from exc
+    print_summary(summary, scan)
+    if summary.n_screened == 0:
+        print("scannet: error: no structure could be screened (reasons in the quarantine parts)", file=sys.stderr)
+        return 2
+    return 1 if summary.n_quarantined or summary.n_duplicate_ids else 0
+
+
+def main(argv: list[str] | None = None, description: str = DESCRIPTION) -> int:
+    parser = argparse.ArgumentParser(prog="screen", description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    with user_errors() as status:
+        status.code = run(args)
+    return status.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

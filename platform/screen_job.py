@@ -1,0 +1,447 @@
+"""The screening job: a library streamed through trained models into ranked, resumable Parquet shards.
+
+    run_screen(build_screen_config({"inputs": ["library.parquet"], "models": ["models:/qm9-gap@best"],
+                                    "out": "screens/run1"}))
+
+Steps (the driver):
+
+1. resolve the models (:mod:`~scannet_platform.screen_models`) and plan the library's chunks
+   (:mod:`~scannet_platform.screen_library`; inputs other than structures tables are staged once);
+2. record what the output folder holds in ``<out>/screen.json`` (library, models, chunking): a later launch
+   into the same folder must screen the same library with the same models, and skips every finished chunk;
+3. screen the chunks that have no predictions part yet: Ray Data ``map_batches`` over chunk descriptors with
+   an ``ActorPoolStrategy`` of :class:`~scannet_platform.screen_chunk.ChunkScreener` (models loaded once per
+   actor, CPU or GPU actors; Ray restarts a killed actor and retries its chunk, which rewrites the same
+   parts), or in this process (``executor="local"``). A progress bar counts structures, with rate and ETA;
+4. read the parts back, one at a time (:mod:`~scannet_platform.screen_select`): counts, filters, top-k per
+   target, histograms, duplicate ids; check that every library row is in exactly one part;
+5. write the top-k tables, ``duplicates.csv``, ``plots/`` and ``summary.json``, and log the MLflow run.
+
+Memory: the driver holds the chunk descriptors (a few hundred bytes per chunk) and 8 bytes per row for the
+duplicate check; each actor holds one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from scannet.typed_config import ConfigError, build, to_plain
+from scannet_platform.screen_chunk import PREDICTIONS_DIR, RESERVED, ChunkResult, ChunkScreener, part_name
+from scannet_platform.screen_library import Library, Piece, plan_library
+from scannet_platform.screen_models import ModelGroup, resolve_models
+from scannet_platform.screen_select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
+
+STATE_FILE = "screen.json"
+DEFAULT_EXPERIMENT = "scannet-screening"
+#: Settings that decide what the shards hold: a later launch into the same folder must keep them.
+STATE_KEYS = ("library", "models", "chunk_size", "max_atoms", "smiles_column", "id_column", "seed")
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """Everything a screen needs; built with :func:`build_screen_config` (every value checked)."""
+
+    inputs: tuple[str, ...] = ()  # structures tables, xyz/extxyz, ASE db, folders, .smi/.csv SMILES
+    models: tuple[str, ...] = ()  # checkpoints, MLflow model URIs, ensemble folders
+    out: str = ""  # output folder (resumable)
+    chunk_size: int = 1024  # records per chunk: the unit of work, of a shard and of a restart
+    atom_budget: int = 4096  # most atoms per model batch (whole structures; one larger structure alone)
+    max_atoms: int = 1000  # larger structures are quarantined
+    top_k: int = 100  # rows per top-k table (0: none)
+    rank: tuple[str, ...] = ()  # TARGET:max|min; unnamed targets are ranked max
+    filters: tuple[str, ...] = ()  # "gap between 4 6", "homo_eV < -5.5"
+    smiles_column: str | None = None  # CSV inputs: default smiles / SMILES
+    id_column: str | None = None  # CSV inputs: default id / name, else <file stem>:<line>
+    seed: int = 0  # RDKit embedding seed
+    executor: Literal["ray", "local"] = "ray"
+    actors: int | None = None  # default: CPUs / cpus_per_actor (GPUs / gpus_per_actor on GPU)
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0  # > 0 with device cuda
+    device: str = "cpu"
+    threads: int | None = None  # torch threads per actor (default: cpus_per_actor)
+    mlflow: bool = True
+    tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db
+    experiment: str = DEFAULT_EXPERIMENT
+    progress: bool = True
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("out: the output folder is required")
+        for name in ("chunk_size", "atom_budget", "max_atoms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.actors is not None and self.actors < 1:
+            raise ValueError(f"actors must be at least 1, got {self.actors}")
+        if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
+            raise ValueError("cpus_per_actor must be > 0 and gpus_per_actor >= 0")
+        if self.device.startswith("cuda") and self.executor == "ray" and self.gpus_per_actor == 0:
+            raise ValueError("device cuda on Ray needs gpus_per_actor > 0 (e.g. 1, or 0.5 for two actors per GPU)")
+
+
+def build_screen_config(values: dict[str, Any]) -> ScreenConfig:
+    return build(ScreenConfig, {k: v for k, v in values.items() if v is not None})
+
+
+@dataclass
+class ScreenSummary:
+    out: str
+    run_id: str
+    n_input: int
+    n_chunks: int
+    n_chunks_skipped: int  # finished by an earlier launch
+    n_screened: int
+    n_quarantined: int
+    n_passing: int
+    n_duplicate_ids: int
+    n_duplicate_rows: int
+    n_force_field: int
+    screened_now: int  # structures (screened or quarantined) done by this launch
+    seconds: float  # this launch, wall clock
+    screen_seconds: float  # the chunk phase of this launch
+    mlflow_run_id: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.screened_now / self.screen_seconds if self.screen_seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+def _state(config: ScreenConfig, library: Library, groups: list[ModelGroup]) -> dict:
+    return {
+        "library": library.fingerprint,
+        "models": [
+            {"targets": list(g.targets), "members": [{"reference": m.reference, "sha256": m.sha256} for m in g.members]}
+            for g in groups
+        ],
+        "chunk_size": config.chunk_size,
+        "max_atoms": config.max_atoms,
+        "smiles_column": config.smiles_column,
+        "id_column": config.id_column,
+        "seed": config.seed,
+    }
+
+
+def load_or_create_state(out: Path, wanted: dict, run_id: str) -> dict:
+    """The folder's ``screen.json``; refuses a folder that holds a screen of another library or other models."""
+    path = out / STATE_FILE
+    if path.is_file():
+        state = json.loads(path.read_text())
+        differ = [key for key in STATE_KEYS if json.dumps(state.get(key)) != json.dumps(wanted[key])]
+        if differ:
+            raise ConfigError(
+                f"{out} holds a screen made with other {', '.join(differ)} (see {path}); a launch into the same "
+                "folder resumes that screen: use another --out for a new one"
+            )
+        return state
+    state = {**wanted, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    temporary = path.with_name(STATE_FILE + ".tmp")
+    temporary.write_text(json.dumps(state, indent=1))
+    temporary.replace(path)
+    return state
+
+
+def code_version() -> str:
+    import scannet
+    from scannet_platform.environment import git_revision
+
+    revision = git_revision(Path(__file__).resolve().parent)
+    return f"scannet {scannet.__version__}" + (f" ({revision})" if revision else "")
+
+
+# ------------------------------------------------------------------------------------------ execution
+
+
+def _progress(total: int, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc="screening", unit="structure", disable=not enabled, mininterval=1.0, smoothing=0.1)
+
+
+def _count(bar: tqdm, result: dict, totals: dict) -> None:
+    for key in ("n_input", "n_screened", "n_quarantined"):
+        totals[key] += result[key]
+    bar.update(result["n_input"])
+    bar.set_postfix(screened=totals["n_screened"], quarantined=totals["n_quarantined"], refresh=False)
+
+
+def _actors(config: ScreenConfig) -> tuple[int, dict]:
+    import ray
+
+    resources = ray.cluster_resources()
+    if config.gpus_per_actor > 0:
+        size = config.actors or max(1, int(resources.get("GPU", 0) // config.gpus_per_actor))
+        return size, {"num_cpus": config.cpus_per_actor, "num_gpus": config.gpus_per_actor}
+    size = config.actors or max(1, int(resources.get("CPU", 1) // config.cpus_per_actor))
+    return size, {"num_cpus": config.cpus_per_actor}
+
+
+def execute_ray(config: ScreenConfig, spec: dict, todo: list[Piece], bar: tqdm, totals: dict) -> None:
+    """Screen ``todo`` in a Ray Data actor pool (streaming: results come back as chunks finish)."""
+    import logging
+
+    import ray.data
+
+    from scannet_platform.train_driver import ensure_ray
+
+    ensure_ray(config.verbose)
+    if not config.verbose:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = config.verbose
+    size, resources = _actors(config)
+    ds = ray.data.from_items([p.to_dict() for p in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(
+        ChunkScreener,
+        fn_constructor_kwargs={"spec": spec},
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=min(size, len(todo))),
+        **resources,
+    )
+    ds.context.op_resource_reservation_enabled = False  # on a small node it held the actors near one at a time
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for result in batch.to_pylist():
+            _count(bar, result, totals)
+
+
+def execute_local(spec: dict, todo: list[Piece], bar: tqdm, totals: dict) -> None:
+    """Screen ``todo`` in this process, chunk after chunk."""
+    screener = ChunkScreener(spec)
+    for piece in todo:
+        result: ChunkResult = screener.screen(piece)
+        _count(bar, result.__dict__, totals)
+
+
+# ------------------------------------------------------------------------------------------------ the job
+
+
+def _tracking_uri(config: ScreenConfig) -> str:
+    from scannet.home import tracking_uri
+    from scannet_platform.tracking import normalized_uri
+
+    return normalized_uri(tracking_uri(config.tracking_uri))
+
+
+def _spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_id: str) -> dict:
+    from scannet.checkpoint import load_model
+
+    hashes = []
+    for group in groups:
+        for member in group.members:
+            hashes.append(load_model(member.path)[1].content_hash())
+    return {
+        "out_dir": str(out.resolve()),
+        "groups": [g.to_dict() for g in groups],
+        "max_atoms": config.max_atoms,
+        "atom_budget": config.atom_budget,
+        "device": config.device,
+        "threads": config.threads or max(1, int(config.cpus_per_actor)),
+        "seed": config.seed,
+        "provenance": {
+            "models": "; ".join(g.describe() for g in groups),
+            "featurizer_hash": ",".join(dict.fromkeys(hashes)),
+            "code_version": code_version(),
+            "run_id": run_id,
+        },
+    }
+
+
+def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
+    """Screen the library of ``config`` into ``config.out`` (resuming what is there); see the module docstring."""
+    from scannet_platform.screen_library import SMILES_SUFFIXES
+    from scannet_platform.screen_smiles import require_rdkit
+    from scannet_platform.train_driver import quiet_libraries, sigterm_unwinds
+
+    started = time.perf_counter()
+    quiet_libraries(config.verbose)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tracking_uri = _tracking_uri(config) if config.mlflow else None
+    groups = resolve_models(config.models, tracking_uri, reserved=RESERVED)
+    names = numeric_columns(groups)
+    filters = [parse_filter(text, names) for text in config.filters]
+    rankings = parse_rankings(config.rank, groups) if config.top_k else []
+    if any(Path(p).suffix.lower() in SMILES_SUFFIXES for p in config.inputs):
+        require_rdkit()
+    library = plan_library(
+        config.inputs, out, config.chunk_size, config.max_atoms, config.smiles_column, config.id_column, config.progress
+    )
+    if library.total == 0:
+        raise ConfigError(f"the library of {list(config.inputs)} holds no record")
+    wanted = _state(config, library, groups)
+    mlflow_run_id = None
+    if tracking_uri:
+        mlflow_run_id = _begin_tracking(config, out, tracking_uri, library, groups)
+    state = load_or_create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
+    spec = _spec(config, out, groups, state["run_id"])
+    todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]
+    done = len(library.pieces) - len(todo)
+    print(
+        f"library: {library.total:,} records in {len(library.pieces):,} chunks of up to {config.chunk_size}; "
+        + (f"{done:,} chunks finished by an earlier launch, " if done else "")
+        + f"{len(todo):,} to screen with {'; '.join(g.describe() for g in groups)}",
+        flush=True,
+    )
+    status = "FAILED"
+    try:
+        with sigterm_unwinds():
+            totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0}
+            screen_start = time.perf_counter()
+            if todo:
+                with _progress(sum(p.rows for p in todo), config.progress) as bar:
+                    if config.executor == "ray":
+                        execute_ray(config, spec, todo, bar, totals)
+                    else:
+                        execute_local(spec, todo, bar, totals)
+            screen_seconds = time.perf_counter() - screen_start
+            scan = scan_results(out, groups, filters, rankings, config.top_k)
+            if scan.n_screened + scan.n_quarantined != library.total:
+                raise RuntimeError(
+                    f"{out}: {scan.n_screened:,} screened + {scan.n_quarantined:,} quarantined rows for a library of "
+                    f"{library.total:,}; some chunks did not finish (launch again to complete them)"
+                )
+            summary = ScreenSummary(
+                out=str(out),
+                run_id=state["run_id"],
+                n_input=library.total,
+                n_chunks=len(library.pieces),
+                n_chunks_skipped=done,
+                n_screened=scan.n_screened,
+                n_quarantined=scan.n_quarantined,
+                n_passing=scan.n_passing,
+                n_duplicate_ids=scan.n_duplicate_ids,
+                n_duplicate_rows=len(scan.duplicates),
+                n_force_field=scan.n_force_field,
+                screened_now=totals["n_input"],
+                seconds=0.0,
+                screen_seconds=screen_seconds,
+                mlflow_run_id=mlflow_run_id,
+            )
+            files = _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started)
+            if mlflow_run_id:
+                _log_tracking(tracking_uri, mlflow_run_id, summary, scan, files)
+        status = "FINISHED"
+        return summary, scan
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        if mlflow_run_id:
+            from scannet_platform import tracking
+
+            tracking.end_run(tracking_uri, mlflow_run_id, status)
+
+
+def _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started) -> dict[str, list[Path]]:
+    from scannet_platform.screen_report import (
+        write_duplicates,
+        write_histograms,
+        write_summary,
+        write_top_tables,
+    )
+
+    files = {
+        "top_k": write_top_tables(out, scan, rankings, groups, filters),
+        "plots": write_histograms(out, scan, groups),
+        "duplicates": [write_duplicates(out, scan)],
+    }
+    summary.seconds = time.perf_counter() - started
+    record = {
+        **summary.__dict__,
+        "structures_per_s": summary.rate,
+        "config": to_plain(config),
+        "provenance": spec["provenance"],
+        "columns": {g.describe(): {t: g.columns[t] for t in g.targets} for g in groups},
+        "quarantine_sample": scan.quarantine_sample,
+    }
+    files["summary"] = [write_summary(out, record)]
+    return files
+
+
+def _begin_tracking(
+    config: ScreenConfig, out: Path, tracking_uri: str, library: Library, groups: list[ModelGroup]
+) -> str:
+    from scannet_platform import tracking
+    from scannet_platform.environment import run_environment
+
+    run_id = tracking.begin_run(
+        tracking_uri=tracking_uri,
+        experiment=config.experiment,
+        run_name=f"screen-{out.resolve().name}",
+        run_dir=out,
+        params={
+            "library": {"inputs": ", ".join(config.inputs), "records": library.total, "chunks": len(library.pieces)},
+            "models": {"+".join(g.targets): g.describe() for g in groups},
+            "screen": {k: v for k, v in to_plain(config).items() if k not in ("inputs", "models")},
+            "environment": run_environment(Path(__file__).resolve().parent),
+        },
+    )
+    print(f"MLflow run {run_id}: {tracking_uri}")
+    return run_id
+
+
+def _log_tracking(tracking_uri: str, run_id: str, summary: ScreenSummary, scan: Scan, files: dict) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    metrics = {
+        "records": summary.n_input,
+        "screened": summary.n_screened,
+        "quarantined": summary.n_quarantined,
+        "passing_filters": summary.n_passing,
+        "duplicate_ids": summary.n_duplicate_ids,
+        "force_field_geometries": summary.n_force_field,
+        "screened_this_launch": summary.screened_now,
+        "structures_per_s": summary.rate,
+        "screen_seconds": summary.screen_seconds,
+        "wall_seconds": summary.seconds,
+    }
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    client.set_tag(run_id, "scannet.kind", "screening")
+    client.set_tag(run_id, "scannet.screen_run_id", summary.run_id)
+    for folder, paths in files.items():
+        for path in paths:
+            client.log_artifact(run_id, str(path), folder)
+
+
+def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
+    """What the command prints at the end."""
+    from scannet_platform.screen_smiles import FORCE_FIELD_NOTE
+
+    lines = [
+        f"screened {summary.n_screened:,} of {summary.n_input:,} structures, quarantined {summary.n_quarantined:,}"
+        f" ({summary.screened_now:,} this launch in {summary.screen_seconds:.1f} s, {summary.rate:,.0f} structures/s;"
+        f" {summary.n_chunks_skipped:,} of {summary.n_chunks:,} chunks finished earlier)",
+        f"predictions: {Path(summary.out) / PREDICTIONS_DIR}/part-*.parquet; quarantine (id, source, reason): "
+        f"{Path(summary.out) / 'quarantine'}/part-*.parquet",
+        f"{summary.n_passing:,} structures pass the filters; top-k tables: {Path(summary.out)}/top-*.csv and .md",
+    ]
+    if summary.n_duplicate_ids:
+        lines.append(
+            f"duplicate ids: {summary.n_duplicate_ids:,} ids occur on {summary.n_duplicate_rows:,} rows (all kept, "
+            f"none overwritten; told apart by the row column), listed in {Path(summary.out) / 'duplicates.csv'}"
+        )
+    if summary.n_force_field:
+        lines.append(f"note: {summary.n_force_field:,} structures: {FORCE_FIELD_NOTE}")
+    for record in scan.quarantine_sample:
+        lines.append(f"  quarantined {record['id']} ({record['source']}): {record['reason']}")
+    if summary.n_quarantined > len(scan.quarantine_sample):
+        lines.append(f"  ... and {summary.n_quarantined - len(scan.quarantine_sample):,} more in the quarantine parts")
+    if summary.mlflow_run_id:
+        lines.append(f"MLflow run {summary.mlflow_run_id}")
+    return lines
+
+
+def print_summary(summary: ScreenSummary, scan: Scan) -> None:
+    print("\n".join(summary_lines(summary, scan)), flush=True)

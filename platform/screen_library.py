@@ -1,0 +1,286 @@
+"""The library of a screen: its inputs cut into numbered chunks, the unit of work and of exactly-once output.
+
+Every input record gets a ``row``: its position in the library (inputs in the order given, records in file
+order). ``row`` is stable across launches and is the key of the exactly-once accounting: each row ends up once
+either in the predictions or in the quarantine.
+
+Inputs, by suffix:
+
+* ``.parquet``: a structures table (``scannet data import`` / ``scannet data qm9``). It is read in place: a
+  chunk is a row range inside one row group (:func:`scannet_platform.data_pipeline.structure_pieces`).
+* ``.xyz`` / ``.extxyz`` (multi-frame, streamed), ``.db`` (ASE database), ``.traj``, ``.cif`` and folders of
+  structure files: read by the streaming readers of ``scannet data import``
+  (:func:`scannet.data.importers.iter_records`), frame by frame.
+* ``.smi`` (``SMILES [id]`` per line) and ``.csv`` (a ``smiles`` column, an optional ``id`` column): read line
+  by line; the 3D structure is embedded later, in the workers (:mod:`scannet_platform.screen_smiles`).
+
+Inputs other than structures tables are staged once, streamed, into ``<out>/library/chunk-*.parquet`` (the
+structures schema plus ``smiles`` and ``error`` columns; unreadable frames keep their reason in ``error``)
+with a ``manifest.json`` naming the inputs' sizes and modification times. The folder is written with
+:class:`~scannet.data.atomic.AtomicWrite`, so it exists only when complete; a later launch reuses it while
+the inputs are unchanged. Memory holds one chunk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from scannet.data import schema as S
+from scannet.data.atomic import AtomicWrite
+from scannet.data.importers import _record_id, expand_inputs, iter_records
+from scannet.data.structures_table import open_structures, structures_to_table
+from scannet.typed_config import ConfigError
+
+ROW = "row"
+SMILES = "smiles"
+ERROR = "error"
+STAGED_DIR = "library"
+MANIFEST = "manifest.json"
+TABLE_SUFFIXES = (".parquet",)
+SMILES_SUFFIXES = (".smi", ".csv")
+SMILES_COLUMNS = ("smiles", "SMILES", "Smiles")
+ID_COLUMNS = ("id", "ID", "name", "Name")
+
+#: A staged chunk: the structures-table columns plus the SMILES (null: a structure) and the read error.
+STAGED_SCHEMA = pa.schema(
+    [*S.structures_schema({}), pa.field(SMILES, pa.string()), pa.field(ERROR, pa.string())],
+    metadata=S.structures_schema({}).metadata,
+)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Chunk ``chunk``: rows ``[start, stop)`` of row group ``row_group`` of ``path``; library rows from
+    ``first_row``."""
+
+    chunk: int
+    path: str
+    row_group: int
+    start: int
+    stop: int
+    first_row: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Library:
+    pieces: list[Piece] = field(default_factory=list)
+    fingerprint: list[dict] = field(default_factory=list)
+    n_smiles_inputs: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(p.rows for p in self.pieces)
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return "folder"
+    if suffix in TABLE_SUFFIXES:
+        return "table"
+    if suffix in SMILES_SUFFIXES:
+        return "smiles"
+    return "structures"
+
+
+def file_fingerprint(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def library_fingerprint(inputs: Sequence[str | Path]) -> list[dict]:
+    """What identifies the library: every input file (folders expanded) with its size and modification time."""
+    entries = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f"input {path} does not exist")
+        files = expand_inputs([path]) if path.is_dir() else [path]
+        entries.append({"input": str(item), "kind": _kind(path), "files": [file_fingerprint(f) for f in files]})
+    return entries
+
+
+# ------------------------------------------------------------------------------------------------- records
+
+
+@dataclass
+class Record:
+    """One library record as staged: a structure, a SMILES string, or the reason it could not be read."""
+
+    id: str
+    source: str
+    atoms: Atoms | None = None
+    smiles: str | None = None
+    error: str | None = None
+
+
+def _structure_records(path: Path, max_atoms: int) -> Iterator[Record]:
+    for file in expand_inputs([path]) if path.is_dir() else [path]:
+        source = str(file)
+        for record in iter_records(file, max_atoms):
+            if record.error is not None:
+                key = f"{source}:{record.key}" if record.key else source
+                yield Record(key, source, error=record.error)
+            else:
+                yield Record(_record_id(record, file), source, atoms=record.atoms)
+
+
+def _smiles_records(path: Path, smiles_column: str | None, id_column: str | None) -> Iterator[Record]:
+    """SMILES of a ``.smi`` file (``SMILES [id]``; ``#`` comments) or of a CSV file's SMILES column."""
+    source = str(path)
+    with open(path, newline="") as handle:
+        if path.suffix.lower() == ".smi":
+            for number, line in enumerate(handle, start=1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                parts = text.split(maxsplit=1)
+                identifier = parts[1].strip() if len(parts) > 1 else f"{path.stem}:{number}"
+                yield Record(identifier, source, smiles=parts[0])
+            return
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        column = smiles_column or next((c for c in SMILES_COLUMNS if c in columns), None)
+        if column is None or column not in columns:
+            wanted = repr(smiles_column) if smiles_column else f"one of {list(SMILES_COLUMNS)}"
+            raise ConfigError(f"{path}: no SMILES column {wanted} among its columns {columns} (--smiles-column)")
+        id_name = id_column or next((c for c in ID_COLUMNS if c in columns), None)
+        if id_column and id_column not in columns:
+            raise ConfigError(f"{path}: no id column {id_column!r} among its columns {columns} (--id-column)")
+        for number, row in enumerate(reader, start=2):  # line 1 is the header
+            identifier = (row.get(id_name) or "").strip() if id_name else ""
+            identifier = identifier or f"{path.stem}:{number}"
+            text = (row.get(column) or "").strip()
+            if text:
+                yield Record(identifier, source, smiles=text)
+            else:
+                yield Record(identifier, source, error=f"line {number}: empty SMILES")
+
+
+def _staged_table(records: list[Record]) -> pa.Table:
+    structures = [r.atoms if r.atoms is not None else Atoms() for r in records]
+    table = structures_to_table(structures, {}, [r.source for r in records], [r.id for r in records])
+    table = table.append_column(SMILES, pa.array([r.smiles for r in records], pa.string()))
+    table = table.append_column(ERROR, pa.array([r.error for r in records], pa.string()))
+    return table.cast(STAGED_SCHEMA)
+
+
+def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# ----------------------------------------------------------------------------------------------- the plan
+
+
+def _stage(
+    entries: list[tuple[int, Path]],
+    folder: Path,
+    chunk_size: int,
+    max_atoms: int,
+    smiles_column: str | None,
+    id_column: str | None,
+    progress: bool,
+    manifest: dict,
+) -> dict[int, list[dict]]:
+    """Stage the inputs ``entries`` ((index, path)) into ``folder`` with its manifest (``manifest`` plus the
+    chunks); returns {input index: [{file, rows}]}."""
+    chunks: dict[int, list[dict]] = {}
+    with AtomicWrite(folder) as staged, tqdm(desc="reading", unit="record", disable=not progress) as bar:
+        number = 0
+        for index, path in entries:
+            records = (
+                _smiles_records(path, smiles_column, id_column)
+                if _kind(path) == "smiles"
+                else _structure_records(path, max_atoms)
+            )
+            chunks[index] = []
+            for chunk in _chunks(records, chunk_size):
+                name = f"chunk-{number:06d}.parquet"
+                pq.write_table(_staged_table(chunk), staged.path / name, compression="zstd")
+                chunks[index].append({"file": name, "rows": len(chunk)})
+                number += 1
+                bar.update(len(chunk))
+        (staged.path / MANIFEST).write_text(json.dumps({**manifest, "chunks": chunks}, indent=1))
+    return chunks
+
+
+def plan_library(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    chunk_size: int,
+    max_atoms: int,
+    smiles_column: str | None = None,
+    id_column: str | None = None,
+    progress: bool = False,
+) -> Library:
+    """The chunks of the library (structures tables in place, the other inputs staged under ``out_dir``)."""
+    if not inputs:
+        raise ConfigError("no input: give structures tables, structure files, folders or SMILES files")
+    fingerprint = library_fingerprint(inputs)
+    paths = [Path(item) for item in inputs]
+    folder = Path(out_dir) / STAGED_DIR
+    to_stage = [(k, p) for k, p in enumerate(paths) if _kind(p) != "table"]
+    staged: dict[int, list[dict]] = {}
+    if to_stage:
+        wanted = {
+            "inputs": [fingerprint[k] for k, _ in to_stage],
+            "chunk_size": chunk_size,
+            "max_atoms": max_atoms,
+            "smiles_column": smiles_column,
+            "id_column": id_column,
+        }
+        manifest = folder / MANIFEST
+        previous = json.loads(manifest.read_text()) if manifest.is_file() else None
+        if previous is not None and {k: v for k, v in previous.items() if k != "chunks"} == wanted:
+            staged = {int(k): v for k, v in previous["chunks"].items()}
+        else:
+            staged = _stage(to_stage, folder, chunk_size, max_atoms, smiles_column, id_column, progress, wanted)
+    library = Library(fingerprint=fingerprint, n_smiles_inputs=sum(_kind(p) == "smiles" for p in paths))
+    first_row = 0
+    for index, path in enumerate(paths):
+        if index in staged:
+            parts = [
+                {"path": str(folder / c["file"]), "row_group": 0, "start": 0, "stop": c["rows"]} for c in staged[index]
+            ]
+        else:
+            open_structures(path)  # TableKindError for a Parquet file that is not a structures table
+            from scannet_platform.data_pipeline import structure_pieces
+
+            parts = structure_pieces(path, chunk_size)
+        for part in parts:
+            piece = Piece(
+                len(library.pieces), str(part["path"]), part["row_group"], part["start"], part["stop"], first_row
+            )
+            library.pieces.append(piece)
+            first_row += piece.rows
+    return library
+
+
+def read_piece(piece: Piece) -> pa.Table:
+    """The rows of one chunk (staged or in place), with ``row`` (library positions) as the first column."""
+    table = pq.ParquetFile(piece.path).read_row_group(piece.row_group).slice(piece.start, piece.rows)
+    rows = pa.array(range(piece.first_row, piece.first_row + piece.rows), pa.int64())
+    return table.add_column(0, ROW, rows)

@@ -1,0 +1,142 @@
+"""The models of a screen: checkpoints, MLflow URIs and ensemble folders, grouped by the targets they predict.
+
+Every ``--model`` value is a checkpoint file, an MLflow model URI (``models:/name/version``,
+``models:/name@alias``, ``runs:/...``; downloaded and SHA-256-checked by the platform) or the folder of an
+ensemble written by a Tune study::
+
+    <dir>/ensemble.json = {"study": str, "metric": str,
+                           "members": [{"checkpoint": "member-00.pt", "trial_id": str, "val_metric": float}, ...]}
+
+with the checkpoints beside it. Models predicting the same targets form one group: one model gives the
+predictions, several (an ensemble) give their mean and standard deviation (over members, ddof 0) as the
+uncertainty. Groups must not share a target. Prediction columns are named ``<target>_<unit>`` as in
+``scannet predict`` (:func:`scannet.predict_cli.target_columns`), the uncertainty ``<target>_<unit>_std``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scannet.checkpoint import CheckpointError, resolve_checkpoint
+from scannet.typed_config import ConfigError
+
+ENSEMBLE_FILE = "ensemble.json"
+STD_SUFFIX = "_std"
+GA_COLUMN = "ga_scores"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model: how it was given (``reference``), the local checkpoint and its SHA-256."""
+
+    reference: str
+    path: str
+    sha256: str
+
+
+@dataclass
+class ModelGroup:
+    """Models of the same targets: one model, or an ensemble (mean and standard deviation)."""
+
+    targets: tuple[str, ...]
+    members: list[Member]
+    columns: dict[str, str]  # target -> prediction column
+    units: dict[str, str | None]
+    ga_column: str = GA_COLUMN
+    sources: list[str] = field(default_factory=list)  # the --model values (an ensemble folder once)
+
+    @property
+    def ensemble(self) -> bool:
+        return len(self.members) > 1
+
+    def std_column(self, target: str) -> str:
+        return self.columns[target] + STD_SUFFIX
+
+    def describe(self) -> str:
+        """``gap=models:/qm9-gap/3`` or ``gap=ensemble of 4 (study-dir)``."""
+        what = (
+            f"ensemble of {len(self.members)} ({', '.join(self.sources)})"
+            if self.ensemble
+            else self.members[0].reference
+        )
+        return f"{','.join(self.targets)}={what}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelGroup:
+        data = dict(data)
+        data["targets"] = tuple(data["targets"])
+        data["members"] = [Member(**m) for m in data["members"]]
+        return cls(**data)
+
+
+def ensemble_members(folder: Path) -> list[str]:
+    """The checkpoint paths of an ensemble folder (``ensemble.json`` with the checkpoints beside it)."""
+    manifest = folder / ENSEMBLE_FILE
+    if not manifest.is_file():
+        raise CheckpointError(f"{folder}: a folder given as --model must hold {ENSEMBLE_FILE} (an ensemble)")
+    try:
+        members = json.loads(manifest.read_text())["members"]
+        paths = [str(folder / m["checkpoint"]) for m in members]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{manifest}: not an ensemble manifest ({type(exc).__name__}: {exc})") from exc
+    if not paths:
+        raise CheckpointError(f"{manifest}: the ensemble has no members")
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    from scannet_platform.tracking import sha256_file
+
+    return sha256_file(path)
+
+
+def resolve_models(
+    references: Sequence[str], tracking_uri: str | None = None, reserved: Sequence[str] = ()
+) -> list[ModelGroup]:
+    """Resolve and inspect every model (on the driver), grouped by targets; ConfigError / CheckpointError with
+    the model named for a model that cannot be used."""
+    import scannet
+    from scannet.predict_cli import target_columns
+
+    if not references:
+        raise ConfigError("no model: give --model a checkpoint, an MLflow model URI or an ensemble folder")
+    groups: dict[tuple[str, ...], ModelGroup] = {}
+    for reference in references:
+        folder = Path(reference)
+        refs = ensemble_members(folder) if folder.is_dir() else [reference]
+        for ref in refs:
+            path = resolve_checkpoint(ref, tracking_uri)
+            predictor = scannet.load(path)
+            targets = tuple(predictor.targets)
+            columns = target_columns(predictor)
+            units = {t: predictor.unit(t) for t in targets}
+            member = Member(ref, str(path.resolve()), _sha256(path))
+            group = groups.get(targets)
+            if group is None:
+                clash = [t for g in groups for t in g if t in targets]
+                if clash:
+                    raise ConfigError(
+                        f"model {ref}: predicts {list(targets)}, but {clash} come from another model with other "
+                        "targets; an ensemble's models must predict the same targets"
+                    )
+                groups[targets] = ModelGroup(targets, [member], columns, units, sources=[reference])
+                continue
+            if units != group.units:
+                raise ConfigError(
+                    f"model {ref}: units {units} differ from {group.units} of the other models of {list(targets)}"
+                )
+            group.members.append(member)
+            if reference not in group.sources:
+                group.sources.append(reference)
+    result = list(groups.values())
+    for group in result:
+        group.columns = {t: c if c not in reserved else f"predicted_{c}" for t, c in group.columns.items()}
+        if len(result) > 1:
+            group.ga_column = f"{GA_COLUMN}_{'_'.join(group.targets)}"
+    return result

@@ -1,0 +1,275 @@
+"""What is read back from a screen's shards, streamed one part at a time: counts, filters, top-k per target,
+histograms and duplicate ids. Nothing is sorted globally and no part is held after it is read.
+
+Filters (``--filter``, all must hold; a null value fails), on any numeric column of the predictions, named in
+full (``gap_eV``, ``gap_eV_std``, ``n_atoms``) or by target (``gap``)::
+
+    "gap between 4 6"      4 <= gap_eV <= 6 (bounds included)
+    "homo_eV < -5.5"       also <=, >, >=, ==, !=
+    "gap_std <= 0.1"       the ensemble's standard deviation of gap
+
+Top-k (``--top-k``, ``--rank TARGET:max|min``, default max): per ranked target the k best rows that pass the
+filters, ties broken by library row. Each part gives its own k best (``np.lexsort`` of at most k + part rows)
+and they are merged with the k kept so far, so memory holds 2k rows per target, not the library.
+
+Duplicate ids: the 64-bit hash of every id (``pandas.util.hash_array``, 8 bytes a row, screened and quarantined
+rows alike) is kept; repeated hashes are confirmed on the ids themselves in a second pass over the parts that
+hold them, and every row of a repeated id is listed (all are kept, none overwritten).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scannet.data import schema as S
+from scannet.typed_config import ConfigError
+from scannet_platform.screen_chunk import PREDICTIONS_DIR, QUARANTINE_DIR
+from scannet_platform.screen_library import ROW, SMILES
+from scannet_platform.screen_models import ModelGroup
+
+COMPARISONS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+DIRECTIONS = ("max", "min")
+HISTOGRAM_BINS = 50
+#: Columns of the top-k tables before the predictions.
+TOP_COLUMNS = (ROW, S.ID, "formula", "n_atoms", SMILES, S.SOURCE)
+
+
+def numeric_columns(groups: Sequence[ModelGroup]) -> dict[str, str]:
+    """Names a filter or a ranking may use -> the column: full column names, and bare target names (``gap``,
+    ``gap_std``) for the predictions."""
+    names = {"n_atoms": "n_atoms", ROW: ROW}
+    for group in groups:
+        for target in group.targets:
+            names[group.columns[target]] = names[target] = group.columns[target]
+            if group.ensemble:
+                names[group.std_column(target)] = names[f"{target}_std"] = group.std_column(target)
+    return names
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not a number") from None
+    if math.isnan(value):
+        raise ConfigError(f"{where}: NaN is not a bound")
+    return value
+
+
+@dataclass(frozen=True)
+class Filter:
+    """``column op value``, or ``column between low high`` (bounds included)."""
+
+    text: str
+    column: str
+    op: str
+    value: float
+    high: float | None = None
+
+    def mask(self, values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            if self.op == "between":
+                return (values >= self.value) & (values <= self.high)
+            return COMPARISONS[self.op](values, self.value)
+
+
+def parse_filter(text: str, names: Mapping[str, str]) -> Filter:
+    where = f"--filter {text!r}"
+    tokens = text.split()
+    if len(tokens) < 3:
+        raise ConfigError(
+            f"{where}: write 'COLUMN between LOW HIGH' or 'COLUMN OP VALUE' (OP: {' '.join(COMPARISONS)})"
+        )
+    name, op = tokens[0], tokens[1].lower()
+    if name not in names:
+        raise ConfigError(f"{where}: unknown column {name!r}; filterable: {sorted(names)}")
+    if op == "between":
+        if len(tokens) != 4:
+            raise ConfigError(f"{where}: 'between' takes two bounds, e.g. 'gap between 4 6'")
+        low, high = _number(tokens[2], where), _number(tokens[3], where)
+        if low > high:
+            raise ConfigError(f"{where}: the lower bound {low:g} is above the upper bound {high:g}")
+        return Filter(text, names[name], op, low, high)
+    if op not in COMPARISONS or len(tokens) != 3:
+        raise ConfigError(
+            f"{where}: write 'COLUMN between LOW HIGH' or 'COLUMN OP VALUE' (OP: {' '.join(COMPARISONS)})"
+        )
+    return Filter(text, names[name], op, _number(tokens[2], where))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    column: str
+    direction: str  # "max": largest first; "min": smallest first
+
+
+def parse_rankings(texts: Sequence[str], groups: Sequence[ModelGroup]) -> list[Ranking]:
+    """``--rank TARGET[:max|min]``; every predicted target not named is ranked ``max``."""
+    names = numeric_columns(groups)
+    chosen: dict[str, str] = {}
+    for text in texts:
+        name, _, direction = text.partition(":")
+        direction = direction or "max"
+        if name not in names:
+            raise ConfigError(f"--rank {text!r}: unknown column {name!r}; rankable: {sorted(names)}")
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"--rank {text!r}: the direction must be max or min, got {direction!r}")
+        chosen[names[name]] = direction
+    rankings = [Ranking(column, direction) for column, direction in chosen.items()]
+    for group in groups:
+        for target in group.targets:
+            if group.columns[target] not in chosen:
+                rankings.append(Ranking(group.columns[target], "max"))
+    return rankings
+
+
+class TopK:
+    """The k best rows of a stream of tables for one ranking (ties: lower library row first)."""
+
+    def __init__(self, ranking: Ranking, k: int) -> None:
+        self.ranking, self.k = ranking, k
+        self.best: pa.Table | None = None
+
+    def add(self, table: pa.Table) -> None:
+        if self.k <= 0 or table.num_rows == 0:
+            return
+        merged = table if self.best is None else pa.concat_tables([self.best, table])
+        values = merged[self.ranking.column].to_numpy(zero_copy_only=False).astype(np.float64)
+        keys = -values if self.ranking.direction == "max" else values
+        valid = np.flatnonzero(~np.isnan(keys))
+        rows = merged[ROW].to_numpy()
+        order = valid[np.lexsort((rows[valid], keys[valid]))][: self.k]
+        self.best = merged.take(pa.array(order, pa.int64()))
+
+    def table(self) -> pa.Table | None:
+        return self.best
+
+
+@dataclass
+class Scan:
+    """Everything read back from a finished screen."""
+
+    n_screened: int = 0
+    n_quarantined: int = 0
+    n_passing: int = 0  # screened rows that pass every filter
+    n_force_field: int = 0  # rows with a geometry embedded from SMILES
+    tops: dict[str, pa.Table] = field(default_factory=dict)  # ranked column -> top-k rows
+    histograms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    duplicates: list[dict] = field(default_factory=list)  # rows whose id occurs more than once
+    quarantine_sample: list[dict] = field(default_factory=list)
+
+    @property
+    def n_duplicate_ids(self) -> int:
+        return len({d[S.ID] for d in self.duplicates})
+
+
+def _parts(out_dir: Path, folder: str) -> list[Path]:
+    return sorted((out_dir / folder).glob("part-*.parquet"))
+
+
+def _value_ranges(parts: Sequence[Path], columns: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """min and max of each column over all parts, from the Parquet footers' statistics (no data read)."""
+    ranges: dict[str, list[float]] = {c: [math.inf, -math.inf] for c in columns}
+    for path in parts:
+        metadata = pq.ParquetFile(path).metadata
+        names = [metadata.schema.column(j).name for j in range(metadata.num_columns)]
+        for group in range(metadata.num_row_groups):
+            for column in columns:
+                statistics = metadata.row_group(group).column(names.index(column)).statistics
+                if statistics is not None and statistics.has_min_max:
+                    ranges[column][0] = min(ranges[column][0], float(statistics.min))
+                    ranges[column][1] = max(ranges[column][1], float(statistics.max))
+    return {c: (lo, hi) for c, (lo, hi) in ranges.items() if lo <= hi}
+
+
+def _id_hashes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    from pandas.util import hash_array
+
+    return hash_array(np.asarray(ids.to_pylist(), dtype=object))
+
+
+def scan_results(
+    out_dir: str | Path,
+    groups: Sequence[ModelGroup],
+    filters: Sequence[Filter] = (),
+    rankings: Sequence[Ranking] = (),
+    top_k: int = 100,
+    bins: int = HISTOGRAM_BINS,
+    sample: int = 10,
+) -> Scan:
+    """Read the finished parts back (value columns only, one part at a time) into a :class:`Scan`."""
+    from scannet_platform.screen_smiles import FORCE_FIELD_GEOMETRY
+
+    out_dir = Path(out_dir)
+    scan = Scan()
+    predictions, quarantines = _parts(out_dir, PREDICTIONS_DIR), _parts(out_dir, QUARANTINE_DIR)
+    value_columns = [
+        c for g in groups for t in g.targets for c in ([g.columns[t]] + ([g.std_column(t)] if g.ensemble else []))
+    ]
+    ranges = _value_ranges(predictions, value_columns)
+    counts = {c: np.zeros(bins, np.int64) for c in ranges}
+    edges = {c: np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1) for c, (lo, hi) in ranges.items()}
+    tops = [TopK(r, top_k) for r in rankings]
+    wanted = [*TOP_COLUMNS, "geometry", *value_columns]
+    hashes = []
+    for path in predictions:
+        table = pq.read_table(path, columns=wanted)
+        scan.n_screened += table.num_rows
+        geometry = table["geometry"].to_numpy(zero_copy_only=False)
+        scan.n_force_field += int(np.sum(geometry == FORCE_FIELD_GEOMETRY))
+        for column in ranges:
+            values = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
+            counts[column] += np.histogram(values[~np.isnan(values)], edges[column])[0]
+        keep = np.ones(table.num_rows, bool)
+        for rule in filters:
+            keep &= rule.mask(table[rule.column].to_numpy(zero_copy_only=False).astype(np.float64))
+        passing = table.filter(pa.array(keep)) if filters else table
+        scan.n_passing += passing.num_rows
+        for top in tops:
+            top.add(passing)
+        hashes.append(_id_hashes(table[S.ID]))
+    for path in quarantines:
+        table = pq.read_table(path)
+        scan.n_quarantined += table.num_rows
+        if len(scan.quarantine_sample) < sample:
+            scan.quarantine_sample += table.slice(0, sample - len(scan.quarantine_sample)).to_pylist()
+        hashes.append(_id_hashes(table[S.ID]))
+    scan.histograms = {c: (counts[c], edges[c]) for c in ranges}
+    scan.tops = {top.ranking.column: top.table() for top in tops if top.table() is not None}
+    scan.duplicates = _duplicates(hashes, predictions + quarantines)
+    return scan
+
+
+def _duplicates(hashes: list[np.ndarray], parts: Sequence[Path]) -> list[dict]:
+    """The rows whose id occurs more than once (confirmed on the ids), ordered by id and row."""
+    if not hashes:
+        return []
+    values, repeats = np.unique(np.concatenate(hashes), return_counts=True)
+    suspects = values[repeats > 1]
+    if not len(suspects):
+        return []
+    rows: dict[str, list[dict]] = {}
+    for part, part_hashes in zip(parts, hashes):
+        hit = np.isin(part_hashes, suspects)
+        if hit.any():
+            where = "quarantine" if part.parent.name == QUARANTINE_DIR else "predictions"
+            table = pq.read_table(part, columns=[ROW, S.ID, S.SOURCE]).filter(pa.array(hit))
+            for row in table.to_pylist():
+                rows.setdefault(row[S.ID], []).append({**row, "where": where})
+    found = [r for identifier in sorted(rows) if len(rows[identifier]) > 1 for r in rows[identifier]]
+    return sorted(found, key=lambda r: (r[S.ID], r[ROW]))
