@@ -133,19 +133,25 @@ def _state(config: ScreenConfig, library: Library, groups: list[ModelGroup]) -> 
     }
 
 
-def load_or_create_state(out: Path, wanted: dict, run_id: str) -> dict:
-    """The folder's ``screen.json``; refuses a folder that holds a screen of another library or other models."""
+def existing_state(out: Path, wanted: dict) -> dict | None:
+    """The folder's ``screen.json`` (None for a new folder); refuses a folder that holds a screen of another
+    library or other models."""
     path = out / STATE_FILE
-    if path.is_file():
-        state = json.loads(path.read_text())
-        differ = [key for key in STATE_KEYS if json.dumps(state.get(key)) != json.dumps(wanted[key])]
-        if differ:
-            raise ConfigError(
-                f"{out} holds a screen made with other {', '.join(differ)} (see {path}); a launch into the same "
-                "folder resumes that screen: use another --out for a new one"
-            )
-        return state
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    differ = [key for key in STATE_KEYS if json.dumps(state.get(key)) != json.dumps(wanted[key])]
+    if differ:
+        raise ConfigError(
+            f"{out} holds a screen made with other {', '.join(differ)} (see {path}); a launch into the same "
+            "folder resumes that screen: use another --out for a new one"
+        )
+    return state
+
+
+def create_state(out: Path, wanted: dict, run_id: str) -> dict:
     state = {**wanted, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = out / STATE_FILE
     temporary = path.with_name(STATE_FILE + ".tmp")
     temporary.write_text(json.dumps(state, indent=1))
     temporary.replace(path)
@@ -279,22 +285,22 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     if library.total == 0:
         raise ConfigError(f"the library of {list(config.inputs)} holds no record")
     wanted = _state(config, library, groups)
-    mlflow_run_id = None
-    if tracking_uri:
-        mlflow_run_id = _begin_tracking(config, out, tracking_uri, library, groups)
-    state = load_or_create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
-    spec = _spec(config, out, groups, state["run_id"])
-    todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]
-    done = len(library.pieces) - len(todo)
-    print(
-        f"library: {library.total:,} records in {len(library.pieces):,} chunks of up to {config.chunk_size}; "
-        + (f"{done:,} chunks finished by an earlier launch, " if done else "")
-        + f"{len(todo):,} to screen with {'; '.join(g.describe() for g in groups)}",
-        flush=True,
-    )
+    state = existing_state(out, wanted)
+    mlflow_run_id = _begin_tracking(config, out, tracking_uri, library, groups) if tracking_uri else None
     status = "FAILED"
     try:
         with sigterm_unwinds():
+            if state is None:
+                state = create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
+            spec = _spec(config, out, groups, state["run_id"])
+            todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]
+            done = len(library.pieces) - len(todo)
+            print(
+                f"library: {library.total:,} records in {len(library.pieces):,} chunks of up to {config.chunk_size}; "
+                + (f"{done:,} chunks finished by an earlier launch, " if done else "")
+                + f"{len(todo):,} to screen with {'; '.join(g.describe() for g in groups)}",
+                flush=True,
+            )
             totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0}
             screen_start = time.perf_counter()
             if todo:
@@ -381,7 +387,7 @@ def _begin_tracking(
         run_dir=out,
         params={
             "library": {"inputs": ", ".join(config.inputs), "records": library.total, "chunks": len(library.pieces)},
-            "models": {"+".join(g.targets): g.describe() for g in groups},
+            "models": {"_".join(g.targets): g.describe() for g in groups},
             "screen": {k: v for k, v in to_plain(config).items() if k not in ("inputs", "models")},
             "environment": run_environment(Path(__file__).resolve().parent),
         },
