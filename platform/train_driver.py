@@ -39,6 +39,7 @@ from ase.data import chemical_symbols
 from scannet.checkpoint import resolve_checkpoint
 from scannet.featurizer import FeaturizerConfig
 from scannet.train.run import DatasetInfo, PreparedRun, RunSummary, epoch_line, finish_run, prepare_run
+from scannet.train.run_config import RunConfig
 from scannet.typed_config import to_plain
 from scannet_platform.environment import run_environment
 from scannet_platform.train_config import PLATFORM_RESUMABLE_KEYS, TrainJobConfig
@@ -212,6 +213,7 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow loads the logged model in a subprocess to infer its requirements; it warns there about type hints
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:mlflow.pyfunc.utils.data_validation")
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
     for module in ("ray", "mlflow", "sqlalchemy", "torch"):
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
@@ -273,7 +275,7 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def model_record(job: TrainJobConfig, prepared: PreparedRun, summary: RunSummary, environment: dict):
+def model_record(job: RunConfig, prepared: PreparedRun, summary: RunSummary, environment: dict):
     from scannet.train.run import file_fingerprint
     from scannet_platform.tracking import ModelRecord
 

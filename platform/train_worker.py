@@ -38,6 +38,9 @@ class RaySession:
         checkpoint = self._train.get_checkpoint()
         return checkpoint.as_directory() if checkpoint is not None else nullcontext(None)
 
+    def wants_checkpoint(self, metrics: dict[str, Any]) -> bool:
+        return True  # every epoch: a restarted worker group loses at most one
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         self._train.report(metrics, checkpoint=checkpoint)

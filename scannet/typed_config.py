@@ -67,7 +67,14 @@ def _check(value: Any, annotation: Any, key: str, current: Any = None) -> Any:
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    float(value)
+                    hint = " (YAML reads 1e-4 as text: write 1.0e-4)"
+                except ValueError:
+                    pass
+            raise ConfigError(f"{key}: must be a number, got {value!r}{hint}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

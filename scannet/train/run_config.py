@@ -40,7 +40,7 @@ MODEL_FEATURIZERS: dict[str, str] = {
 #: The model preset chosen when none is given: by whether the data is periodic.
 DEFAULT_MODEL = {False: "qm9-scann+", True: "mp2018-scann+"}
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class RunConfig:
     hooks: FaultHooks = field(default_factory=FaultHooks)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not NAME_PATTERN.match(self.name):
             raise ConfigError(
                 f"name {self.name!r}: use letters, digits, '.', '_' or '-' (no paths), starting with a letter or "
                 "digit, at most 128 characters"

@@ -74,6 +74,7 @@ class Session(Protocol):
     def device(self) -> torch.device: ...
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module: ...
     def checkpoint_dir(self): ...  # a context manager giving the latest checkpoint folder or None
+    def wants_checkpoint(self, metrics: dict[str, Any]) -> bool: ...  # after this epoch (metrics as reported)
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
 
 
@@ -159,6 +160,9 @@ class LocalSession:
 
     def checkpoint_dir(self):
         return nullcontext(str(self.latest) if (self.latest / TRAIN_STATE).exists() else None)
+
+    def wants_checkpoint(self, metrics: dict[str, Any]) -> bool:
+        return True  # every epoch
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         self.reports.append(dict(metrics))
@@ -252,15 +256,17 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
 
         # [4] report: metrics from every rank (a barrier), the checkpoint from rank 0
         metrics = {"epoch": record.epoch, "train_loss": record.train_loss, "val_mae": record.val_mae, "lr": lr}
+        metrics["last"] = loop.should_stop  # the epoch budget is spent or early stopping triggered
         metrics.update({"start_epoch": start_epoch, "val_structures": val_count, "epochs": config.train.epochs})
         metrics.update({"seconds": time.perf_counter() - started, "train_per_s": train_rows / train_seconds})
         metrics.update({f"val_mae_{t}": v for t, v in val_mae.items()})
         rank_rng = all_gather_objects(rng_state())
         with tempfile.TemporaryDirectory() as folder:
-            if rank == 0:
+            keep = rank == 0 and session.wants_checkpoint(metrics)
+            if keep:
                 torch.save({**loop.state_dict(), "rank_rng": rank_rng}, Path(folder) / TRAIN_STATE)
                 save_model(Path(folder) / MODEL_FILE, model, config.featurizer, metadata=config.model_metadata)
-            session.report(metrics, folder if rank == 0 else None)
+            session.report(metrics, folder if keep else None)
 
 
 def _maybe_fail(config: WorkerConfig, epoch: int, rank: int) -> None:
