@@ -1,0 +1,552 @@
+"""The driver of a hyperparameter study: the training run's steps, with Ray Tune choosing the trials.
+
+    from scannet_platform.tune_config import load_study
+    from scannet_platform.tune_driver import run_study
+    summary = run_study(load_study("tune_spaces/small_cpu.yaml"))
+
+[1] ``prepare_run`` on the study's base run (checks, the split shared by every trial, target statistics, the
+    graph table) and one more graph table per featurizer value the space can choose; [2] how many trials fit
+    at a time, from the cluster's nodes and each trial's resources (refused, with the numbers, when a trial
+    fits on no node); [3] Tune: plain function trainables running the library's worker loop
+    (:mod:`scannet_platform.tune_trial`), Optuna TPE or random search over the space, ASHA on the validation
+    metric, sparse checkpoints; one console line per trial event and MLflow child runs under the study's
+    parent run; [4] the results: ``results.csv``, plots and importances on the parent run, the best trial's
+    weights evaluated on the test split and registered (tags point at the study), the top-k trials exported
+    as an ensemble (``ensemble/ensemble.json``) for screening.
+
+Re-running a study of the same name resumes it: finished trials are kept, unfinished ones resume from their
+last checkpoint (or restart), and the searcher continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import tune
+
+from scannet.train.run import PreparedRun, data_facts, finish_run, graph_table_for, prepare_run
+from scannet.typed_config import ConfigError, to_plain
+from scannet_platform.environment import run_environment
+from scannet_platform.train_driver import (
+    checkpoint_resolver,
+    ensure_ray,
+    model_record,
+    quiet_libraries,
+    ray_featurizer,
+    sigterm_unwinds,
+)
+from scannet_platform.tune_config import StudyConfig
+from scannet_platform.tune_trial import EPOCHS_DONE, TrialPlan, objective_metric, run_trial
+
+STUDY_FILE = "study.json"
+OUTCOMES_FILE = "outcomes.json"
+TUNE_FOLDER = "tune"  # Ray Tune's experiment inside the study folder
+#: Keys a resumed study may change; anything else would make it another study.
+RESUMABLE_STUDY_KEYS = frozenset({"verbose", "top_k", "evaluate_best", "registered_model"})
+
+
+# ------------------------------------------------------------------------------------------- resources
+
+
+def plan_concurrency(study: StudyConfig, nodes: list[dict[str, float]]) -> tuple[int, str]:
+    """(trials at a time, the reason) from the alive nodes' resources (``{"CPU": 2.0, "GPU": 0.0}`` each).
+
+    A trial must fit on one node, and ``reserve_cpus`` stay free; the result never exceeds
+    ``max_concurrent_trials`` or ``num_samples``. Settings that would leave trials waiting forever are refused.
+    """
+    need_cpu, need_gpu = study.resources_per_trial.cpu, study.resources_per_trial.gpu
+    total_cpu = sum(n.get("CPU", 0.0) for n in nodes)
+    total_gpu = sum(n.get("GPU", 0.0) for n in nodes)
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+    if not any(n.get("CPU", 0.0) >= need_cpu and n.get("GPU", 0.0) >= need_gpu for n in nodes):
+        raise ConfigError(
+            f"resources_per_trial: a trial needs {need_cpu:g} CPUs and {need_gpu:g} GPUs on one node, and no node has "
+            f"them (largest: {largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} GPUs; cluster: {total_cpu:g} "
+            f"CPUs, {total_gpu:g} GPUs); the trials would wait forever"
+        )
+    usable = total_cpu - study.reserve_cpus
+    if usable < need_cpu:
+        raise ConfigError(
+            f"reserve_cpus {study.reserve_cpus:g} leaves {usable:g} of the cluster's {total_cpu:g} CPUs, fewer than "
+            f"one trial's {need_cpu:g}; the trials would wait forever"
+        )
+    packed = 0
+    for node in nodes:
+        by_cpu = math.floor(node.get("CPU", 0.0) / need_cpu + 1e-9)
+        by_gpu = math.floor(node.get("GPU", 0.0) / need_gpu + 1e-9) if need_gpu else by_cpu
+        packed += min(by_cpu, by_gpu)
+    limits = {
+        "fit on the nodes": packed,
+        f"leave {study.reserve_cpus:g} CPUs free": math.floor(usable / need_cpu + 1e-9),
+        "num_samples": study.num_samples,
+    }
+    if study.max_concurrent_trials is not None:
+        limits["max_concurrent_trials"] = study.max_concurrent_trials
+    count = min(limits.values())
+    binding = [k for k, v in limits.items() if v == count]
+    reason = (
+        f"{count} trials at a time ({need_cpu:g} CPU, {need_gpu:g} GPU each; cluster {total_cpu:g} CPUs, "
+        f"{total_gpu:g} GPUs; limited by {' and '.join(binding)})"
+    )
+    return count, reason
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+# ------------------------------------------------------------------------------------------ preparation
+
+
+def check_study_resume(study: StudyConfig, study_dir: Path) -> None:
+    """Refuse to resume a study whose recorded settings differ in anything but :data:`RESUMABLE_STUDY_KEYS`."""
+    recorded_file = study_dir / STUDY_FILE
+    if not recorded_file.exists():
+        return
+    recorded = json.loads(recorded_file.read_text())
+    current = json.loads(json.dumps(to_plain(study)))
+    differ = sorted(
+        k for k in set(recorded) | set(current) if k not in RESUMABLE_STUDY_KEYS and recorded.get(k) != current.get(k)
+    )
+    if differ:
+        changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differ[:4])
+        raise ConfigError(
+            f"study {study.name!r} exists in {study_dir} with other settings ({changes}); resume it unchanged or "
+            "choose a new name"
+        )
+
+
+def prepare_study(study: StudyConfig) -> tuple[PreparedRun, TrialPlan]:
+    """Step [1]: the base run prepared (shared split and statistics), a graph table per featurizer choice."""
+    base = study.base_run()
+    study_dir = base.runs_dir / study.name
+    check_study_resume(study, study_dir)
+    featurize = ray_featurizer(study.verbose)
+    prepared = prepare_run(base, featurize=featurize, resolve=checkpoint_resolver(study.tracking_uri))
+    worker = prepared.worker
+    study.model_grid(worker.model, worker.featurizer)  # the space against the model made for this data
+    tables = {worker.featurizer.content_hash(): worker.graph_table}
+    facts = None
+    for featurizer in study.featurizer_choices(worker.featurizer):
+        if featurizer.content_hash() not in tables:
+            facts = facts or data_facts(prepared.dataset.structures)
+            folder, _, _ = graph_table_for(prepared.dataset, facts, featurizer, base.cache_dir, featurize)
+            tables[featurizer.content_hash()] = str(folder)
+    (study_dir / STUDY_FILE).write_text(json.dumps(to_plain(study), indent=1))
+    report = {t: prepared.dataset.report(t) for t in base.targets}
+    plan = TrialPlan(study, worker, tables, report, str(study_dir / "trials"))
+    return prepared, plan
+
+
+# ----------------------------------------------------------------------------------------- the console
+
+
+def _short(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class TrialLines(tune.Callback):
+    """One console line per trial event; each trial's outcome recorded in ``outcomes.json`` (it survives resumes)."""
+
+    def __init__(self, study_dir: str, objective: str, unit: str) -> None:
+        self.study_dir, self.objective, self.unit = study_dir, objective, unit
+
+    @property
+    def outcomes_file(self) -> Path:
+        return Path(self.study_dir) / OUTCOMES_FILE
+
+    def _record(self, trial_id: str, outcome: str) -> None:
+        outcomes = read_outcomes(Path(self.study_dir))
+        outcomes[trial_id] = outcome
+        staging = self.outcomes_file.with_suffix(".tmp")
+        staging.write_text(json.dumps(outcomes, indent=1))
+        staging.replace(self.outcomes_file)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        print(f"trial {trial.trial_id} started: {_short(trial.config)}", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.objective)
+        print(
+            f"trial {trial.trial_id} epoch {result['epoch'] + 1:>3}/{result['epochs']}  {self.objective} "
+            f"{value:.4g}{' ' + self.unit if self.unit else ''}  ({result.get('time_this_iter_s', 0):.1f} s)",
+            flush=True,
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = trial.last_result or {}
+        outcome = "completed" if last.get("last") else "stopped early"
+        self._record(trial.trial_id, outcome)
+        print(f"trial {trial.trial_id} {outcome} after epoch {last.get(EPOCHS_DONE, 0)}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._record(trial.trial_id, "errored")
+        error = str(getattr(trial, "error_message", None) or "see the trial's error.txt").strip().splitlines()
+        print(f"trial {trial.trial_id} errored: {error[-1] if error else ''}", flush=True)
+
+
+def read_outcomes(study_dir: Path) -> dict[str, str]:
+    path = study_dir / OUTCOMES_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ------------------------------------------------------------------------------------------- the study
+
+
+def searcher(study: StudyConfig, objective: str):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    config = study.searcher
+    if config.type == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=config.seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return OptunaSearch(space=study.sampler(), metric=objective, mode=study.mode, sampler=sampler)
+
+
+def scheduler(study: StudyConfig, epochs: int):
+    from ray.tune.schedulers import ASHAScheduler
+
+    if study.scheduler.type == "fifo":
+        return None
+    return ASHAScheduler(
+        time_attr=EPOCHS_DONE,
+        max_t=epochs,
+        grace_period=study.scheduler.grace_period,
+        reduction_factor=study.scheduler.reduction_factor,
+    )
+
+
+def make_tuner(study: StudyConfig, plan: TrialPlan, concurrency: int, callbacks: list) -> tune.Tuner:
+    """A new Tuner, or the study's Tuner restored (finished trials kept, unfinished ones resumed)."""
+    objective = objective_metric(study.metric, plan.report)
+    resources = {"cpu": study.resources_per_trial.cpu, "gpu": study.resources_per_trial.gpu}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), resources)
+    study_dir = Path(plan.trials_dir).parent
+    path = study_dir / TUNE_FOLDER
+    if tune.Tuner.can_restore(str(path)):
+        print(f"study {study.name}: resuming from {path}")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=objective,
+            mode=study.mode,
+            search_alg=searcher(study, objective),
+            scheduler=scheduler(study, plan.worker.train.epochs),
+            num_samples=study.num_samples,
+            max_concurrent_trials=concurrency,
+            time_budget_s=study.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_FOLDER,
+            storage_path=str(study_dir),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+            verbose=1 if study.verbose else 0,
+        ),
+    )
+
+
+@dataclass
+class TrialResult:
+    """One trial, read back from Tune's results."""
+
+    trial_id: str
+    outcome: str
+    params: dict[str, Any]
+    curve: list[tuple[float, float]]  # (time stamp, objective) per epoch
+    seconds: float
+    checkpoint: str | None
+
+
+def read_trials(results, objective: str, outcomes: dict[str, str]) -> list[TrialResult]:
+    trials = []
+    for result in results:
+        frame = result.metrics_dataframe
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[2]
+        if frame is None or objective not in getattr(frame, "columns", ()):
+            curve, seconds = [], 0.0
+        else:
+            curve = list(zip(frame["timestamp"].astype(float), frame[objective].astype(float)))
+            seconds = float(frame["time_total_s"].max())
+        outcome = outcomes.get(trial_id) or ("errored" if result.error else "interrupted" if curve else "not started")
+        checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+        trials.append(TrialResult(trial_id, outcome, dict(result.config or {}), curve, seconds, checkpoint))
+    return trials
+
+
+def to_rows(trials: list[TrialResult], mode: str):
+    """Results-table rows, best first (trials without a finished epoch last); times from the first epoch."""
+    from scannet_platform.tune_tracking import TrialRow
+
+    starts = [t.curve[0][0] - (t.seconds / max(len(t.curve), 1)) for t in trials if t.curve]
+    origin = min(starts, default=0.0)
+    rows = []
+    for t in trials:
+        values = np.array([v for _, v in t.curve], dtype=float)
+        if len(values):
+            k = int(np.argmin(values) if mode == "min" else np.argmax(values))
+            best, best_epoch, last = float(values[k]), k + 1, float(values[-1])
+        else:
+            best, best_epoch, last = math.nan, 0, math.nan
+        curve = [(stamp - origin, value) for stamp, value in t.curve]
+        rows.append(
+            TrialRow(
+                t.trial_id, t.outcome, len(values), best, best_epoch, last, t.seconds, t.params, curve, t.checkpoint
+            )
+        )
+    sign = 1.0 if mode == "min" else -1.0
+    return sorted(rows, key=lambda r: (not np.isfinite(r.best), sign * r.best if np.isfinite(r.best) else 0.0))
+
+
+@dataclass
+class StudySummary:
+    name: str
+    study_dir: str
+    objective: str
+    unit: str
+    counts: dict[str, int]
+    seconds: float
+    concurrency: str
+    best_trial: str | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    test_mae: dict[str, float] = field(default_factory=dict)
+    test_units: dict[str, str] = field(default_factory=dict)
+    test_text: str = ""
+    checkpoint: str | None = None
+    model_uri: str | None = None
+    ensemble: str | None = None
+    results: str | None = None
+    mlflow_run_id: str | None = None
+    importances: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+    ended_this_launch: int = 0  # trials that completed, stopped early or errored during this launch
+
+    def lines(self) -> list[str]:
+        total = sum(self.counts.values())
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        rate = self.ended_this_launch / self.seconds * 3600 if self.seconds else 0.0
+        lines = [
+            f"study      : {self.name} in {self.study_dir}",
+            f"trials     : {total} ({counts}); {self.concurrency}",
+            f"time       : {self.seconds:.1f} s this launch, {self.ended_this_launch} trials ended ({rate:.0f} per hour)",
+        ]
+        if self.best_trial is not None:
+            unit = f" {self.unit}" if self.unit else ""
+            lines.append(f"best trial : {self.best_trial}: {self.objective} {self.best_value:.4g}{unit}")
+            lines.append(f"parameters : {_short(self.best_params)}")
+        if self.test_mae:
+            lines.append(f"test MAE   : {self.test_text}")
+        for label, value in (
+            ("checkpoint", self.checkpoint),
+            ("model", self.model_uri),
+            ("ensemble", self.ensemble),
+            ("results", self.results),
+            ("MLflow run", self.mlflow_run_id),
+        ):
+            if value:
+                lines.append(f"{label:<11}: {value}")
+        if self.importances:
+            top = sorted(self.importances.items(), key=lambda kv: -kv[1])[:3]
+            lines.append("importance : " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        if self.interrupted:
+            lines.append("interrupted: re-run the same command to resume the unfinished trials")
+        return lines
+
+
+def run_study(study: StudyConfig) -> StudySummary:
+    """Prepare, run (or resume) the trials, evaluate and register the best, export the top-k; MLflow throughout."""
+    from scannet_platform import tracking
+
+    start = time.perf_counter()
+    quiet_libraries(study.verbose)
+    if not study.verbose:  # Tune's status tables and snapshot warnings: the trial lines say what happens
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    prepared, plan = prepare_study(study)
+    study_dir = prepared.run_dir
+    objective = objective_metric(study.metric, plan.report)
+    unit = plan.report[study.metric[len("val_mae_") :]][1] if study.metric != "val_mae" else ""
+    print(
+        f"study {study.name}: {study_dir}\n"
+        f"data: {prepared.featurized_sizes} structures (train/val/test), {len(plan.graph_tables)} graph table(s)"
+    )
+    ensure_ray(study.verbose)
+    concurrency, reason = plan_concurrency(study, cluster_nodes())
+    print(f"trials: {study.num_samples}, {reason}")
+
+    uri = tracking.normalized_uri(study.tracking_uri)
+    environment = run_environment()
+    parent = tracking.begin_run(
+        tracking_uri=uri,
+        experiment=study.experiment,
+        run_name=study.name,
+        run_dir=study_dir,
+        params={"study": to_plain(study), "environment": environment},
+    )
+    experiment_id = tracking.MlflowClient(uri).get_run(parent).info.experiment_id
+    print(f"MLflow parent run {parent}: {uri}")
+
+    from scannet_platform.tune_tracking import TrialRuns
+
+    callbacks = [TrialLines(str(study_dir), objective, unit), TrialRuns(uri, experiment_id, parent, study.name)]
+    status = "FAILED"
+    try:
+        with sigterm_unwinds():
+            summary = _run_and_report(study, prepared, plan, concurrency, reason, callbacks, parent, uri, start)
+        status = "KILLED" if summary.interrupted else "FINISHED"
+        return summary
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        tracking.end_run(uri, parent, status)
+
+
+def _run_and_report(
+    study: StudyConfig,
+    prepared: PreparedRun,
+    plan: TrialPlan,
+    concurrency: int,
+    reason: str,
+    callbacks,
+    parent,
+    uri,
+    start,
+) -> StudySummary:
+    from scannet_platform.tune_tracking import log_study, write_results_csv
+
+    study_dir = prepared.run_dir
+    objective = objective_metric(study.metric, plan.report)
+    ended_before = len(read_outcomes(study_dir))
+    tuner = make_tuner(study, plan, concurrency, callbacks)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        results = tuner.fit()
+    finally:  # Tune installs a SIGINT handler of its own: Ctrl-C must stop the driver again
+        signal.signal(signal.SIGINT, sigint)
+
+    trials = read_trials(results, objective, read_outcomes(study_dir))
+    rows = to_rows(trials, study.mode)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.outcome] = counts.get(row.outcome, 0) + 1
+    interrupted = any(r.outcome in ("interrupted", "not started") for r in rows) or len(rows) < study.num_samples
+    unit = plan.report[study.metric[len("val_mae_") :]][1] if study.metric != "val_mae" else ""
+    summary = StudySummary(study.name, str(study_dir), objective, unit, counts, 0.0, reason, interrupted=interrupted)
+    summary.ended_this_launch = len(read_outcomes(study_dir)) - ended_before
+    parameters = list(study.parameters)
+    results_csv = write_results_csv(rows, parameters, objective, study_dir / "results.csv")
+    summary.results = str(results_csv)
+    summary.mlflow_run_id = parent
+    if rows and np.isfinite(rows[0].best):
+        summary.best_trial, summary.best_value, summary.best_params = rows[0].trial_id, rows[0].best, rows[0].params
+    summary.importances = log_study(
+        uri, parent, rows, study.parameters, objective, study.mode, [results_csv, study_dir / STUDY_FILE]
+    )
+    if not interrupted:
+        _evaluate_and_export(study, prepared, plan, rows, summary, parent, uri)
+    summary.seconds = time.perf_counter() - start
+    (study_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1, default=str))
+    return summary
+
+
+def _trial_prepared(prepared: PreparedRun, plan: TrialPlan, row) -> PreparedRun:
+    worker = plan.worker_for(row.params, row.trial_id)
+    config = replace(prepared.config, name=f"{prepared.config.name}-{row.trial_id}")
+    return replace(
+        prepared, config=config, run_dir=Path(worker.run_dir), worker=worker, graphs=Path(worker.graph_table)
+    )
+
+
+def _evaluate_and_export(
+    study: StudyConfig, prepared: PreparedRun, plan: TrialPlan, rows, summary, parent, uri
+) -> None:
+    """The best trials with a checkpoint: evaluated on the test split; the best registered; top-k exported."""
+    from scannet_platform import tracking
+    from scannet_platform.tune_tracking import PARENT_TAG, TRIAL_TAG
+
+    ranked = [r for r in rows if r.checkpoint and np.isfinite(r.best)]
+    wanted = max(study.top_k, 1 if study.evaluate_best else 0)
+    if not ranked or wanted == 0:
+        return
+    evaluations = []
+    for row in ranked[:wanted]:
+        trial = _trial_prepared(prepared, plan, row)
+        evaluations.append((row, trial, finish_run(trial, Path(row.checkpoint), time.perf_counter())))
+    row, trial, evaluation = evaluations[0]
+    best = evaluation.summary
+    if row.trial_id != rows[0].trial_id:
+        print(f"the best trial {rows[0].trial_id} left no checkpoint; evaluating {row.trial_id}, the best that did")
+    summary.test_mae, summary.test_units, summary.checkpoint = best.test_mae, best.report_units, best.checkpoint
+    summary.test_text = ", ".join(f"{t} {v:.4g} {best.report_units[t]}" for t, v in best.test_mae.items()) + (
+        f" ({best.test_evaluated:,} of {best.split_sizes['test']:,} test structures; trial {row.trial_id})"
+    )
+    if study.evaluate_best:
+        client = tracking.MlflowClient(uri)
+        child = client.search_runs(
+            [client.get_run(parent).info.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{row.trial_id}'",
+        )
+        run_id = child[0].info.run_id if child else parent
+        model_name = study.model_name(prepared.dataset.name)
+        version = tracking.log_results(
+            tracking_uri=uri,
+            run_id=run_id,
+            history=evaluation.history,
+            predictions=evaluation.predictions,
+            targets=evaluation.targets,
+            record=model_record(trial.config, trial, best, run_environment()),
+            files=[prepared.split_file, prepared.split_ids, prepared.run_dir / STUDY_FILE],
+            checkpoint=best.checkpoint,
+            registered_model=model_name,
+        )
+        for key, value in {
+            "scannet.study": study.name,
+            "scannet.study_run_id": parent,
+            "scannet.trial_id": row.trial_id,
+        }.items():
+            client.set_model_version_tag(model_name, version, key, value)
+        summary.model_uri = f"models:/{model_name}/{version}"
+    if study.top_k:
+        summary.ensemble = str(export_ensemble(study, evaluations[: study.top_k], summary.objective, prepared.run_dir))
+
+
+def export_ensemble(study: StudyConfig, evaluations, objective: str, study_dir: Path) -> Path:
+    """``ensemble/``: the top-k trials' best weights (``member-XX.pt``) and ``ensemble.json``, replaced whole."""
+    folder = study_dir / "ensemble"
+    staging = study_dir / ".ensemble-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    members = []
+    for k, (row, _, evaluation) in enumerate(evaluations):
+        name = f"member-{k:02d}.pt"
+        shutil.copy2(evaluation.summary.checkpoint, staging / name)
+        members.append(
+            {
+                "checkpoint": name,
+                "trial_id": row.trial_id,
+                "val_metric": row.best,
+                "test_mae": evaluation.summary.test_mae,
+            }
+        )
+    manifest = {"study": study.name, "metric": objective, "mode": study.mode, "members": members}
+    (staging / "ensemble.json").write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder / "ensemble.json"
