@@ -165,6 +165,10 @@ def write_local_structures_markdown(path: str | Path, local: Sequence[LocalStruc
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---:|" * 2 + "---|---:|---|---:|"]
     for rank, index, element, score, neighbours, count in _records(local):
         lines.append(f"| {rank} | {index} | {element} | {score:.4f} | {neighbours or '(none)'} | {count} |")
+    lines += [
+        "",
+        "Atom indices count from 0 in file order; neighbours are listed nearest first (periodic images repeat).",
+    ]
     path = Path(path)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -177,8 +181,8 @@ def plot_ga_structure(
     path: str | Path, atoms: Atoms, ga_scores: np.ndarray, title: str, labelled: Sequence[int] = ()
 ) -> Path:
     """A PNG (Agg, :data:`PNG_DPI` dpi) of the atoms as 3D scatter points sized by covalent radius and
-    coloured by GA score, with a colour bar; the atoms in ``labelled`` are labelled (e.g. ``C2``) and the
-    cell of a periodic structure is drawn."""
+    coloured by GA score on a scale from 0 (so near-equal scores look equal), with a colour bar; the atoms in
+    ``labelled`` are labelled (e.g. ``C2``) and the cell of a periodic structure is drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
