@@ -173,9 +173,13 @@ def write_structure_explanation(out: Path, stem: str, row: Row, graph: Graph, to
 def run_faithfulness(args: argparse.Namespace) -> int:
     import scannet
     from scannet.checkpoint import resolve_checkpoint
-    from scannet.faithfulness import DeletionConfig, deletion_test, format_deletion_table, recorded_test_sample
-    from scannet.predictor import describe_error
-    from scannet.structures import StructureError
+    from scannet.faithfulness import (
+        DeletionConfig,
+        deletion_test,
+        featurize_sample,
+        format_deletion_table,
+        recorded_test_sample,
+    )
 
     checkpoint = resolve_checkpoint(args.model)  # CheckpointError: one line, exit 2
     run_dir = Path(args.run) if args.run else checkpoint.parent
@@ -184,15 +188,7 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     print(f"sampling {args.n_molecules} test structures of the run in {run_dir} ...", flush=True)
     sample = recorded_test_sample(run_dir, args.n_molecules, args.seed, min_atoms=max(config.ks) + 1)
-    graphs, failed = [], []
-    for atoms in sample:
-        name = str(atoms.info.get("id", atoms.get_chemical_formula()))
-        try:
-            graphs.append(predictor.featurize(atoms, name))
-        except StructureError as exc:  # left out of the sample, and said so
-            failed.append(f"{name}: {exc.reason}")
-        except Exception as exc:
-            failed.append(f"{name}: featurization failed: {describe_error(exc)}")
+    graphs, failed = featurize_sample(predictor, sample)
     for line in failed:
         print(f"left out: {line}", file=sys.stderr)
     if not graphs:

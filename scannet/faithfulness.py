@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.compute as pc
@@ -35,6 +36,9 @@ from scannet.batch import batch_to, collate_graphs
 from scannet.featurizer import Graph
 from scannet.model.scann import SCANN
 from scannet.units import report_unit
+
+if TYPE_CHECKING:
+    from scannet.predictor import Predictor
 
 METHODS = ("GA", "gradient × input")
 
@@ -222,3 +226,20 @@ def recorded_test_sample(run_dir: str | Path, n_structures: int, seed: int = 0, 
     table = table.take(pc.sort_indices(table, [(S.ID, "ascending")]))
     chosen = np.random.default_rng(seed).choice(table.num_rows, min(n_structures, table.num_rows), replace=False)
     return table_to_structures(table.take(np.sort(chosen)))
+
+
+def featurize_sample(predictor: Predictor, structures: Sequence[Atoms]) -> tuple[list[Graph], list[str]]:
+    """The graphs of the structures the predictor can featurize, and ``<id>: <reason>`` for each it cannot."""
+    from scannet.predictor import describe_error
+    from scannet.structures import StructureError
+
+    graphs, left_out = [], []
+    for atoms in structures:
+        name = str(atoms.info.get("id", atoms.get_chemical_formula()))
+        try:
+            graphs.append(predictor.featurize(atoms, name))
+        except StructureError as exc:
+            left_out.append(f"{name}: {exc.reason}")
+        except Exception as exc:  # anything else raised for this structure leaves it out too
+            left_out.append(f"{name}: featurization failed: {describe_error(exc)}")
+    return graphs, left_out
