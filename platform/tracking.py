@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib.metadata
 import json
@@ -25,6 +26,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -215,29 +217,98 @@ def run_status(tracking_uri: str, run_id: str) -> str:
 
 
 class EpochLogger:
-    """Logs each epoch's metrics to the run while training runs (in the Ray Train controller).
+    """Logs each epoch's metrics to the run while training runs (in the Ray Train controller), in order, and
+    never makes the training wait for a tracking server that does not answer.
 
-    Picklable: the client is made where it is used. A failure to log is printed once and never stops the
-    training; the driver logs whatever epochs are missing at the end (:func:`log_missing_epochs`).
+    :meth:`log` queues the epoch for a sender thread and waits for it while the server answers (the epoch is
+    in MLflow when the callback returns). When the server is down or restarting, MLflow's client retries for
+    minutes (7 retries, backoff up to 120 s: a refused port blocked ``log_batch`` for over 600 s, measured):
+    :meth:`log` stops waiting after ``wait_s``, prints one line, and returns at once for the following epochs,
+    which wait in the queue behind the one being retried. The sender keeps retrying (every ``retry_s`` after a
+    failed call) until the server answers, then logs the queue in order and says so. Nothing is dropped;
+    epochs still queued when the controller ends are logged by the driver at the end
+    (:func:`log_missing_epochs`). Picklable: the client, queue and thread are made where it is used.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, report: Report) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, report: Report, wait_s: float = 30.0, retry_s: float = 5.0):
         self.tracking_uri, self.run_id, self.report = tracking_uri, run_id, dict(report)
+        self.wait_s, self.retry_s = wait_s, retry_s
+        self._setup([])
+
+    def _setup(self, pending: list[dict[str, Any]]) -> None:
         self._client: MlflowClient | None = None
-        self._warned = False
+        self._pending = collections.deque(pending)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._drained = threading.Event()
+        self._drained.set()
+        self._stalled = False  # log() waited wait_s in vain: it does not wait until the queue drains again
+        self._trouble = False  # a stall or a failed call was reported: report when the server answers again
+        self._thread: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None}
+        return {
+            "tracking_uri": self.tracking_uri,
+            "run_id": self.run_id,
+            "report": self.report,
+            "wait_s": self.wait_s,
+            "retry_s": self.retry_s,
+            "pending": list(self._pending),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        pending = state.pop("pending")
+        self.__dict__.update(state)
+        self._setup(pending)
 
     def log(self, record: Mapping[str, Any]) -> None:
-        try:
-            if self._client is None:
-                self._client = MlflowClient(self.tracking_uri)
-            _log_epoch(self._client, self.run_id, record, self.report)
-        except Exception as exc:  # tracking must not stop training
-            if not self._warned:
-                print(f"MLflow: could not log epoch metrics live ({exc}); they are logged at the end", flush=True)
-                self._warned = True
+        with self._lock:
+            self._pending.append(dict(record))
+            self._drained.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._send, name="mlflow-epochs", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        if self._stalled:
+            return
+        if not self._drained.wait(self.wait_s):
+            self._stalled = self._trouble = True
+            print(
+                f"MLflow: {self.tracking_uri} has not answered for {self.wait_s:.0f} s; epoch metrics wait in a "
+                "buffer and are sent when it answers (training goes on)",
+                flush=True,
+            )
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued epoch is logged; False when ``timeout`` passed first."""
+        return self._drained.wait(timeout)
+
+    def _send(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                if not self._pending:
+                    self._wake.clear()
+                    self._drained.set()
+                    self._stalled = False
+                    continue
+                record = self._pending[0]
+            try:
+                if self._client is None:
+                    self._client = MlflowClient(self.tracking_uri)
+                _log_epoch(self._client, self.run_id, record, self.report)
+            except Exception as exc:  # tracking must not stop training: keep the epoch, retry
+                if not self._trouble:
+                    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    print(f"MLflow: could not log epoch {int(record['epoch']) + 1} ({reason}); retrying", flush=True)
+                    self._trouble = True
+                time.sleep(self.retry_s)
+                continue
+            with self._lock:
+                self._pending.popleft()
+            if self._trouble:
+                print(f"MLflow: {self.tracking_uri} answers again; logged epoch {int(record['epoch']) + 1}", flush=True)
+                self._trouble = False
 
 
 def _log_epoch(client: MlflowClient, run_id: str, record: Mapping[str, Any], report: Report) -> None:
