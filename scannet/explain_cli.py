@@ -174,6 +174,7 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     import scannet
     from scannet.checkpoint import resolve_checkpoint
     from scannet.faithfulness import (
+        SPLIT_IDS_FILE,
         DeletionConfig,
         deletion_test,
         featurize_sample,
@@ -183,6 +184,13 @@ def run_faithfulness(args: argparse.Namespace) -> int:
 
     checkpoint = resolve_checkpoint(args.model)  # CheckpointError: one line, exit 2
     run_dir = Path(args.run) if args.run else checkpoint.parent
+    if args.run is None and not (run_dir / SPLIT_IDS_FILE).is_file():
+        print(
+            f"scannet: error: {run_dir} (the checkpoint's folder) holds no {SPLIT_IDS_FILE}: it is not a training "
+            "run folder; give the run whose test split to sample with --run",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     predictor = scannet.load(checkpoint, device=args.device)
     config = DeletionConfig(ks=tuple(sorted(set(args.k))), n_random=args.random_seeds, seed=args.seed)
     start = time.perf_counter()

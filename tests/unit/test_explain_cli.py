@@ -173,6 +173,8 @@ def test_user_errors_exit_2(molecule_model, tmp_path, capsys):
     code, _, err = explain(capsys, "--model", molecule_model, "--faithfulness", tmp_path / "h2o.xyz")
     assert code == 2 and "--faithfulness takes no structure files" in err
     code, _, err = explain(capsys, "--model", molecule_model, "--faithfulness")  # no run folder beside the model
+    assert code == 2 and "holds no split_ids.parquet: it is not a training run folder" in err and "--run" in err
+    code, _, err = explain(capsys, "--model", molecule_model, "--faithfulness", "--run", tmp_path)
     assert code == 2 and "no run_config.json; give the folder of a training run" in err
 
 
