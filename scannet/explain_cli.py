@@ -79,7 +79,6 @@ def run_explanations(args: argparse.Namespace) -> int:
     from scannet.explain import GA_SUFFIX, path_inside
     from scannet.predict_cli import read_inputs, target_columns, write_ga_files, write_table
     from scannet.predictor import describe_error
-    from scannet.structures import StructureError
 
     predictor = scannet.load(args.model, device=args.device)  # CheckpointError, ConfigError: one line, exit 2
     rows = read_inputs(args.files)
@@ -98,12 +97,9 @@ def run_explanations(args: argparse.Namespace) -> int:
 
     graphs = {}
     for row in readable:
-        try:
-            graphs[id(row)] = predictor.featurize(row.atoms, row.name)
-        except StructureError as exc:
-            row.error = exc.reason
-        except Exception as exc:  # anything else raised for this structure is its error too
-            row.error = f"featurization failed: {describe_error(exc)}"
+        graph, row.error = predictor.try_featurize(row.atoms, row.name)
+        if graph is not None:
+            graphs[id(row)] = graph
     featurized = [row for row in readable if id(row) in graphs]
     predictions = predictor.predict_graphs([graphs[id(row)] for row in featurized], [row.name for row in featurized])
     for row, prediction in zip(featurized, predictions):

@@ -230,16 +230,12 @@ def recorded_test_sample(run_dir: str | Path, n_structures: int, seed: int = 0, 
 
 def featurize_sample(predictor: Predictor, structures: Sequence[Atoms]) -> tuple[list[Graph], list[str]]:
     """The graphs of the structures the predictor can featurize, and ``<id>: <reason>`` for each it cannot."""
-    from scannet.predictor import describe_error
-    from scannet.structures import StructureError
-
     graphs, left_out = [], []
     for atoms in structures:
         name = str(atoms.info.get("id", atoms.get_chemical_formula()))
-        try:
-            graphs.append(predictor.featurize(atoms, name))
-        except StructureError as exc:
-            left_out.append(f"{name}: {exc.reason}")
-        except Exception as exc:  # anything else raised for this structure leaves it out too
-            left_out.append(f"{name}: featurization failed: {describe_error(exc)}")
+        graph, error = predictor.try_featurize(atoms, name)
+        if graph is None:
+            left_out.append(f"{name}: {error}")
+        else:
+            graphs.append(graph)
     return graphs, left_out

@@ -93,6 +93,15 @@ class Predictor:
         check_vocabulary(atoms, self.model.config.elements, name)
         return featurize(atoms, self.featurizer_config, name)
 
+    def try_featurize(self, atoms: Atoms, name: str) -> tuple[Graph | None, str | None]:
+        """(graph, None), or (None, the reason) when the structure cannot be featurized."""
+        try:
+            return self.featurize(atoms, name), None
+        except StructureError as exc:
+            return None, exc.reason
+        except Exception as exc:  # anything else raised for this structure is its error too
+            return None, f"featurization failed: {describe_error(exc)}"
+
     @torch.no_grad()
     def predict(self, structures: Sequence[Atoms], batch_size: int = 128, progress: bool = False) -> list[Prediction]:
         """Predict every structure, ``batch_size`` at a time; failures are reported per structure, the rest
@@ -104,12 +113,9 @@ class Predictor:
             for start in range(0, len(structures), batch_size):
                 chunk: list[tuple[int, Graph]] = []
                 for i in range(start, min(start + batch_size, len(structures))):
-                    try:
-                        chunk.append((i, self.featurize(structures[i], results[i].name)))
-                    except StructureError as exc:
-                        results[i].error = exc.reason
-                    except Exception as exc:  # anything else raised for this structure is its error too
-                        results[i].error = f"featurization failed: {describe_error(exc)}"
+                    graph, results[i].error = self.try_featurize(structures[i], results[i].name)
+                    if graph is not None:
+                        chunk.append((i, graph))
                     bar.update(1)
                 self._predict_chunk(chunk, results)
         return results
