@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from scannet.typed_config import ConfigError, build, to_plain
 from scannet_platform.screen_chunk import PREDICTIONS_DIR, RESERVED, ChunkResult, ChunkScreener, part_name
-from scannet_platform.screen_library import Library, Piece, plan_library
+from scannet_platform.screen_library import Library, Piece, library_fingerprint, plan_library
 from scannet_platform.screen_models import ModelGroup, resolve_models
 from scannet_platform.screen_select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
 
@@ -118,9 +118,9 @@ class ScreenSummary:
 # ---------------------------------------------------------------------------------------------- state
 
 
-def _state(config: ScreenConfig, library: Library, groups: list[ModelGroup]) -> dict:
+def _state(config: ScreenConfig, fingerprint: list[dict], groups: list[ModelGroup]) -> dict:
     return {
-        "library": library.fingerprint,
+        "library": fingerprint,
         "models": [
             {"targets": list(g.targets), "members": [{"reference": m.reference, "sha256": m.sha256} for m in g.members]}
             for g in groups
@@ -279,13 +279,13 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     rankings = parse_rankings(config.rank, groups) if config.top_k else []
     if any(Path(p).suffix.lower() in SMILES_SUFFIXES for p in config.inputs):
         require_rdkit()
+    wanted = _state(config, library_fingerprint(config.inputs), groups)
+    state = existing_state(out, wanted)  # before anything is staged into a folder that holds another screen
     library = plan_library(
         config.inputs, out, config.chunk_size, config.max_atoms, config.smiles_column, config.id_column, config.progress
     )
     if library.total == 0:
         raise ConfigError(f"the library of {list(config.inputs)} holds no record")
-    wanted = _state(config, library, groups)
-    state = existing_state(out, wanted)
     mlflow_run_id = _begin_tracking(config, out, tracking_uri, library, groups) if tracking_uri else None
     status = "FAILED"
     try:

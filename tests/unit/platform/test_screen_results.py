@@ -174,6 +174,18 @@ def test_a_launch_into_a_finished_folder_skips_it_and_a_missing_part_is_redone_o
         screen(out, [library], [models["b"]])
 
 
+def test_a_refused_launch_leaves_the_staged_library_of_the_folder_untouched(tmp_path, models):
+    write(tmp_path / "a.xyz", candidates(5), format="extxyz")
+    write(tmp_path / "b.xyz", candidates(7, seed=5), format="extxyz")
+    screen(tmp_path / "out", [tmp_path / "a.xyz"], [models["a"]])
+    manifest = (tmp_path / "out" / "library" / "manifest.json").read_text()
+    with pytest.raises(ConfigError, match="holds a screen made with other library"):
+        screen(tmp_path / "out", [tmp_path / "b.xyz"], [models["a"]])
+    assert (tmp_path / "out" / "library" / "manifest.json").read_text() == manifest
+    again, _ = screen(tmp_path / "out", [tmp_path / "a.xyz"], [models["a"]])
+    assert (again.n_input, again.screened_now) == (5, 0)
+
+
 def test_a_batch_that_runs_out_of_memory_is_split_until_it_fits():
     import torch
 
