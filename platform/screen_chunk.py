@@ -26,12 +26,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from scannet.data import schema as S
 from scannet.data.atomic import AtomicWrite
 from scannet.data.graphs_table import atom_budget_slices
 from scannet.data.importers import _over_limit
 from scannet.data.structures_table import table_to_structures
+from scannet.featurizer import featurize
+from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
 from scannet_platform.screen_library import ERROR, ROW, SMILES, Piece, read_piece
 from scannet_platform.screen_models import ModelGroup
@@ -98,8 +101,6 @@ def write_part(table: pa.Table, path: Path) -> None:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
     return isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
 
 
@@ -110,13 +111,9 @@ def run_bisecting(run: Callable[[list], list], items: list, results: dict, error
         outputs = run(items)
     except Exception as exc:
         if is_out_of_memory(exc):
-            import torch
-
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         if len(items) == 1:
-            from scannet.predictor import describe_error
-
             what = "out of memory even alone" if is_out_of_memory(exc) else "the model failed"
             errors[items[0][0]] = f"{what}: {describe_error(exc)}"
             return 0
@@ -141,8 +138,6 @@ class ChunkScreener:
     """Loads the models once; :meth:`screen` does one chunk, ``__call__`` a batch of chunk descriptors."""
 
     def __init__(self, spec: dict) -> None:
-        import torch
-
         import scannet
 
         self.spec = spec
@@ -172,8 +167,6 @@ class ChunkScreener:
     # ------------------------------------------------------------------------------------------ one chunk
 
     def screen(self, piece: Piece) -> ChunkResult:
-        from scannet.predictor import check_vocabulary, describe_error
-
         start = time.perf_counter()
         table = read_piece(piece)
         rows = table[ROW].to_pylist()
@@ -206,16 +199,12 @@ class ChunkScreener:
                         prefix = f"model {reference}: " if len(self.vocabularies) > 1 else ""
                         raise StructureError(ids[k], prefix + exc.reason) from None
                 for key, featurizer in self.featurizers.items():
-                    from scannet.featurizer import featurize
-
                     graphs[key][k] = featurize(atoms, featurizer, ids[k])
                 good.append(k)
             except StructureError as exc:
                 bad[k] = exc.reason
             except Exception as exc:  # anything else raised for this record is its reason too
                 bad[k] = f"featurization failed: {describe_error(exc)}"
-        import torch
-
         with torch.inference_mode():
             outputs = self._predict(good, graphs, bad)
         screened = [k for k in good if k not in bad]
