@@ -216,6 +216,14 @@ def run_status(tracking_uri: str, run_id: str) -> str:
     return MlflowClient(tracking_uri).get_run(run_id).info.status
 
 
+#: MLflow client settings of the live epoch logger's process (environment variables MLflow reads at each call).
+LIVE_HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 class EpochLogger:
     """Logs each epoch's metrics to the run while training runs (in the Ray Train controller), in order, and
     never makes the training wait for a tracking server that does not answer.
@@ -225,9 +233,13 @@ class EpochLogger:
     minutes (7 retries, backoff up to 120 s: a refused port blocked ``log_batch`` for over 600 s, measured):
     :meth:`log` stops waiting after ``wait_s``, prints one line, and returns at once for the following epochs,
     which wait in the queue behind the one being retried. The sender keeps retrying (every ``retry_s`` after a
-    failed call) until the server answers, then logs the queue in order and says so. Nothing is dropped;
-    epochs still queued when the controller ends are logged by the driver at the end
-    (:func:`log_missing_epochs`). Picklable: the client, queue and thread are made where it is used.
+    failed call) until the server answers, then logs the queue in order and says so. For an HTTP tracking
+    server the sender's process (the controller actor) gets short MLflow client retries
+    (:data:`LIVE_HTTP_RETRIES`, unless set already), so a restarted server gets the queue within seconds, not
+    after the client's next backoff of up to 120 s. Nothing is dropped; epochs still queued when the controller
+    ends are logged by the driver at the end (:func:`log_missing_epochs`, from the run's history: the learning
+    metrics, without ``epoch_seconds`` and ``train_structures_per_s``). Picklable: the client, queue and thread
+    are made where it is used.
     """
 
     def __init__(self, tracking_uri: str, run_id: str, report: Report, wait_s: float = 30.0, retry_s: float = 5.0):
@@ -295,6 +307,9 @@ class EpochLogger:
                 record = self._pending[0]
             try:
                 if self._client is None:
+                    if urlparse(self.tracking_uri).scheme in ("http", "https"):
+                        for name, value in LIVE_HTTP_RETRIES.items():
+                            os.environ.setdefault(name, value)
                     self._client = MlflowClient(self.tracking_uri)
                 _log_epoch(self._client, self.run_id, record, self.report)
             except Exception as exc:  # tracking must not stop training: keep the epoch, retry

@@ -47,6 +47,8 @@ def server(monkeypatch):
     fake = Server()
     monkeypatch.setattr(tracking, "_log_epoch", fake.log_epoch)
     monkeypatch.setattr(tracking, "MlflowClient", lambda uri: object())
+    for name, value in tracking.LIVE_HTTP_RETRIES.items():  # what the logger sets for http URIs, undone after
+        monkeypatch.setenv(name, value)
     return fake
 
 
