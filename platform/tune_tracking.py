@@ -4,8 +4,9 @@ and the study's results on the parent.
 - :class:`TrialRuns` is a Tune callback in the driver: a trial's child run (tag ``mlflow.parentRunId``) is made
   when the trial starts, or found again by its trial id when a resumed study restarts it; its parameters, its
   per-epoch metrics (report units, step = epoch) and its end: FINISHED (tag ``scannet.trial_outcome``:
-  ``completed`` or ``stopped early``), FAILED (with the error) or KILLED (the study was interrupted).
-- :func:`log_study` puts on the parent: the best parameters, ``results.csv`` (one row per trial), the
+  ``completed`` or ``stopped early``), FAILED (with the error) or KILLED (the study was interrupted). A trial
+  that a resumed study runs again from an earlier epoch than it had logged gets a new child run (its attempt 2).
+- :func:`log_study` puts on the parent: the best trial and its parameters (tags), ``results.csv`` (one row per trial), the
   objective against trial number and against time, and Optuna's parameter importances.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from scannet_platform.tracking import PLOT_DPI, _pyplot, _save_figure
@@ -31,6 +32,8 @@ PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "scannet.study"
 TRIAL_TAG = "scannet.trial_id"
 OUTCOME_TAG = "scannet.trial_outcome"
+ATTEMPT_TAG = "scannet.trial_attempt"  # 2, 3, ...: the trial restarted without a checkpoint after an interruption
+BEST_TAG = "scannet.best_trial"  # the best trial's id; its parameters as scannet.best_trial.<parameter>
 #: Result keys that are Tune's bookkeeping or ours, not metrics of the model.
 NOT_METRICS = {"epoch", "epochs", "last", "start_epoch", "done", "training_iteration", "timestamp", "pid"}
 
@@ -43,11 +46,16 @@ class TrialRuns(tune.Callback):
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.study = parent_run_id, study
         self._runs: dict[str, str] = {}
+        self._reported: set[str] = set()
         self._client: MlflowClient | None = None
         self._warned = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the experiment state
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "_reported": set()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reported = set()  # trials that reported in THIS launch
 
     @property
     def client(self) -> MlflowClient:
@@ -62,18 +70,35 @@ class TrialRuns(tune.Callback):
         found = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial.trial_id}'",
+            order_by=["attributes.start_time DESC"],
         )
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
         else:
-            tags = {PARENT_TAG: self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: trial.trial_id}
-            run = self.client.create_run(self.experiment_id, run_name=f"{self.study}-{trial.trial_id}", tags=tags)
-            run_id = run.info.run_id
-            params = [Param(k, str(v)[:500]) for k, v in sorted(trial.config.items())]
-            self.client.log_batch(run_id, params=params)
+            run_id = self._new_run(trial, attempt=1)
         self._runs[trial.trial_id] = run_id
         return run_id
+
+    def _new_run(self, trial, attempt: int) -> str:
+        tags = {PARENT_TAG: self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: trial.trial_id}
+        tags[ATTEMPT_TAG] = str(attempt)
+        name = f"{self.study}-{trial.trial_id}" + (f"-attempt{attempt}" if attempt > 1 else "")
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in sorted(trial.config.items())])
+        return run_id
+
+    def _restart_if_redone(self, trial, result: Mapping[str, Any]) -> None:
+        """A trial of an interrupted study that starts again before epochs it had logged (no checkpoint of them)
+        gets a new child run (attempt n + 1); the old one ends KILLED, so no run holds an epoch twice."""
+        run_id = self.run_id(trial)
+        logged = [m.step for m in self.client.get_metric_history(run_id, "train_loss_standardized")]
+        if not logged or int(result["epoch"]) + 1 > max(logged):
+            return
+        attempt = int(self.client.get_run(run_id).data.tags.get(ATTEMPT_TAG, "1"))
+        self.client.set_tag(run_id, OUTCOME_TAG, f"interrupted after epoch {max(logged)}, restarted")
+        self.client.set_terminated(run_id, "KILLED")
+        self._runs[trial.trial_id] = self._new_run(trial, attempt + 1)
 
     def _safely(self, action, *args) -> None:
         try:
@@ -92,6 +117,9 @@ class TrialRuns(tune.Callback):
         self._safely(self._log_result, trial, result)
 
     def _log_result(self, trial, result: Mapping[str, Any]) -> None:
+        if trial.trial_id not in self._reported:  # its first report in this launch
+            self._reported.add(trial.trial_id)
+            self._restart_if_redone(trial, result)
         step, stamp = int(result["epoch"]) + 1, int(1000 * time.time())
         metrics = [
             Metric(k, float(v), stamp, step)
@@ -247,12 +275,13 @@ def log_study(
     client = MlflowClient(tracking_uri)
     best = rows[0] if rows and np.isfinite(rows[0].best) else None
     if best is not None:
+        # tags, not parameters: a resumed study may find a better trial, and MLflow parameters never change
         client.log_batch(
             parent_run_id,
             metrics=[Metric(f"best_{objective}", float(best.best), int(1000 * time.time()), 0)],
-            params=[Param(f"best.{k}", str(v)[:500]) for k, v in best.params.items()],
+            tags=[RunTag(f"{BEST_TAG}.{k}", str(v)[:500]) for k, v in best.params.items()],
         )
-        client.set_tag(parent_run_id, "scannet.best_trial", best.trial_id)
+        client.set_tag(parent_run_id, BEST_TAG, best.trial_id)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.outcome] = counts.get(row.outcome, 0) + 1
