@@ -131,3 +131,23 @@ def test_a_missing_input_and_a_parquet_file_of_another_kind_are_refused(tmp_path
     pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
     with pytest.raises(ValueError, match="not a scannet structures table"):
         screen(tmp_path / "out2", [tmp_path / "other.parquet"], [model])
+
+
+@pytest.mark.slow  # logging and registering the model takes most of it (30-70 s here)
+def test_models_by_mlflow_uri_version_and_alias(tmp_path):
+    from tests.unit.platform.test_tracking import log, make_checkpoint
+
+    _, version, _ = log(tmp_path, make_checkpoint(tmp_path / "ckpt" / "best_model.pt", seed=0))
+    table = write_structures(tmp_path / "lib.parquet", candidates(5), {})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for name, reference in (
+        ("by-version", f"models:/scannet-unit-homo/{version}"),
+        ("by-alias", "models:/scannet-unit-homo@best"),
+    ):
+        summary, _ = screen(tmp_path / name, [table], [reference], tracking_uri=uri)
+        predictions, _ = outputs(tmp_path / name)
+        assert summary.n_screened == 5 and predictions["models"][0].as_py() == f"homo={reference}"
+    by_version, by_alias = (outputs(tmp_path / n)[0].sort_by("row")["homo"] for n in ("by-version", "by-alias"))
+    assert by_version.equals(by_alias), "the alias points at the same version"
+    with pytest.raises(Exception, match="not found in the MLflow store"):
+        screen(tmp_path / "missing", [table], ["models:/scannet-unit-homo/99"], tracking_uri=uri)
