@@ -237,9 +237,9 @@ class EpochLogger:
     server the sender's process (the controller actor) gets short MLflow client retries
     (:data:`LIVE_HTTP_RETRIES`, unless set already), so a restarted server gets the queue within seconds, not
     after the client's next backoff of up to 120 s. Nothing is dropped; epochs still queued when the controller
-    ends are logged by the driver at the end (:func:`log_missing_epochs`, from the run's history: the learning
-    metrics, without ``epoch_seconds`` and ``train_structures_per_s``). Picklable: the client, queue and thread
-    are made where it is used.
+    ends are logged by the driver at the end (:func:`log_missing_epochs`, from the run's history and the
+    reported records the callback keeps in ``epochs.jsonl``). Picklable: the client, queue and thread are made
+    where it is used.
     """
 
     def __init__(self, tracking_uri: str, run_id: str, report: Report, wait_s: float = 30.0, retry_s: float = 5.0):
@@ -333,12 +333,24 @@ def _log_epoch(client: MlflowClient, run_id: str, record: Mapping[str, Any], rep
     client.log_batch(run_id, metrics=metrics)
 
 
-def log_missing_epochs(client: MlflowClient, run_id: str, history: Sequence[Mapping[str, Any]], report: Report) -> int:
-    """Log the epochs of ``history`` the run does not hold yet (when live logging could not); returns how many."""
+def log_missing_epochs(
+    client: MlflowClient,
+    run_id: str,
+    history: Sequence[Mapping[str, Any]],
+    report: Report,
+    reported: Mapping[int, Mapping[str, Any]] | None = None,
+) -> int:
+    """Log the epochs of ``history`` the run does not hold yet (when live logging could not); returns how many.
+
+    ``reported``: epoch (0-based) -> the record the workers reported for it; its time and rate (which the
+    history does not keep) are logged with the epoch, so a backfilled epoch has every metric a live one has.
+    """
     logged = {m.step for m in client.get_metric_history(run_id, "train_loss_standardized")}
     missing = [r for r in history if int(r["epoch"]) + 1 not in logged]
     for record in missing:
-        _log_epoch(client, run_id, record, report)
+        live = (reported or {}).get(int(record["epoch"]), {})
+        timing = {k: live[k] for k in ("seconds", "train_per_s") if k in live}
+        _log_epoch(client, run_id, {**record, **timing}, report)
     return len(missing)
 
 
@@ -652,11 +664,12 @@ def log_results(
     files: Sequence[str | Path],
     checkpoint: str | Path,
     registered_model: str,
+    reported: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> str:
     """After training: missing epochs, test metrics, plots, files and the model version; returns the version."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    log_missing_epochs(client, run_id, history, record.report)
+    log_missing_epochs(client, run_id, history, record.report, reported)
     test = {mae_metric("test", t, record.report[t][1]): record.test_mae[t] for t in record.targets}
     step = record.epochs_run
     for key, value in {**test, "test_structures": record.test_evaluated}.items():

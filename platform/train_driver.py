@@ -152,14 +152,28 @@ def checkpoint_resolver(tracking_uri: str):
 
 
 EPOCH_LOG = "epochs.log"
+EPOCH_RECORDS = "epochs.jsonl"  # the reported metrics of each epoch, for MLflow when live logging could not
+
+
+def reported_epochs(path: Path) -> dict[int, dict[str, Any]]:
+    """epoch (0-based) -> the last record reported for it (a re-run epoch's latest), from ``epochs.jsonl``."""
+    records: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                records[int(record["epoch"])] = record
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash
+    return records
 
 
 def epoch_printer(
     dataset: DatasetInfo, targets: tuple[str, ...], log_file: Path, tracking_uri: str | None = None, run_id=None
 ):
     """A Ray Train callback (it runs in the controller actor, not in the driver): one line per epoch, once for
-    all ranks, appended to ``log_file`` (the driver follows it and prints it), and the epoch's metrics logged
-    to the MLflow run ``run_id`` as it ends."""
+    all ranks, appended to ``log_file`` (the driver follows it and prints it), the reported record appended to
+    ``epochs.jsonl`` next to it, and the epoch's metrics logged to the MLflow run ``run_id`` as it ends."""
     from ray.train import UserCallback
 
     from scannet_platform.tracking import EpochLogger
@@ -171,6 +185,9 @@ def epoch_printer(
         def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
             with open(log_file, "a") as handle:
                 handle.write(epoch_line(metrics[0], dataset, targets) + "\n")
+            plain = {k: v for k, v in metrics[0].items() if isinstance(v, (bool, int, float, str))}
+            with open(Path(log_file).with_name(EPOCH_RECORDS), "a") as handle:
+                handle.write(json.dumps(plain) + "\n")
             if logger is not None:
                 logger.log(metrics[0])
 
@@ -376,6 +393,7 @@ def _train_and_log(
         files=[prepared.split_file, prepared.split_ids, prepared.run_dir / "run_config.json"],
         checkpoint=summary.checkpoint,
         registered_model=model_name,
+        reported=reported_epochs(prepared.run_dir / EPOCH_RECORDS),
     )
     summary.mlflow_run_id, summary.model_uri = run_id, f"models:/{model_name}/{version}"
     summary.seconds = time.perf_counter() - start

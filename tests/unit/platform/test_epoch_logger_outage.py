@@ -90,3 +90,31 @@ def test_pickled_as_ray_ships_it_with_its_buffer(server):
     assert copy.flush(timeout=10)
     assert logger.flush(timeout=10)
     assert sorted(server.logged) == [1, 1, 2]  # the original's sender logged its epoch 1 too: two loggers
+
+
+def test_backfilled_epochs_carry_every_metric_a_live_one_has(tmp_path):
+    """Epochs the live logger could not send (the server down until the controller ended) are logged by the
+    driver from the history, with the time and rate of the records the callback kept in epochs.jsonl."""
+    import cloudpickle
+    import mlflow
+
+    from scannet.train.run import DatasetInfo
+    from scannet_platform.train_driver import EPOCH_RECORDS, epoch_printer, reported_epochs
+
+    dataset = DatasetInfo("qm9", tmp_path / "structures.parquet", {"homo": "eV"})
+    callback = cloudpickle.loads(cloudpickle.dumps(epoch_printer(dataset, ("homo",), tmp_path / "epochs.log")))
+    for epoch in (0, 1, 1):  # epoch 2 reported twice: re-run after a restart from the epoch-1 checkpoint
+        callback.after_report(None, [record(epoch) | {"seconds": 2.0 + epoch, "train_per_s": 50.0 + epoch}], None)
+    with open(tmp_path / EPOCH_RECORDS, "a") as handle:
+        handle.write('{"epoch": 2, "secon')  # a line cut short by a crash
+    reported = reported_epochs(tmp_path / EPOCH_RECORDS)
+    assert sorted(reported) == [0, 1] and reported[1]["seconds"] == 3.0
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = tracking.begin_run(tracking_uri=uri, experiment="unit", run_name="gap", run_dir=tmp_path, params={})
+    history = [{**record(e), "val_mae_per_target": {"homo": 0.1}} for e in range(2)]  # no timing in the history
+    client = mlflow.MlflowClient(uri)
+    assert tracking.log_missing_epochs(client, run_id, history, REPORT, reported) == 2
+    assert [m.value for m in client.get_metric_history(run_id, "epoch_seconds")] == [2.0, 3.0]
+    assert [m.value for m in client.get_metric_history(run_id, "train_structures_per_s")] == [50.0, 51.0]
+    assert tracking.log_missing_epochs(client, run_id, history, REPORT, reported) == 0  # nothing twice
