@@ -319,11 +319,12 @@ def main() -> None:
                 _remove(out)
             rates = [s["rate"] for s in screens]
             print(summary("end to end", rates, "molecules/s"))
-            best_model = statistics.median(model_rates[max(model_rates)])
-            print(
-                f"ratio end to end / model only ({max(model_rates)} threads), medians: {statistics.median(rates) / best_model:.2f} "
-                f"(min-max {min(rates) / max(model_rates[max(model_rates)]):.2f}-{max(rates) / min(model_rates[max(model_rates)]):.2f})"
-            )
+            for threads, model in sorted(model_rates.items(), reverse=True):
+                print(
+                    f"ratio end to end / model only ({threads} thread(s), one process), medians: "
+                    f"{statistics.median(rates) / statistics.median(model):.2f} "
+                    f"(min-max {min(rates) / max(model):.2f}-{max(rates) / min(model):.2f})"
+                )
         memory = {}
         memory_model = write_model(folder / f"{args.memory_preset}-untrained.pt", args.memory_preset)
         memory_args = [*common[2:], "--model", str(memory_model)]
