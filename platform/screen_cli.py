@@ -118,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None, description: str = DESCRIPTION) -> int:
-    parser = argparse.ArgumentParser(prog="screen", description=description)
+    parser = argparse.ArgumentParser(
+        prog="screen", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     with user_errors() as status:
