@@ -158,6 +158,30 @@ def create_state(out: Path, wanted: dict, run_id: str) -> dict:
     return state
 
 
+MODELS_DIR = "models"
+
+
+def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
+    """Copy every checkpoint into ``<out>/models/<sha256>.pt`` (once) and point the members there: the actors,
+    on any node that sees ``out``, load exactly the files the driver checked, and the folder keeps them."""
+    import shutil
+    from dataclasses import replace
+
+    folder = out / MODELS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for group in groups:
+        pinned = []
+        for member in group.members:
+            target = folder / f"{member.sha256[:32]}.pt"
+            if not target.is_file():
+                temporary = target.with_name(target.name + ".tmp")
+                shutil.copyfile(member.path, temporary)
+                temporary.replace(target)
+            pinned.append(replace(member, path=str(target.resolve())))
+        group.members = pinned
+    return groups
+
+
 def code_version() -> str:
     import scannet
     from scannet_platform.environment import git_revision
@@ -273,7 +297,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     tracking_uri = _tracking_uri(config) if config.mlflow else None
-    groups = resolve_models(config.models, tracking_uri, reserved=RESERVED)
+    groups = pin_checkpoints(resolve_models(config.models, tracking_uri, reserved=RESERVED), out)
     names = numeric_columns(groups)
     filters = [parse_filter(text, names) for text in config.filters]
     rankings = parse_rankings(config.rank, groups) if config.top_k else []

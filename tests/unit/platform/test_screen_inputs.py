@@ -56,6 +56,8 @@ def test_a_structures_table_is_screened_in_place(tmp_path, model):
         assert row["featurizer_hash"] and row["code_version"].startswith("scannet ")
     assert predictions.schema.field("gap_eV").metadata == {b"unit": b"eV"}
     assert not (tmp_path / "out" / "library").exists(), "a structures table is read in place, not staged"
+    pinned = list((tmp_path / "out" / "models").glob("*.pt"))
+    assert [p.read_bytes() for p in pinned] == [model.read_bytes()], "the checkpoint used is kept in the folder"
 
 
 def test_a_multi_frame_extxyz_is_streamed_and_a_broken_frame_quarantined(tmp_path, model):
