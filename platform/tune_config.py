@@ -28,15 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from scannet.featurizer import FeaturizerConfig
 from scannet.home import tracking_uri
 from scannet.model import SCANNConfig
 from scannet.model.config import preset as model_preset
 from scannet.train.run_config import NAME_PATTERN, RUN_PRESETS, RunConfig, layered_config
 from scannet.train.trainer import TrainConfig
-from scannet.typed_config import ConfigError, build
+from scannet.typed_config import ConfigError, build, read_yaml_mapping
 
 #: The settings a parameter may reach: ``<section>.<field>``.
 SECTIONS: dict[str, type] = {"train": TrainConfig, "model": SCANNConfig, "featurizer": FeaturizerConfig}
@@ -323,14 +321,7 @@ class SpaceSampler:
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
     """A study from its YAML file, then ``overrides`` (``None`` values ignored), every key and value checked."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--space {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of study keys")
+    data = read_yaml_mapping(path, "--space")
     data.setdefault("name", path.stem)
     run_overrides = {k: v for k, v in overrides.pop("run", {}).items() if v is not None}
     if run_overrides:

@@ -13,6 +13,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 C = TypeVar("C")
@@ -115,3 +116,19 @@ def to_plain(config: Any) -> Any:
     if isinstance(config, Mapping):
         return {k: to_plain(v) for k, v in config.items()}
     return config
+
+
+def read_yaml_mapping(path: str | Path, flag: str) -> dict[str, Any]:
+    """The mapping of keys in a YAML file (empty file: ``{}``); ConfigError naming ``flag`` or the file otherwise."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    return data

@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scannet.data.splits import SplitOrder
 from scannet.featurizer import FeaturizerConfig
 from scannet.home import default_data_cache, default_runs_dir
 from scannet.model.config import PRESETS as MODEL_PRESETS
 from scannet.train.trainer import Precision, TrainConfig
-from scannet.typed_config import ConfigError, build
+from scannet.typed_config import ConfigError, build, read_yaml_mapping
 
 #: The featurizer settings each model preset was made for (its distance basis matches d_t).
 MODEL_FEATURIZERS: dict[str, str] = {
@@ -146,16 +144,7 @@ def layered_config(
             raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(presets)}")
         config = _apply(config, presets[preset], f"preset {preset}")
     if yaml_file is not None:
-        path = Path(yaml_file)
-        if not path.is_file():
-            raise ConfigError(f"--config {yaml_file}: no such file")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{yaml_file}: not valid YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{yaml_file}: expected a mapping of config keys")
-        config = _apply(config, data, yaml_file)
+        config = _apply(config, read_yaml_mapping(yaml_file, "--config"), yaml_file)
     return _apply(config, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
 
 
