@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from scannet.cli import user_errors
+from scannet.cli import command_main
 from scannet.typed_config import to_plain
 
 HELP = "hyperparameter study on Ray Tune (ASHA, Optuna) from a tune_spaces/*.yaml file"
@@ -67,12 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tune", description=DESCRIPTION)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    with user_errors() as status:
-        status.code = run(args)
-    return status.code
+    return command_main(sys.modules[__name__], argv, prog="tune_qm9.py")
 
 
 if __name__ == "__main__":

@@ -229,5 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     return status.code
 
 
+def command_main(module, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """One platform command (a ``scannet.commands`` module) as a program of its own (``jobs/*.py``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=module.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    with user_errors() as status:
+        status.code = module.run(args)
+    return status.code
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
