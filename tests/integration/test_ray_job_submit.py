@@ -208,3 +208,25 @@ def test_ray_job_submit_trains_and_keeps_everything_outside_the_working_dir(clus
     second = submit(cluster, "second", table)
     assert "featurizing" not in second.stdout  # the graph table of this structures table is reused
     assert (home / "runs" / "second" / "best_model.pt").exists()
+
+
+def test_a_tune_study_runs_as_a_ray_job(cluster):
+    """`ray job submit -- python jobs/tune_qm9.py --space ...` on the token-auth cluster: the trials run on the
+    cluster's CPUs, the study ends with its summary and the registered best trial."""
+    import yaml
+
+    from tests.integration.test_tune_study import STUDY
+
+    root = cluster["root"]
+    table = write_qm9_table(root / "qm9-tune", targets=["homo"], limit=120)
+    study = {**STUDY, "name": "submitted-study", "num_samples": 2, "top_k": 1}
+    study["run"] = {**STUDY["run"], "data": str(table), "n_structures": None}
+    space = root / "study.yaml"
+    space.write_text(yaml.safe_dump(study, sort_keys=False))
+    command = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--"]
+    command += ["python", "jobs/tune_qm9.py", "--space", str(space)]
+    result = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 trials at a time (1 CPU, 0 GPU each; cluster 4 CPUs" in result.stdout
+    assert "models:/scannet-qm9-tune-homo-tuned/1" in result.stdout
+    assert (root / "home" / "runs" / "submitted-study" / "ensemble" / "ensemble.json").exists()

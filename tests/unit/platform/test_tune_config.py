@@ -254,3 +254,39 @@ def test_a_study_resumed_with_another_space_is_refused(tmp_path):
     changed = load_study(write(tmp_path, space={"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}))
     with pytest.raises(ConfigError, match="exists in .* with other settings .*space"):
         check_study_resume(changed, tmp_path)
+
+
+def test_a_trial_gets_the_base_run_with_its_parameters_and_the_graph_table_of_its_featurizer(tmp_path):
+    from scannet.featurizer import FeaturizerConfig
+    from scannet.train.trainer import TrainConfig
+    from scannet.train.worker import WorkerConfig
+    from scannet_platform.tune_trial import TrialPlan, TuneSession
+
+    space = {
+        "featurizer.distance_threshold": {"type": "choice", "values": [4.0, 3.5]},
+        "model.num_blocks": {"type": "int", "low": 1, "high": 3},
+    }
+    study = load_study(write(tmp_path, space=space, checkpoint_every=2, resources_per_trial={"cpu": 2.5}))
+    base = WorkerConfig(
+        graph_table="graphs-4",
+        split_ids="split.parquet",
+        model=study.base_model(),
+        train=TrainConfig(epochs=3),
+        featurizer=FeaturizerConfig.molecules(),
+        target_mean=(0.0,),
+        target_std=(1.0,),
+        model_metadata={"run": "s"},
+    )
+    tables = {f.content_hash(): f"graphs-{f.distance_threshold}" for f in study.featurizer_choices(base.featurizer)}
+    plan = TrialPlan(study, base, tables, {"homo": (1000.0, "meV")}, str(tmp_path / "trials"))
+    worker = plan.worker_for({"featurizer.distance_threshold": 3.5, "model.num_blocks": 2}, "abc123")
+    assert worker.graph_table == "graphs-3.5" and worker.featurizer.distance_threshold == 3.5
+    assert worker.model.num_blocks == 2 and worker.model.local_dim == base.model.local_dim
+    assert worker.threads == 2 and worker.run_dir == str(tmp_path / "trials" / "abc123")
+    assert worker.model_metadata == {"run": "s", "study": "s", "trial": "abc123"}
+    assert plan.worker_for({}, "base").graph_table == "graphs-4.0"
+    # sparse checkpoints: every 2nd epoch and the last one (budget or early stopping)
+    session = TuneSession.__new__(TuneSession)
+    session.plan = plan
+    wanted = [session.wants_checkpoint({"epoch": e, "last": e == 4}) for e in range(5)]
+    assert wanted == [False, True, False, True, True]
