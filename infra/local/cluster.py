@@ -5,6 +5,9 @@ real cluster (and for the fault-tolerance tests).
     eval "$(python infra/local/cluster.py env)"      # RAY_ADDRESS, MLFLOW_TRACKING_URI, token variables
     ray job submit --working-dir . -- python jobs/train_qm9.py --preset demo --storage-path "$SCANNET_CLUSTER_STORAGE/runs"
     python infra/local/cluster.py status
+    python infra/local/cluster.py kill worker-1      # a node crash: SIGKILL to the node's processes
+    python infra/local/cluster.py restart worker-1   # a new node in its place (same name, CPUs, resources)
+    python infra/local/cluster.py restart mlflow     # the tracking server down and up again (same port, store)
     python infra/local/cluster.py stop               # stops exactly what `start` started
 
 What ``start`` makes, all under one state folder (``--state-dir``, default ``$SCANNET_HOME/local-cluster``):
@@ -304,6 +307,50 @@ def wait_until(check, what: str, timeout: float, watched: list[dict]) -> None:
         time.sleep(1)
 
 
+def start_mlflow(state_dir: Path, port: int) -> dict:
+    """``mlflow server`` on 127.0.0.1:``port``: SQLite backend store ``mlflow.db``, served artifacts in
+    ``mlartifacts/`` (clients upload and download through the server: ``mlflow-artifacts:/`` URIs)."""
+    artifacts = state_dir / "mlartifacts"
+    artifacts.mkdir(exist_ok=True)
+    command = [tool("mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(artifacts)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_TRACKING"))}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # the GenAI job workers: not needed for tracking
+    entry = spawn(command, env, state_dir / "logs" / "mlflow.log")
+    return entry | {"name": "mlflow", "uri": f"http://{LOOPBACK}:{port}", "port": port}
+
+
+def node_env(state: dict) -> dict[str, str]:
+    """The environment of every node (and so of the jobs' drivers and workers)."""
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": state["token"],
+        "SCANNET_HOME": state["storage"],
+        **LOCAL_ONLY,
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    if state.get("mlflow"):
+        env["MLFLOW_TRACKING_URI"] = state["mlflow"]["uri"]  # the jobs' default tracking server
+    return env
+
+
+def start_node(state: dict, env: dict[str, str], name: str, cpus: int, object_store_mb: int) -> dict:
+    head = name == "head"
+    # Ray's unix sockets live under the temp dir: keep the path short (< ~107 characters)
+    temp_dir = tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp")
+    gcs_port, dashboard_port = int(state["gcs"].rsplit(":", 1)[1]), int(state["dashboard"].rsplit(":", 1)[1])
+    command, ports = ray_node_command(name, temp_dir, cpus, object_store_mb, head, gcs_port, dashboard_port)
+    entry = spawn(command, env, Path(state["state_dir"]) / "logs" / f"{name}.log")
+    entry |= {"name": name, "temp_dir": temp_dir, "num_cpus": cpus, "resources": {name: 1}, "ports": ports}
+    entry["object_store_mb"] = object_store_mb
+    state["nodes"].append(entry)
+    write_state(Path(state["state_dir"]), state)
+    return entry
+
+
 def start(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     existing = read_state(state_dir)
@@ -333,51 +380,30 @@ def start(args: argparse.Namespace) -> int:
         "mlflow": None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token),
-        "SCANNET_HOME": str(storage),
-        **LOCAL_ONLY,
-    }
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-
     try:
         if not args.no_mlflow:
-            port = free_port()
-            artifacts = state_dir / "mlartifacts"
-            artifacts.mkdir(exist_ok=True)
-            command = [tool("mlflow"), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1"]
-            command += ["--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}"]
-            command += ["--artifacts-destination", str(artifacts)]
-            entry = spawn(command, env, state_dir / "logs" / "mlflow.log")
-            entry |= {"name": "mlflow", "uri": f"http://{LOOPBACK}:{port}", "port": port}
-            state["mlflow"] = entry
+            state["mlflow"] = start_mlflow(state_dir, free_port())
             write_state(state_dir, state)
-            env["MLFLOW_TRACKING_URI"] = entry["uri"]  # the jobs' default tracking server
+        env = node_env(state)
 
         names = ["head"] + [f"worker-{i}" for i in range(1, args.workers + 1)]
-        for name in names:
-            head = name == "head"
-            # Ray's unix sockets live under the temp dir: keep the path short (< ~107 characters)
-            temp_dir = tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp")
-            cpus = args.head_cpus if head else args.worker_cpus
-            command, ports = ray_node_command(
-                name, temp_dir, cpus, args.object_store_mb, head, gcs_port, dashboard_port
-            )
-            entry = spawn(command, env, state_dir / "logs" / f"{name}.log")
-            entry |= {"name": name, "temp_dir": temp_dir, "num_cpus": cpus, "resources": {name: 1}, "ports": ports}
-            state["nodes"].append(entry)
-            write_state(state_dir, state)
-            if head:  # workers join once the head answers an authenticated request
-                print(f"starting head node (pid {entry['pid']}) ...", flush=True)
-                wait_until(lambda: alive_nodes(state, env) >= 1, "the head node answers", args.timeout, state["nodes"])
-            else:
+        for count, name in enumerate(names, 1):
+            # One node at a time: a raylet must register with the GCS within 30 s (hard-coded in Ray 2.60),
+            # which several nodes starting at once on a loaded machine miss. A node that misses it is retried.
+            for attempt in range(1, 3):
+                cpus = args.head_cpus if name == "head" else args.worker_cpus
+                entry = start_node(state, env, name, cpus, args.object_store_mb)
                 print(f"starting {name} (pid {entry['pid']}) ...", flush=True)
-        wait_until(
-            lambda: alive_nodes(state, env) >= len(names), f"{len(names)} nodes alive", args.timeout, state["nodes"]
-        )
+                try:
+                    wait_until(lambda n=count: alive_nodes(state, env) >= n, f"{name} joins", args.timeout, [entry])
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    print(f"{name} did not start (see {entry['log']}); once more", flush=True)
+                    stop_state({"nodes": [entry]}, grace=5)
+                    state["nodes"].remove(entry)
+                    write_state(state_dir, state)
         if state["mlflow"]:
             wait_until(
                 lambda: http_ok(f"{state['mlflow']['uri']}/health"), "MLflow answers", args.timeout, [state["mlflow"]]
@@ -464,6 +490,100 @@ def status(args: argparse.Namespace) -> int:
     return 0 if all(alive(e["pid"], e["start_time"]) for e in recorded_processes(state)) else 1
 
 
+def entry_named(state: dict, name: str) -> dict:
+    for entry in recorded_processes(state):
+        if entry["name"] == name:
+            return entry
+    raise SystemExit(f"no {name!r} in this cluster: one of {[e['name'] for e in recorded_processes(state)]}")
+
+
+def kill_entry(state: dict, name: str, grace: float = 0.0) -> list[int]:
+    """Stop one recorded node or the MLflow server with everything it started: SIGKILL at once (``grace`` 0:
+    a crash, as when a machine is lost) or SIGTERM first. Returns the pids it signalled."""
+    entry = entry_named(state, name)
+    markers = [entry["temp_dir"]] if entry.get("temp_dir") else []
+    processes = process_tree({entry["pgid"]: entry["start_time"]}, markers)
+    if grace <= 0:
+        for pid, start_time in processes.items():
+            if alive(pid, start_time):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        left = terminate(processes, {entry["pgid"]: entry["start_time"]}, 10)
+    else:
+        left = terminate(processes, {entry["pgid"]: entry["start_time"]}, grace)
+    if left:
+        raise RuntimeError(f"{name}: still running: {left}")
+    return sorted(processes)
+
+
+def kill(args: argparse.Namespace) -> int:
+    state = read_state(args.state_dir)
+    if state is None:
+        print(f"no cluster recorded in {args.state_dir}", file=sys.stderr)
+        return 1
+    pids = kill_entry(state, args.name, grace=args.grace)
+    how = "SIGKILL" if args.grace <= 0 else f"SIGTERM (SIGKILL after {args.grace:.0f} s)"
+    print(f"{args.name}: {how} to {len(pids)} processes {pids}")
+    return 0
+
+
+def restart_mlflow(state: dict, timeout: float = 300) -> dict:
+    """Stop the MLflow server (if it runs) and start it again on the same port, store and artifacts."""
+    old = state["mlflow"]
+    if alive(old["pid"], old["start_time"]):
+        kill_entry(state, "mlflow", grace=10)
+    state_dir = Path(state["state_dir"])
+    deadline = time.monotonic() + timeout
+    while True:  # the port is free again once the old server's sockets are closed
+        try:
+            with socket.socket() as s:
+                s.bind((LOOPBACK, old["port"]))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    state["mlflow"] = start_mlflow(state_dir, old["port"])
+    write_state(state_dir, state)
+    wait_until(lambda: http_ok(f"{state['mlflow']['uri']}/health"), "MLflow answers", timeout, [state["mlflow"]])
+    return state["mlflow"]
+
+
+def restart_node(state: dict, name: str, timeout: float = 240) -> dict:
+    """Stop a worker node (if it runs) and start a new one of the same name, CPUs and resources."""
+    old = entry_named(state, name)
+    if name == "head" or old not in state["nodes"]:
+        raise SystemExit(f"{name}: only worker nodes restart (a new head is a new cluster)")
+    if alive(old["pid"], old["start_time"]):
+        kill_entry(state, name, grace=10)
+    shutil.rmtree(old["temp_dir"], ignore_errors=True)
+    state["nodes"].remove(old)
+    entry = start_node(state, node_env(state), name, old["num_cpus"], old.get("object_store_mb", 256))
+    running = sum(alive(e["pid"], e["start_time"]) for e in state["nodes"])
+    env = {**os.environ, **client_env(state)}
+    wait_until(lambda: alive_nodes(state, env) >= running, f"{name} joins", timeout, [entry])
+    return entry
+
+
+def restart(args: argparse.Namespace) -> int:
+    state = read_state(args.state_dir)
+    if state is None:
+        print(f"no cluster recorded in {args.state_dir}", file=sys.stderr)
+        return 1
+    if args.name == "mlflow":
+        if not state.get("mlflow"):
+            print(f"no MLflow server recorded in {args.state_dir}", file=sys.stderr)
+            return 1
+        entry = restart_mlflow(state)
+        print(f"mlflow: restarted (pid {entry['pid']}) at {entry['uri']}")
+    else:
+        entry = restart_node(state, args.name)
+        print(f"{args.name}: restarted (pid {entry['pid']}), {entry['num_cpus']} CPU")
+    return 0
+
+
 def print_env(args: argparse.Namespace) -> int:
     state = read_state(args.state_dir)
     if state is None:
@@ -489,9 +609,15 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--grace", type=float, default=30, help="seconds between SIGTERM and SIGKILL (default 30)")
     commands.add_parser("status", help="what runs, and the client environment")
     commands.add_parser("env", help="print the client environment as export lines")
+    crash = commands.add_parser("kill", help="kill one node (or mlflow) and what it started: a simulated crash")
+    crash.add_argument("name", help="head, worker-1, worker-2, ... or mlflow")
+    crash.add_argument("--grace", type=float, default=0, help="SIGTERM first, SIGKILL after this (default 0: SIGKILL)")
+    again = commands.add_parser("restart", help="restart a worker node or the MLflow server (same port and store)")
+    again.add_argument("name", help="worker-1, worker-2, ... or mlflow")
     args = parser.parse_args(argv)
     args.state_dir = (args.state_dir or default_state_dir()).expanduser().resolve()
-    return {"start": start, "stop": stop, "status": status, "env": print_env}[args.command](args)
+    handlers = {"start": start, "stop": stop, "status": status, "env": print_env, "kill": kill, "restart": restart}
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":
