@@ -75,9 +75,10 @@ def cluster():
             [*command, "stop", "--grace", "10"], env=env, capture_output=True, text=True, timeout=300
         )
         log(stopped.stdout.strip() + stopped.stderr.strip())
-    survivors = {p: local_cluster.cmdline(p) for p, t in recorded.items() if local_cluster.alive(p, t)}
+        survivors = {p: local_cluster.cmdline(p) for p, t in recorded.items() if local_cluster.alive(p, t)}
+        if not survivors:  # also after a failed start
+            shutil.rmtree(state_dir, ignore_errors=True)
     assert stopped.returncode == 0 and not survivors, survivors
-    shutil.rmtree(state_dir, ignore_errors=True)
     assert len(recorded) > 10  # three nodes' raylets, agents, workers, the GCS, dashboard, MLflow ...
 
 
