@@ -38,7 +38,7 @@ from ase.data import chemical_symbols
 
 from scannet.checkpoint import resolve_checkpoint
 from scannet.featurizer import FeaturizerConfig
-from scannet.train.run import DatasetInfo, PreparedRun, RunSummary, epoch_line, finish_run, prepare_run
+from scannet.train.run import DatasetInfo, Evaluation, PreparedRun, RunSummary, epoch_line, finish_run, prepare_run
 from scannet.train.run_config import RunConfig
 from scannet.typed_config import to_plain
 from scannet_platform.environment import run_environment
@@ -321,6 +321,36 @@ def model_record(job: RunConfig, prepared: PreparedRun, summary: RunSummary, env
     )
 
 
+def register_model(
+    config: RunConfig,
+    prepared: PreparedRun,
+    evaluation: Evaluation,
+    *,
+    uri: str,
+    run_id: str,
+    model_name: str,
+    files: list[Path],
+    environment: dict,
+    reported: dict | None = None,
+) -> str:
+    """Log an evaluated run's results (missing epochs, test metrics, plots, ``files``) to ``run_id`` and register
+    its best weights as a version of ``model_name``; returns the version."""
+    from scannet_platform import tracking
+
+    return tracking.log_results(
+        tracking_uri=uri,
+        run_id=run_id,
+        history=evaluation.history,
+        predictions=evaluation.predictions,
+        targets=evaluation.targets,
+        record=model_record(config, prepared, evaluation.summary, environment),
+        files=files,
+        checkpoint=evaluation.summary.checkpoint,
+        registered_model=model_name,
+        reported=reported,
+    )
+
+
 def run_training(job: TrainJobConfig) -> RunSummary:
     """Prepare, open the MLflow run (RUNNING), train with live metrics, evaluate, log, close the run with its
     true status (FINISHED / FAILED / KILLED)."""
@@ -371,7 +401,6 @@ def run_training(job: TrainJobConfig) -> RunSummary:
 def _train_and_log(
     job: TrainJobConfig, prepared: PreparedRun, run_id: str, uri: str, environment: dict, start: float
 ) -> RunSummary:
-    from scannet_platform import tracking
 
     (prepared.run_dir / "launch.json").unlink(missing_ok=True)
     with follow(prepared.run_dir / EPOCH_LOG):
@@ -383,16 +412,15 @@ def _train_and_log(
     summary = evaluation.summary
 
     model_name = job.model_name(prepared.dataset.name)
-    version = tracking.log_results(
-        tracking_uri=uri,
+    version = register_model(
+        job,
+        prepared,
+        evaluation,
+        uri=uri,
         run_id=run_id,
-        history=evaluation.history,
-        predictions=evaluation.predictions,
-        targets=evaluation.targets,
-        record=model_record(job, prepared, summary, environment),
+        model_name=model_name,
         files=[prepared.split_file, prepared.split_ids, prepared.run_dir / "run_config.json"],
-        checkpoint=summary.checkpoint,
-        registered_model=model_name,
+        environment=environment,
         reported=reported_epochs(prepared.run_dir / EPOCH_RECORDS),
     )
     summary.mlflow_run_id, summary.model_uri = run_id, f"models:/{model_name}/{version}"

@@ -39,9 +39,9 @@ from scannet_platform.environment import run_environment
 from scannet_platform.train_driver import (
     checkpoint_resolver,
     ensure_ray,
-    model_record,
     quiet_libraries,
     ray_featurizer,
+    register_model,
     sigterm_unwinds,
 )
 from scannet_platform.tune_config import StudyConfig
@@ -508,16 +508,16 @@ def _evaluate_and_export(
         )
         run_id = child[0].info.run_id if child else parent
         model_name = study.model_name(prepared.dataset.name)
-        version = tracking.log_results(
-            tracking_uri=uri,
+        files = [prepared.split_file, prepared.split_ids, prepared.run_dir / STUDY_FILE]
+        version = register_model(
+            trial.config,
+            trial,
+            evaluation,
+            uri=uri,
             run_id=run_id,
-            history=evaluation.history,
-            predictions=evaluation.predictions,
-            targets=evaluation.targets,
-            record=model_record(trial.config, trial, best, run_environment()),
-            files=[prepared.split_file, prepared.split_ids, prepared.run_dir / STUDY_FILE],
-            checkpoint=best.checkpoint,
-            registered_model=model_name,
+            model_name=model_name,
+            files=files,
+            environment=run_environment(),
         )
         for key, value in {
             "scannet.study": study.name,

@@ -172,13 +172,23 @@ def test_job_api_refuses_clients_without_the_token(cluster):
     assert result.returncode != 0
 
 
-def submit(cluster, name: str, table: Path) -> subprocess.CompletedProcess:
-    command = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--"]
-    command += ["python", "jobs/train_qm9.py", "--data", str(table), "--model", "demo", "--epochs", "2"]
-    command += ["--batch-size", "32", "--num-workers", "2", "--name", name]
-    result = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=900)
+def ray_job(cluster, entrypoint: list[str]) -> subprocess.CompletedProcess:
+    """``ray job submit --working-dir <repo> -- <entrypoint>``, run to its end; retried while the head's job
+    agent is not up yet (under load it answers "No available agent" for a while after `ray job list` works)."""
+    command = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--", *entrypoint]
+    deadline = time.monotonic() + 180
+    while True:
+        result = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=900)
+        if result.returncode == 0 or "No available agent" not in result.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def submit(cluster, name: str, table: Path) -> subprocess.CompletedProcess:
+    entrypoint = ["python", "jobs/train_qm9.py", "--data", str(table), "--model", "demo", "--epochs", "2"]
+    return ray_job(cluster, [*entrypoint, "--batch-size", "32", "--num-workers", "2", "--name", name])
 
 
 def test_ray_job_submit_trains_and_keeps_everything_outside_the_working_dir(cluster):
@@ -223,10 +233,7 @@ def test_a_tune_study_runs_as_a_ray_job(cluster):
     study["run"] = {**STUDY["run"], "data": str(table), "n_structures": None}
     space = root / "study.yaml"
     space.write_text(yaml.safe_dump(study, sort_keys=False))
-    command = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--"]
-    command += ["python", "jobs/tune_qm9.py", "--space", str(space)]
-    result = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = ray_job(cluster, ["python", "jobs/tune_qm9.py", "--space", str(space)])
     assert "2 trials at a time (1 CPU, 0 GPU each; cluster 4 CPUs" in result.stdout
     assert "models:/scannet-qm9-tune-homo-tuned/1" in result.stdout
     assert (root / "home" / "runs" / "submitted-study" / "ensemble" / "ensemble.json").exists()
