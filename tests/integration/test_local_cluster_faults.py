@@ -25,10 +25,12 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -150,6 +152,20 @@ def assert_finished_whole(cluster, name: str) -> dict:
     assert result["epochs_run"] == EPOCHS
     assert result["test_evaluated"] == result["split_sizes"]["test"] > 0  # the whole test split, as always
     return result
+
+
+def test_cluster_is_multi_node_token_authenticated_and_on_loopback_only(cluster):
+    state = cluster["state"]
+    assert [n["name"] for n in state["nodes"]] == ["head", "worker-1", "worker-2"]
+    assert len({n["pgid"] for n in state["nodes"]}) == 3 and len({n["temp_dir"] for n in state["nodes"]}) == 3
+    env = {**os.environ, **local_cluster.client_env(state)}
+    assert local_cluster.alive_nodes(state, env) == 3
+    assert stat.S_IMODE(Path(state["token"]).stat().st_mode) == 0o600
+    assert local_cluster.exposed_sockets(state) == []  # GCS, raylets, agents, metrics, dashboard, MLflow
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the job API without the token
+        urllib.request.urlopen(state["dashboard"] + "/api/jobs/", timeout=30)
+    assert refused.value.code == 401
+    assert local_cluster.http_ok(state["mlflow"]["uri"] + "/health")
 
 
 def test_mlflow_server_restarted_mid_run_loses_no_epoch_metric(cluster):
