@@ -16,7 +16,8 @@ table (written in batches, never held whole), ids ``<qm9 id>-<copy>``.
 Measurements (each screen in a FRESH subprocess: its own local Ray, ``executor="ray"``, MLflow off, progress
 off; the parent only polls /proc):
 
-- end to end: structures/s of the chunk phase (first chunk submitted -> last part committed), over
+- end to end: structures/s of the chunk phase (actor start-up, model loading, every chunk up to the last part
+  committed; Ray's own start-up is before the clock and the whole job's time is printed beside it), over
   ``--repeats`` screens of a ``--throughput`` library into a new folder each; the Ray start-up and the final
   read-back (counts, top-k, histograms) are reported beside it;
 - model only, same run: ``--model-threads`` torch threads (default: all CPUs), the first 2,048 library

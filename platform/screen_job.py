@@ -107,7 +107,7 @@ class ScreenSummary:
     n_force_field: int
     screened_now: int  # structures (screened or quarantined) done by this launch
     seconds: float  # this launch, wall clock
-    screen_seconds: float  # the chunk phase of this launch
+    screen_seconds: float  # the chunk phase of this launch (actors' start-up included, Ray's start-up not)
     mlflow_run_id: str | None = None
 
     @property
@@ -216,14 +216,12 @@ def _actors(config: ScreenConfig) -> tuple[int, dict]:
 
 
 def execute_ray(config: ScreenConfig, spec: dict, todo: list[Piece], bar: tqdm, totals: dict) -> None:
-    """Screen ``todo`` in a Ray Data actor pool (streaming: results come back as chunks finish)."""
+    """Screen ``todo`` in a Ray Data actor pool (streaming: results come back as chunks finish); Ray is started
+    (or connected to) by the caller."""
     import logging
 
     import ray.data
 
-    from scannet_platform.train_driver import ensure_ray
-
-    ensure_ray(config.verbose)
     if not config.verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     context = ray.data.DataContext.get_current()
@@ -326,6 +324,10 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
                 flush=True,
             )
             totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0}
+            if todo and config.executor == "ray":
+                from scannet_platform.train_driver import ensure_ray
+
+                ensure_ray(config.verbose)  # before the clock: the rate is that of the chunks, not of Ray's start
             screen_start = time.perf_counter()
             if todo:
                 with _progress(sum(p.rows for p in todo), config.progress) as bar:
