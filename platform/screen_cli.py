@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scannet.cli import user_errors
+from scannet.cli import command_main
 
 HELP = "screen a library of structures or SMILES with trained models (Ray Data, resumable)"
 DESCRIPTION = (
@@ -117,15 +117,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if summary.n_quarantined or summary.n_duplicate_ids else 0
 
 
-def main(argv: list[str] | None = None, description: str = DESCRIPTION) -> int:
-    parser = argparse.ArgumentParser(
-        prog="screen", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    with user_errors() as status:
-        status.code = run(args)
-    return status.code
+def main(argv: list[str] | None = None, description: str | None = None) -> int:
+    """``jobs/screen.py``: this command as a program (``description``: the script's own text for --help)."""
+    return command_main(sys.modules[__name__], argv, prog="screen", description=description)
 
 
 if __name__ == "__main__":

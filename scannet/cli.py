@@ -229,10 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     return status.code
 
 
-def command_main(module, argv: list[str] | None = None, prog: str | None = None) -> int:
-    """One platform command (a ``scannet.commands`` module) as a program of its own (``jobs/*.py``)."""
+def command_main(module, argv: list[str] | None = None, prog: str | None = None, description: str | None = None) -> int:
+    """One platform command (a ``scannet.commands`` module) as a program of its own (``jobs/*.py``);
+    ``description`` replaces the module's in ``--help``."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=module.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=description or module.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     module.add_arguments(parser)
     args = parser.parse_args(argv)

@@ -75,25 +75,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_explanations(args: argparse.Namespace) -> int:
-    import scannet
-    from scannet.explain import GA_SUFFIX, path_inside
-    from scannet.predict_cli import read_inputs, target_columns, write_ga_files, write_table
+    from scannet.explain import GA_SUFFIX
+    from scannet.predict_cli import open_inputs, target_columns, write_ga_files, write_table
     from scannet.predictor import describe_error
 
-    predictor = scannet.load(args.model, device=args.device)  # CheckpointError, ConfigError: one line, exit 2
-    rows = read_inputs(args.files)
-    readable = [row for row in rows if row.atoms is not None]
-    if not readable:
-        n = len(args.files)
-        print(f"scannet: error: no input file could be read ({n} file{'s' if n != 1 else ''})", file=sys.stderr)
+    opened = open_inputs(args, INDEX_FILE)
+    if opened is None:
         return EXIT_USER_ERROR
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        index_path = path_inside(out, INDEX_FILE)
-    except (OSError, ValueError) as exc:
-        print(f"scannet: error: --out {out}: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    predictor, rows, readable, out, index_path = (
+        opened.predictor,
+        opened.rows,
+        opened.readable,
+        opened.out,
+        opened.main_file,
+    )
 
     graphs = {}
     for row in readable:

@@ -17,6 +17,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -239,7 +240,20 @@ def write_ga_files(out: Path, rows: list[Row], multiframe: bool) -> None:
                 row.ga_file, row.ga_frame = GA_MULTIFRAME_FILE, k
 
 
-def run_predict(args: argparse.Namespace) -> int:
+@dataclass
+class OpenedInputs:
+    """The model, every input row (read or not), the readable ones and the output folder with its main file."""
+
+    predictor: Any
+    rows: list
+    readable: list
+    out: Path
+    main_file: Path
+
+
+def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None:
+    """Load ``args.model``, read ``args.files``, create ``args.out`` (``predict`` and ``explain``); None after
+    printing the one-line user error (no readable input, an unusable output folder)."""
     import scannet
     from scannet.explain import path_inside
 
@@ -249,14 +263,28 @@ def run_predict(args: argparse.Namespace) -> int:
     if not readable:
         n = len(args.files)
         print(f"scannet: error: no input file could be read ({n} file{'s' if n != 1 else ''})", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return None
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        table_path = path_inside(out, TABLE_FILES[args.format])
+        path = path_inside(out, main_file)
     except (OSError, ValueError) as exc:
         print(f"scannet: error: --out {out}: {exc}", file=sys.stderr)
+        return None
+    return OpenedInputs(predictor, rows, readable, out, path)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    opened = open_inputs(args, TABLE_FILES[args.format])
+    if opened is None:
         return EXIT_USER_ERROR
+    predictor, rows, readable, out, table_path = (
+        opened.predictor,
+        opened.rows,
+        opened.readable,
+        opened.out,
+        opened.main_file,
+    )
 
     results = predictor.predict(
         [row.atoms for row in readable], batch_size=args.batch_size, progress=not args.no_progress
