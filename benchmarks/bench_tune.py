@@ -7,7 +7,7 @@ layer against the same trials run one after another without Tune.
     epochs on 1,000 QM9 molecules, ASHA, TPE, 2 trials at a time with 1 CPU each), under a new name each repeat
     (the data and graph tables are cached after the first): whole-study wall time (preparation, trials, the
     best trial's test evaluation and registration, MLflow) and trials per hour.
-(b) Overhead: ``--overhead-trials`` configurations sampled from the same space (Optuna's random sampler, seed
+(b) Overhead: ``--overhead-trials`` configurations (on ``--overhead-structures`` molecules) sampled from the same space (Optuna's random sampler, seed
     0), ``--overhead-epochs`` epochs each, FIFO, one trial at a time with 1 CPU (1 torch thread), actors reused
     (as the study driver sets), checkpoint at the last epoch; timed from ``Tuner.fit()`` to its return (Ray is up and the graph table is cached: the
     study's fixed start-up is in (a)). Against: the same configurations run by ``run_worker`` in this process
@@ -28,6 +28,12 @@ from pathlib import Path
 import _timing
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_run(space: Path) -> dict:
+    from scannet_platform.tune_config import load_study
+
+    return dict(load_study(space).run)
 
 
 def sampled_configs(study, count: int) -> list[dict]:
@@ -86,6 +92,9 @@ def main() -> int:
     _timing.add_repeats_option(parser)
     parser.add_argument("--overhead-trials", type=int, default=4)
     parser.add_argument("--overhead-epochs", type=int, default=4, help="epochs per trial (small_cpu.yaml: 4)")
+    parser.add_argument(
+        "--overhead-structures", type=int, help="QM9 molecules of the (b) trials (default: the study's 1,000)"
+    )
     parser.add_argument("--skip-study", action="store_true", help="only (b)")
     args = parser.parse_args()
 
@@ -112,8 +121,10 @@ def main() -> int:
             rates = [r * 3600 for r in study_timing.rates()]
             print(f"trials per hour: median {sorted(rates)[len(rates) // 2]:.0f}, best {max(rates):.0f}")
 
-        study = load_study(space, name="bench-overhead")
-        study = replace(study, run={**study.run, "train": {**study.run["train"], "epochs": args.overhead_epochs}})
+        run = {**study_run(space), "train": {**study_run(space)["train"], "epochs": args.overhead_epochs}}
+        if args.overhead_structures:
+            run["n_structures"] = args.overhead_structures
+        study = replace(load_study(space, name=f"bench-overhead-{run['n_structures']}"), run=run)
         _, plan = prepare_study(study)
         ensure_ray(False)
         configs = sampled_configs(study, args.overhead_trials)
