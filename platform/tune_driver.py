@@ -338,6 +338,7 @@ class StudySummary:
     mlflow_run_id: str | None = None
     importances: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
+    budget_reached: bool = False  # time_budget_s ended the study before every trial ended
     ended_this_launch: int = 0  # trials that completed, stopped early or errored during this launch
 
     def lines(self) -> list[str]:
@@ -369,7 +370,14 @@ class StudySummary:
             lines.append("importance : " + ", ".join(f"{k} {v:.2f}" for k, v in top))
         if self.interrupted:
             lines.append("interrupted: re-run the same command to resume the unfinished trials")
+        if self.budget_reached:
+            lines.append("time budget: reached before every trial ended; re-running the name continues the study")
         return lines
+
+
+def objective_unit(study: StudyConfig, plan: TrialPlan) -> str:
+    """The report unit of the study's metric (none for the standardized ``val_mae``)."""
+    return plan.report[study.metric[len("val_mae_") :]][1] if study.metric != "val_mae" else ""
 
 
 def run_study(study: StudyConfig) -> StudySummary:
@@ -384,7 +392,7 @@ def run_study(study: StudyConfig) -> StudySummary:
     prepared, plan = prepare_study(study)
     study_dir = prepared.run_dir
     objective = objective_metric(study.metric, plan.report)
-    unit = plan.report[study.metric[len("val_mae_") :]][1] if study.metric != "val_mae" else ""
+    unit = objective_unit(study, plan)
     print(
         f"study {study.name}: {study_dir}\n"
         f"data: {prepared.featurized_sizes} structures (train/val/test), {len(plan.graph_tables)} graph table(s)"
@@ -439,19 +447,24 @@ def _run_and_report(
     ended_before = len(read_outcomes(study_dir))
     tuner = make_tuner(study, plan, concurrency, callbacks)
     sigint = signal.getsignal(signal.SIGINT)
+    fit_started = time.perf_counter()
     try:
         results = tuner.fit()
     finally:  # Tune installs a SIGINT handler of its own: Ctrl-C must stop the driver again
         signal.signal(signal.SIGINT, sigint)
+    budget = study.time_budget_s is not None and time.perf_counter() - fit_started >= 0.98 * study.time_budget_s
 
     trials = read_trials(results, objective, read_outcomes(study_dir))
     rows = to_rows(trials, study.mode)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.outcome] = counts.get(row.outcome, 0) + 1
-    interrupted = any(r.outcome in ("interrupted", "not started") for r in rows) or len(rows) < study.num_samples
-    unit = plan.report[study.metric[len("val_mae_") :]][1] if study.metric != "val_mae" else ""
-    summary = StudySummary(study.name, str(study_dir), objective, unit, counts, 0.0, reason, interrupted=interrupted)
+    unfinished = any(r.outcome in ("interrupted", "not started") for r in rows) or len(rows) < study.num_samples
+    interrupted = unfinished and not budget  # the time budget ends a study: its best so far is evaluated
+    summary = StudySummary(
+        study.name, str(study_dir), objective, objective_unit(study, plan), counts, 0.0, reason, interrupted=interrupted
+    )
+    summary.budget_reached = unfinished and budget
     summary.ended_this_launch = len(read_outcomes(study_dir)) - ended_before
     parameters = list(study.parameters)
     results_csv = write_results_csv(rows, parameters, objective, study_dir / "results.csv")

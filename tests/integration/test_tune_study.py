@@ -210,3 +210,17 @@ def test_no_placement_group_or_actor_is_left_behind(resumed, ray_here):
     groups = ray_here.util.placement_group_table()
     assert [g for g in groups.values() if g["state"] != "REMOVED"] == []
     assert list_actors(address=ray_here.dashboard_address, filters=[("state", "=", "ALIVE")]) == []
+
+
+def test_a_time_budget_ends_the_study_and_its_best_trial_is_still_registered(ray_here, tmp_path):
+    from scannet_platform.tune_config import load_study
+    from scannet_platform.tune_driver import run_study
+
+    space = tmp_path / "budget.yaml"
+    budgeted = {**STUDY, "name": "budget-study", "num_samples": 40, "max_concurrent_trials": 1, "top_k": 1}
+    space.write_text(yaml.safe_dump({**budgeted, "time_budget_s": 6}, sort_keys=False))
+    summary = run_study(load_study(space))
+    assert summary.budget_reached and not summary.interrupted
+    assert 0 < summary.ended_this_launch < 40
+    assert summary.model_uri is not None and summary.test_mae["homo"] > 0
+    assert "time budget: reached before every trial ended" in "\n".join(summary.lines())
