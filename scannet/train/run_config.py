@@ -46,6 +46,7 @@ class FaultHooks:
     """Fault injection for tests of recovery; never set in real runs."""
 
     fail_once_at_epoch: int | None = None  # raise in the worker once, at the start of this epoch
+    epoch_delay_s: float = 0.0  # sleep at the start of every epoch (a run slow enough to interrupt on time)
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,10 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
 
 
 def _maybe_fail(config: WorkerConfig, epoch: int, rank: int) -> None:
-    """Test hook: every rank fails once at ``hooks.fail_once_at_epoch`` (a marker per rank makes it once)."""
+    """Test hooks: a pause of ``hooks.epoch_delay_s``; every rank fails once at ``hooks.fail_once_at_epoch`` (a
+    marker per rank makes it once)."""
+    if config.hooks.epoch_delay_s:
+        time.sleep(config.hooks.epoch_delay_s)
     if config.hooks.fail_once_at_epoch != epoch or config.run_dir is None:
         return
     marker = Path(config.run_dir, f"injected_failure.rank{rank}")

@@ -27,6 +27,8 @@ STUDY = {
         "model_preset": "demo",
         "model_overrides": {"num_blocks": 1, "local_dim": 16, "global_dim": 16, "dense_out": 16, "embedding_dim": 8},
         "train": {"epochs": 3, "schedule": "cosine", "lr": 1.0e-3, "patience": 3, "batch_size": 16},
+        # epochs of >= 1 s: trials still run when the SIGINT sent after the first trial ended arrives
+        "hooks": {"epoch_delay_s": 1.0},
     },
     # SCANN+ and SCANN start from different validation errors: trials of the worse kind reach ASHA's first
     # rung after one of the better kind and are stopped
@@ -217,10 +219,11 @@ def test_a_time_budget_ends_the_study_and_its_best_trial_is_still_registered(ray
     from scannet_platform.tune_driver import run_study
 
     space = tmp_path / "budget.yaml"
-    budgeted = {**STUDY, "name": "budget-study", "num_samples": 40, "max_concurrent_trials": 1, "top_k": 1}
-    space.write_text(yaml.safe_dump({**budgeted, "time_budget_s": 6}, sort_keys=False))
+    budgeted = {**STUDY, "name": "budget-study", "num_samples": 200, "max_concurrent_trials": 1, "top_k": 1}
+    budgeted["run"] = {**STUDY["run"], "hooks": {"epoch_delay_s": 0.0}}  # trials of about a second
+    space.write_text(yaml.safe_dump({**budgeted, "time_budget_s": 15}, sort_keys=False))
     summary = run_study(load_study(space))
     assert summary.budget_reached and not summary.interrupted
-    assert 0 < summary.ended_this_launch < 40
+    assert 0 < summary.ended_this_launch < 200
     assert summary.model_uri is not None and summary.test_mae["homo"] > 0
     assert "time budget: reached before every trial ended" in "\n".join(summary.lines())
