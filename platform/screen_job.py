@@ -288,7 +288,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     """Screen the library of ``config`` into ``config.out`` (resuming what is there); see the module docstring."""
     from scannet_platform.screen_library import SMILES_SUFFIXES
     from scannet_platform.screen_smiles import require_rdkit
-    from scannet_platform.train_driver import quiet_libraries, sigterm_unwinds
+    from scannet_platform.train_driver import quiet_libraries, tracked_run
 
     started = time.perf_counter()
     quiet_libraries(config.verbose)
@@ -309,69 +309,58 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     if library.total == 0:
         raise ConfigError(f"the library of {list(config.inputs)} holds no record")
     mlflow_run_id = _begin_tracking(config, out, tracking_uri, library, groups) if tracking_uri else None
-    status = "FAILED"
-    try:
-        with sigterm_unwinds():
-            if state is None:
-                state = create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
-            spec = _spec(config, out, groups, state["run_id"])
-            todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]
-            done = len(library.pieces) - len(todo)
-            print(
-                f"library: {library.total:,} records in {len(library.pieces):,} chunks of up to {config.chunk_size}; "
-                + (f"{done:,} chunks finished by an earlier launch, " if done else "")
-                + f"{len(todo):,} to screen with {'; '.join(g.describe() for g in groups)}",
-                flush=True,
-            )
-            totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0}
-            if todo and config.executor == "ray":
-                from scannet_platform.train_driver import ensure_ray
+    with tracked_run(tracking_uri, mlflow_run_id):
+        if state is None:
+            state = create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
+        spec = _spec(config, out, groups, state["run_id"])
+        todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]
+        done = len(library.pieces) - len(todo)
+        print(
+            f"library: {library.total:,} records in {len(library.pieces):,} chunks of up to {config.chunk_size}; "
+            + (f"{done:,} chunks finished by an earlier launch, " if done else "")
+            + f"{len(todo):,} to screen with {'; '.join(g.describe() for g in groups)}",
+            flush=True,
+        )
+        totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0}
+        if todo and config.executor == "ray":
+            from scannet_platform.train_driver import ensure_ray
 
-                ensure_ray(config.verbose)  # before the clock: the rate is that of the chunks, not of Ray's start
-            screen_start = time.perf_counter()
-            if todo:
-                with _progress(sum(p.rows for p in todo), config.progress) as bar:
-                    if config.executor == "ray":
-                        execute_ray(config, spec, todo, bar, totals)
-                    else:
-                        execute_local(spec, todo, bar, totals)
-            screen_seconds = time.perf_counter() - screen_start
-            scan = scan_results(out, groups, filters, rankings, config.top_k)
-            if scan.n_screened + scan.n_quarantined != library.total:
-                raise RuntimeError(
-                    f"{out}: {scan.n_screened:,} screened + {scan.n_quarantined:,} quarantined rows for a library of "
-                    f"{library.total:,}; some chunks did not finish (launch again to complete them)"
-                )
-            summary = ScreenSummary(
-                out=str(out),
-                run_id=state["run_id"],
-                n_input=library.total,
-                n_chunks=len(library.pieces),
-                n_chunks_skipped=done,
-                n_screened=scan.n_screened,
-                n_quarantined=scan.n_quarantined,
-                n_passing=scan.n_passing,
-                n_duplicate_ids=scan.n_duplicate_ids,
-                n_duplicate_rows=len(scan.duplicates),
-                n_force_field=scan.n_force_field,
-                screened_now=totals["n_input"],
-                seconds=0.0,
-                screen_seconds=screen_seconds,
-                mlflow_run_id=mlflow_run_id,
+            ensure_ray(config.verbose)  # before the clock: the rate is that of the chunks, not of Ray's start
+        screen_start = time.perf_counter()
+        if todo:
+            with _progress(sum(p.rows for p in todo), config.progress) as bar:
+                if config.executor == "ray":
+                    execute_ray(config, spec, todo, bar, totals)
+                else:
+                    execute_local(spec, todo, bar, totals)
+        screen_seconds = time.perf_counter() - screen_start
+        scan = scan_results(out, groups, filters, rankings, config.top_k)
+        if scan.n_screened + scan.n_quarantined != library.total:
+            raise RuntimeError(
+                f"{out}: {scan.n_screened:,} screened + {scan.n_quarantined:,} quarantined rows for a library of "
+                f"{library.total:,}; some chunks did not finish (launch again to complete them)"
             )
-            files = _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started)
-            if mlflow_run_id:
-                _log_tracking(tracking_uri, mlflow_run_id, summary, scan, files)
-        status = "FINISHED"
-        return summary, scan
-    except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:
+        summary = ScreenSummary(
+            out=str(out),
+            run_id=state["run_id"],
+            n_input=library.total,
+            n_chunks=len(library.pieces),
+            n_chunks_skipped=done,
+            n_screened=scan.n_screened,
+            n_quarantined=scan.n_quarantined,
+            n_passing=scan.n_passing,
+            n_duplicate_ids=scan.n_duplicate_ids,
+            n_duplicate_rows=len(scan.duplicates),
+            n_force_field=scan.n_force_field,
+            screened_now=totals["n_input"],
+            seconds=0.0,
+            screen_seconds=screen_seconds,
+            mlflow_run_id=mlflow_run_id,
+        )
+        files = _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started)
         if mlflow_run_id:
-            from scannet_platform import tracking
-
-            tracking.end_run(tracking_uri, mlflow_run_id, status)
+            _log_tracking(tracking_uri, mlflow_run_id, summary, scan, files)
+        return summary, scan
 
 
 def _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started) -> dict[str, list[Path]]:

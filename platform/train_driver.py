@@ -292,6 +292,36 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class RunEnd:
+    """The status a :func:`tracked_run` block ends its MLflow run with when it returns (an interrupted study sets
+    KILLED)."""
+
+    status = "FINISHED"
+
+
+@contextmanager
+def tracked_run(tracking_uri: str | None, run_id: str | None, say_status: bool = False) -> Iterator[RunEnd]:
+    """The driver's block under :func:`sigterm_unwinds`, its MLflow run ``run_id`` ended with the block's true
+    outcome: ``end.status`` (FINISHED) when it returns, KILLED on Ctrl-C or SIGTERM, FAILED when it raises.
+    ``run_id`` None: nothing is tracked. ``say_status``: print a status other than FINISHED."""
+    end = RunEnd()
+    status = "FAILED"
+    try:
+        with sigterm_unwinds():
+            yield end
+        status = end.status
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        if run_id:
+            from scannet_platform import tracking
+
+            tracking.end_run(tracking_uri, run_id, status)
+            if say_status and status != "FINISHED":
+                print(f"MLflow run {run_id}: {status}")
+
+
 def model_record(job: RunConfig, prepared: PreparedRun, summary: RunSummary, environment: dict):
     from scannet.train.run import file_fingerprint
     from scannet_platform.tracking import ModelRecord
@@ -383,19 +413,8 @@ def run_training(job: TrainJobConfig) -> RunSummary:
         },
     )
     print(f"MLflow run {run_id}: {uri}")
-    status = "FAILED"
-    try:
-        with sigterm_unwinds():
-            summary = _train_and_log(job, prepared, run_id, uri, environment, start)
-        status = "FINISHED"
-        return summary
-    except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:
-        tracking.end_run(uri, run_id, status)
-        if status != "FINISHED":
-            print(f"MLflow run {run_id}: {status}")
+    with tracked_run(uri, run_id, say_status=True):
+        return _train_and_log(job, prepared, run_id, uri, environment, start)
 
 
 def _train_and_log(

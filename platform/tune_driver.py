@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from scannet.train.run import PreparedRun, data_facts, finish_run, graph_table_for, prepare_run
+from scannet.train.run import PreparedRun, config_changes, data_facts, finish_run, graph_table_for, prepare_run
 from scannet.typed_config import ConfigError, to_plain
 from scannet_platform.environment import run_environment
 from scannet_platform.train_driver import (
@@ -42,7 +42,7 @@ from scannet_platform.train_driver import (
     quiet_libraries,
     ray_featurizer,
     register_model,
-    sigterm_unwinds,
+    tracked_run,
 )
 from scannet_platform.tune_config import StudyConfig
 from scannet_platform.tune_trial import EPOCHS_DONE, TrialPlan, objective_metric, run_trial
@@ -111,16 +111,8 @@ def cluster_nodes() -> list[dict[str, float]]:
 
 def check_study_resume(study: StudyConfig, study_dir: Path) -> None:
     """Refuse to resume a study whose recorded settings differ in anything but :data:`RESUMABLE_STUDY_KEYS`."""
-    recorded_file = study_dir / STUDY_FILE
-    if not recorded_file.exists():
-        return
-    recorded = json.loads(recorded_file.read_text())
-    current = json.loads(json.dumps(to_plain(study)))
-    differ = sorted(
-        k for k in set(recorded) | set(current) if k not in RESUMABLE_STUDY_KEYS and recorded.get(k) != current.get(k)
-    )
-    if differ:
-        changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differ[:4])
+    changes = config_changes(study_dir / STUDY_FILE, study, RESUMABLE_STUDY_KEYS)
+    if changes:
         raise ConfigError(
             f"study {study.name!r} exists in {study_dir} with other settings ({changes}); resume it unchanged or "
             "choose a new name"
@@ -167,11 +159,12 @@ class TrialLines(tune.Callback):
         return Path(self.study_dir) / OUTCOMES_FILE
 
     def _record(self, trial_id: str, outcome: str) -> None:
+        from scannet.data.atomic import AtomicWrite
+
         outcomes = read_outcomes(Path(self.study_dir))
         outcomes[trial_id] = outcome
-        staging = self.outcomes_file.with_suffix(".tmp")
-        staging.write_text(json.dumps(outcomes, indent=1))
-        staging.replace(self.outcomes_file)
+        with AtomicWrite(self.outcomes_file, file=True) as write:
+            write.path.write_text(json.dumps(outcomes, indent=1))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         print(f"trial {trial.trial_id} started: {_short(trial.config)}", flush=True)
@@ -416,17 +409,10 @@ def run_study(study: StudyConfig) -> StudySummary:
     from scannet_platform.tune_tracking import TrialRuns
 
     callbacks = [TrialLines(str(study_dir), objective, unit), TrialRuns(uri, experiment_id, parent, study.name)]
-    status = "FAILED"
-    try:
-        with sigterm_unwinds():
-            summary = _run_and_report(study, prepared, plan, concurrency, reason, callbacks, parent, uri, start)
-        status = "KILLED" if summary.interrupted else "FINISHED"
+    with tracked_run(uri, parent) as end:
+        summary = _run_and_report(study, prepared, plan, concurrency, reason, callbacks, parent, uri, start)
+        end.status = "KILLED" if summary.interrupted else "FINISHED"
         return summary
-    except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:
-        tracking.end_run(uri, parent, status)
 
 
 def _run_and_report(
