@@ -266,23 +266,28 @@ class PreparedRun:
 
 def check_resume(config: RunConfig, run_dir: Path, extra_resumable: frozenset[str] = frozenset()) -> None:
     """Refuse to resume a run whose recorded config differs in anything but the resumable keys."""
-    recorded_file = run_dir / RUN_CONFIG_FILE
+    changes = config_changes(run_dir / RUN_CONFIG_FILE, config, RESUMABLE_KEYS | extra_resumable)
+    if changes:
+        raise ConfigError(
+            f"run {config.name!r} exists in {run_dir} with another config ({changes}); resume it unchanged "
+            "(only epochs, patience and execution settings may change) or choose a new name"
+        )
+
+
+def config_changes(recorded_file: Path, config: Any, allowed: frozenset[str]) -> str | None:
+    """``key: recorded -> current`` for the settings of ``config`` (dotted keys) that differ from those recorded
+    in ``recorded_file`` (JSON), except the ``allowed`` keys and what lies below them; None when nothing differs
+    or nothing was recorded."""
     if not recorded_file.exists():
-        return
+        return None
     recorded = _flat(json.loads(recorded_file.read_text()))
     current = _flat(json.loads(json.dumps(to_plain(config))))
-    allowed = RESUMABLE_KEYS | extra_resumable
     differ = sorted(
         k
         for k in set(recorded) | set(current)
         if recorded.get(k) != current.get(k) and not any(k == a or k.startswith(a + ".") for a in allowed)
     )
-    if differ:
-        changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differ[:8])
-        raise ConfigError(
-            f"run {config.name!r} exists in {run_dir} with another config ({changes}); resume it unchanged "
-            "(only epochs, patience and execution settings may change) or choose a new name"
-        )
+    return ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differ[:8]) or None
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
