@@ -42,6 +42,9 @@ STUDY = {
     "num_samples": 4,
     "max_concurrent_trials": 2,
     "top_k": 2,
+    # every trial, ASHA-stopped ones too, keeps a checkpoint: which trials ASHA stops depends on the order they
+    # reach its rung, and the best trial and the top-k export must not depend on that
+    "checkpoint_every": 1,
 }
 
 
