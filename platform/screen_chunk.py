@@ -146,6 +146,10 @@ class ChunkScreener:
         self.out = Path(spec["out_dir"])
         self.groups = [ModelGroup.from_dict(g) for g in spec["groups"]]
         self.predictors = [[scannet.load(m.path, spec.get("device", "cpu")) for m in g.members] for g in self.groups]
+        if spec.get("compile"):
+            for members in self.predictors:
+                for predictor in members:
+                    predictor.compile()
         self.featurizers = {}
         for members in self.predictors:
             for predictor in members:

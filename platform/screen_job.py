@@ -66,6 +66,7 @@ class ScreenConfig:
     gpus_per_actor: float = 0.0  # > 0 with device cuda
     device: str = "cpu"
     threads: int | None = None  # torch threads per actor (default: cpus_per_actor)
+    compile: bool = False  # torch.compile the models in each actor (Predictor.compile): pays off on large libraries
     mlflow: bool = True
     tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db
     experiment: str = DEFAULT_EXPERIMENT
@@ -274,6 +275,7 @@ def _spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_id: str
         "atom_budget": config.atom_budget,
         "device": config.device,
         "threads": config.threads or max(1, int(config.cpus_per_actor)),
+        "compile": config.compile,
         "seed": config.seed,
         "provenance": {
             "models": "; ".join(g.describe() for g in groups),

@@ -107,3 +107,33 @@ def test_ga_xyz_export_reads_back(tmp_path, saved, molecules):
     np.testing.assert_allclose(back.arrays[GA_ARRAY], result.ga_scores, rtol=1e-7)
     np.testing.assert_allclose(back.positions, molecules[2].positions, atol=1e-7)  # extxyz keeps 8 decimals
     assert back.info["predicted_homo"] == pytest.approx(result.values["homo"])
+
+
+@pytest.mark.slow
+def test_a_compiled_predictor_predicts_as_the_eager_one(saved, molecules):
+    """One compiled graph serves batches of every shape, down to one atom without neighbours (the lone carbon,
+    alone in the last batch of 3): values and GA scores as the eager model's."""
+    path = saved[0]
+    eager = scannet.load(path).predict(molecules, batch_size=3)
+    compiled = scannet.load(path).compile()
+    assert compiled._forward is not compiled.model
+    for a, b in zip(eager, compiled.predict(molecules, batch_size=3)):
+        assert a.ok and b.ok, (a.error, b.error)
+        assert b.values == pytest.approx(a.values, rel=1e-4, abs=1e-5)
+        np.testing.assert_allclose(b.ga_scores, a.ga_scores, rtol=1e-4, atol=1e-6)
+
+
+def test_a_predictor_that_cannot_compile_says_why(saved, monkeypatch):
+    from scannet.typed_config import ConfigError
+
+    def broken(model, **options):
+        def forward(batch):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken)
+    predictor = scannet.load(saved[0])
+    with pytest.raises(ConfigError, match="compile: torch.compile failed on this machine: .*C\\+\\+ compiler"):
+        predictor.compile()
+    assert predictor._forward is predictor.model  # still usable, uncompiled
