@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         dest="models",
         action="append",
-        required=True,
-        help="a checkpoint, models:/name/version, models:/name@alias, or an ensemble folder (ensemble.json); "
-        "repeat for more targets; models of the same targets form an ensemble (mean and std)",
+        help="a checkpoint, a shipped model's name, models:/name/version, models:/name@alias, or an ensemble folder "
+        "(ensemble.json); repeat for more targets; models of the same targets form an ensemble (mean and std); "
+        "default: the shipped QM9 HOMO/LUMO/gap model (scannet/pretrained/)",
     )
     parser.add_argument("--out", required=True, help="output folder; launching again into it resumes")
     select = parser.add_argument_group("selection")
@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compute.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, with --device cuda (e.g. 1 or 0.5)")
     compute.add_argument("--device", help="torch device of the models (default cpu)")
     compute.add_argument("--atom-budget", type=int, help="most atoms per model batch (default 4096)")
+    compute.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the models in each actor: ~2x faster CPU inference after tens of seconds of compiling; "
+        "for large libraries",
+    )
     tracking = parser.add_argument_group("tracking")
     tracking.add_argument("--no-mlflow", dest="mlflow", action="store_false", default=None, help="no MLflow run")
     tracking.add_argument(
@@ -89,6 +96,7 @@ KEYS = (
     "gpus_per_actor",
     "device",
     "atom_budget",
+    "compile",
     "mlflow",
     "tracking_uri",
     "experiment",
@@ -99,10 +107,14 @@ KEYS = (
 
 def run(args: argparse.Namespace) -> int:
     from scannet.data.structures_table import TableKindError
+    from scannet.pretrained import DEFAULT_MODEL
     from scannet.typed_config import ConfigError
     from scannet_platform.screen_job import build_screen_config, print_summary, run_screen
 
     values = {key: getattr(args, key, None) for key in KEYS}
+    if values["models"] is None:
+        values["models"] = [DEFAULT_MODEL]
+        print(f"model: the shipped {DEFAULT_MODEL} (give --model to use another)")
     for key in ("inputs", "models", "rank", "filters"):
         if values[key] is not None:
             values[key] = tuple(values[key])

@@ -3,8 +3,10 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "cpu"):
-    """Load a trained model checkpoint as a :class:`scannet.predictor.Predictor`."""
+def load(path=None, device: str = "cpu"):
+    """Load a trained model as a :class:`scannet.predictor.Predictor`: a checkpoint file, the name of a shipped
+    model (``scannet.pretrained.names()``), an MLflow model URI with the platform, or ``None`` for the default
+    shipped model (``scannet.pretrained.DEFAULT_MODEL``)."""
     from scannet.predictor import load as _load
 
     return _load(path, device)

@@ -122,10 +122,14 @@ def _unreadable_reason(exc: BaseException) -> str:
 MODEL_URI_PREFIXES = ("models:/", "runs:/")
 
 
-def resolve_checkpoint(reference: str | Path, tracking_uri: str | None = None) -> Path:
-    """A checkpoint file from a path, or from an MLflow model URI (``models:/name/1``, ``models:/name@best``,
-    ``runs:/...``) downloaded and verified by the platform; ``tracking_uri`` defaults as in
-    :func:`scannet.home.tracking_uri`."""
+def resolve_checkpoint(reference: str | Path | None = None, tracking_uri: str | None = None) -> Path:
+    """A checkpoint file from a path, the name of a shipped model (:mod:`scannet.pretrained`; ``None``: the default
+    one), or an MLflow model URI (``models:/name/1``, ``models:/name@best``, ``runs:/...``) downloaded and verified
+    by the platform; ``tracking_uri`` defaults as in :func:`scannet.home.tracking_uri`."""
+    from scannet import pretrained
+
+    if reference is None:
+        return pretrained.model_path()
     text = str(reference)
     if text.startswith(MODEL_URI_PREFIXES):
         from importlib.metadata import entry_points
@@ -137,6 +141,10 @@ def resolve_checkpoint(reference: str | Path, tracking_uri: str | None = None) -
             raise CheckpointError(f"{text}: MLflow model URIs need the platform (pip install scannet[platform])")
         return Path(resolvers[0].load()(text, default_tracking_uri(tracking_uri)))
     path = Path(text).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    return path
+    if path.is_file():
+        return path
+    if text in pretrained.names():
+        return pretrained.model_path(text)
+    raise CheckpointError(
+        f"{path}: no such checkpoint file (nor a shipped model: {', '.join(pretrained.names()) or 'none'})"
+    )

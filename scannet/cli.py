@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=module.run)
 
     info = commands.add_parser("info", help="describe a model checkpoint (targets, units, elements, training data)")
-    info.add_argument("model", help="a model checkpoint (.pt)")
+    info.add_argument(
+        "model", nargs="?", help="a checkpoint (.pt) or a shipped model's name (default: the default shipped model)"
+    )
     info.set_defaults(func=_info)
 
     data = commands.add_parser("data", help="build structures tables (Parquet) from QM9 or structure files")

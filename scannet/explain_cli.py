@@ -1,7 +1,7 @@
 """``scannet explain``: GA explanations of structure files, and the deletion test of the GA scores.
 
-    scannet explain --model M FILES... --out DIR [--top-n N] [--device cpu]
-    scannet explain --faithfulness --model M [--run RUN_DIR] [--n-molecules 200] [--k 1 2 3]
+    scannet explain [--model M] FILES... --out DIR [--top-n N] [--device cpu]   (default model: the shipped one)
+    scannet explain --faithfulness [--model M] [--run RUN_DIR] [--n-molecules 200] [--k 1 2 3]
 
 Explanations: for each structure, into DIR, ``<stem>_ga.xyz`` (extended XYZ, per-atom array ``ga_score``),
 ``<stem>_ga.png`` (the structure coloured by GA score), ``<stem>_top.csv`` and ``<stem>_top.md`` (the top-N
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scannet.predict_cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, Row, positive_int
+from scannet.predict_cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, MODEL_HELP, Row, positive_int
 
 if TYPE_CHECKING:
     from scannet.featurizer import Graph
@@ -42,7 +42,7 @@ INDEX_FILE = "explanations.csv"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", required=True, help="a model checkpoint (.pt) or a models:/ URI")
+    parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("files", nargs="*", help="structure files ASE can read (xyz, extxyz, cif, POSCAR, ...)")
     parser.add_argument("--out", default="explanations", help="output folder (default: explanations)")
     parser.add_argument("--top-n", type=positive_int, default=10, help="local structures per table (default 10)")
@@ -200,7 +200,7 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     print("\n".join(format_deletion_table(rows, units, config.n_random)))
     print()
     print(
-        f"model {args.model}; {len(graphs)} test structures with more than {max(config.ks)} atoms "
+        f"model {args.model or checkpoint}; {len(graphs)} test structures with more than {max(config.ks)} atoms "
         f"(sample seed {args.seed}"
         + (f", {len(failed)} left out: not featurizable" if failed else "")
         + f"); mean |Δprediction| when k atoms leave the GA pool; {time.perf_counter() - start:.1f} s"

@@ -23,6 +23,10 @@ import numpy as np
 from ase import Atoms
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR = 0, 1, 2
+MODEL_HELP = (
+    "a checkpoint (.pt), a shipped model's name or a models:/ URI (default: the shipped QM9 HOMO/LUMO/gap model, "
+    "scannet/pretrained/)"
+)
 TABLE_FILES = {"csv": "predictions.csv", "parquet": "predictions.parquet"}
 #: The table's columns; the predicted targets (``<target>_<unit>``) come between ``n_atoms`` and ``ga_file``.
 LEADING_COLUMNS = ("name", "source_file", "frame", "formula", "n_atoms")
@@ -62,10 +66,10 @@ def positive_int(text: str) -> int:
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a model checkpoint (.pt)")
     parser.add_argument(
         "files", nargs="+", help="structure files ASE can read (xyz, extxyz, cif, POSCAR, db, traj, ...)"
     )
+    parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     parser.add_argument(
         "--format", choices=sorted(TABLE_FILES), default="csv", help="table format: predictions.csv or .parquet"
@@ -257,6 +261,13 @@ def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None
     import scannet
     from scannet.explain import path_inside
 
+    checkpoints = [f for f in args.files if Path(f).suffix == ".pt"]
+    if checkpoints:
+        print(
+            f"scannet: error: {checkpoints[0]}: a model checkpoint among the structure files; give it with --model",
+            file=sys.stderr,
+        )
+        return None
     predictor = scannet.load(args.model, device=args.device)  # CheckpointError, ConfigError: one line, exit 2
     rows = read_inputs(args.files)
     readable = [row for row in rows if row.atoms is not None]
@@ -322,6 +333,7 @@ def run_info(args: argparse.Namespace) -> int:
     from ase.data import chemical_symbols
 
     import scannet
+    from scannet.checkpoint import resolve_checkpoint
 
     predictor = scannet.load(args.model)  # CheckpointError: one line, exit 2
     config = predictor.model.config
@@ -332,7 +344,7 @@ def run_info(args: argparse.Namespace) -> int:
         return f"{target} ({unit})" if unit else target
 
     symbols = [chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z) for z in config.elements]
-    print(f"model     : {args.model}")
+    print(f"model     : {args.model or 'default: ' + str(resolve_checkpoint(None))}")
     print(f"targets   : {', '.join(with_unit(t) for t in config.targets)}")
     print(f"variant   : {'SCANN+' if config.g_update else 'SCANN'}, {config.num_blocks} blocks")
     print(f"elements  : {', '.join(symbols)}")

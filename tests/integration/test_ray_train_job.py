@@ -170,5 +170,10 @@ def test_registered_model_loads_by_uri_in_the_library_and_the_cli(first_run, job
     from scannet.cli import main as cli_main
 
     write(tmp_path / "ethanol.xyz", molecule("CH3CH2OH"))
-    assert cli_main(["predict", first_run.model_uri, str(tmp_path / "ethanol.xyz"), "--out", str(tmp_path / "p")]) == 0
-    assert cli_main(["predict", "models:/no-such-model/1", str(tmp_path / "ethanol.xyz")]) == 2
+    assert (
+        cli_main(
+            ["predict", "--model", first_run.model_uri, str(tmp_path / "ethanol.xyz"), "--out", str(tmp_path / "p")]
+        )
+        == 0
+    )
+    assert cli_main(["predict", "--model", "models:/no-such-model/1", str(tmp_path / "ethanol.xyz")]) == 2

@@ -95,7 +95,16 @@ def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run
     unreadable.write_text("this is not xyz\n")
     out = tmp_path / "preds"
     code = cli_main(
-        ["predict", str(trained_run / "best_model.pt"), str(good), str(sulfur), str(unreadable), "--out", str(out)]
+        [
+            "predict",
+            "--model",
+            str(trained_run / "best_model.pt"),
+            str(good),
+            str(sulfur),
+            str(unreadable),
+            "--out",
+            str(out),
+        ]
     )
     assert code == 1  # not everything could be predicted
     with open(out / "predictions.csv", newline="") as handle:

@@ -34,8 +34,8 @@ def model_path(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("model") / "model.pt", model, FeaturizerConfig(), metadata)
 
 
-def predict(capsys, *argv):
-    code = cli_main(["predict", *map(str, argv), "--no-progress"])
+def predict(capsys, model, *argv):
+    code = cli_main(["predict", "--model", str(model), *map(str, argv), "--no-progress"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -327,7 +327,11 @@ def test_a_bad_checkpoint_is_one_line_and_exit_2(case, command, model_path, tmp_
     elif make is not None:
         make(path)
     good = xyz(tmp_path / "w.xyz", molecule("H2O"))
-    argv = [command, str(path)] + ([str(good), "--out", str(tmp_path / "out")] if command == "predict" else [])
+    argv = (
+        ["info", str(path)]
+        if command == "info"
+        else ["predict", "--model", str(path), str(good), "--out", str(tmp_path / "out")]
+    )
     code = cli_main(argv)
     captured = capsys.readouterr()
     assert code == 2
@@ -410,11 +414,11 @@ def test_batch_size_device_and_progress(model_path, tmp_path, capsys):
         assert code == 0, err
         values[batch_size] = table(out)["homo_eV"].tolist()
     assert values[1] == pytest.approx(values[128], rel=1e-5) and values[2] == pytest.approx(values[128], rel=1e-5)
-    code = cli_main(["predict", str(model_path), *map(str, sources), "--out", str(tmp_path / "bar")])
+    code = cli_main(["predict", "--model", str(model_path), *map(str, sources), "--out", str(tmp_path / "bar")])
     assert code == 0 and "5/5" in capsys.readouterr().err  # tqdm's bar over structures
     for option in (["--batch-size", "0"], ["--format", "json"]):
         with pytest.raises(SystemExit) as exit_info:
-            cli_main(["predict", str(model_path), str(sources[0]), *option])
+            cli_main(["predict", "--model", str(model_path), str(sources[0]), *option])
         assert exit_info.value.code == 2
     capsys.readouterr()
     code, _, err = predict(capsys, model_path, sources[0], "--out", tmp_path / "dev", "--device", "no-such-device")

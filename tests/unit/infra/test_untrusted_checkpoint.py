@@ -70,8 +70,10 @@ def test_cli_refuses_without_running_it(crafted, which, command, tmp_path, capsy
     path, marker = crafted[which], crafted[2]
     structure = tmp_path / "water.xyz"
     write(structure, molecule("H2O"), format="extxyz")
-    argv = [command, str(path)] + (
-        [str(structure), "--out", str(tmp_path / "out"), "--no-progress"] if command == "predict" else []
+    argv = (
+        ["info", str(path)]
+        if command == "info"
+        else ["predict", "--model", str(path), str(structure), "--out", str(tmp_path / "out"), "--no-progress"]
     )
     code = cli_main(argv)
     err = capsys.readouterr().err

@@ -85,6 +85,23 @@ def test_the_command_exits_1_when_records_are_quarantined_and_2_for_a_missing_mo
     assert "missing.pt: no such checkpoint file" in capsys.readouterr().err
 
 
+def test_without_a_model_the_shipped_default_model_screens(tmp_path, capsys):
+    import scannet
+    from scannet import pretrained
+    from scannet.cli import main
+
+    molecules = candidates(4)
+    table = write_structures(tmp_path / "lib.parquet", molecules, {})
+    assert main(["screen", str(table), "--local", "--no-mlflow", "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    assert f"model: the shipped {pretrained.DEFAULT_MODEL}" in capsys.readouterr().out
+    predictions, _ = outputs(tmp_path / "out")
+    rows = {r["id"]: r for r in predictions.to_pylist()}
+    expected = scannet.load().predict(molecules)
+    for atoms, result in zip(molecules, expected):
+        for target in ("homo", "lumo", "gap"):
+            assert rows[atoms.info["id"]][f"{target}_eV"] == pytest.approx(result.values[target], abs=1e-4)
+
+
 def test_duplicate_ids_are_reported_and_every_row_kept(tmp_path, models):
     molecules = candidates(8)
     molecules[5].info["id"] = molecules[1].info["id"]  # c0001 twice

@@ -1,0 +1,238 @@
+"""Package a finished training run as a shipped model: ``model.pt``, the split, ``card.json`` and ``README.md``.
+
+    python -m scannet.pretrained.ship RUN_DIR --label "..." [--name NAME] [--subset 500]
+
+Every number on the card is read from the run (``summary.json``, ``history.json``, ``run_config.json``) or
+measured here: the MAE on a fixed, seeded subset of the run's test split, which ``tests/unit/test_pretrained.py``
+recomputes from the shipped files. The shipped folder holds ``run_config.json`` and ``split_ids.parquet``, so it is
+also a run folder for ``scannet explain --faithfulness``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
+
+#: The published SCANN+ test MAE on QM9 (Vu et al. 2023, spec §6), in report units.
+PUBLISHED_SCANN_PLUS = {"homo": 32.0, "lumo": 31.0, "gap": 52.0, "alpha": 0.115, "cv": 0.041}
+RUN_FILES = ("run_config.json", "split_ids.parquet")  # copied: the folder doubles as a run folder
+
+
+@dataclass
+class SubsetError:
+    """The MAE of a model on a fixed subset of a run's test split."""
+
+    ids: list[str]
+    mae: dict[str, float]  # report units
+    units: dict[str, str]  # report units
+
+
+def subset_mae(model: str | Path, run_dir: str | Path, n_structures: int, seed: int = 0) -> SubsetError:
+    """Predict the seeded sample of ``n_structures`` test structures of the split recorded in ``run_dir``
+    (:func:`scannet.faithfulness.recorded_test_sample`: id order, independent of the table order) with
+    ``model`` and return their MAE per target; a structure that cannot be predicted raises (the subset is fixed)."""
+    import scannet
+    from scannet.faithfulness import recorded_test_sample
+    from scannet.units import report_unit
+
+    predictor = scannet.load(model)
+    structures = recorded_test_sample(run_dir, n_structures, seed)
+    results = predictor.predict(structures, batch_size=128)
+    failed = [f"{atoms.info['id']}: {r.error}" for atoms, r in zip(structures, results) if not r.ok]
+    if failed:
+        raise ValueError(f"{len(failed)} subset structures could not be predicted: {'; '.join(failed[:3])}")
+    mae, units = {}, {}
+    for target in predictor.targets:
+        scale, units[target] = report_unit(predictor.unit(target) or "")
+        errors = [abs(r.values[target] - atoms.info[target]) for atoms, r in zip(structures, results)]
+        mae[target] = float(np.mean(np.asarray(errors, dtype=np.float64)) * scale)
+    return SubsetError([str(atoms.info["id"]) for atoms in structures], mae, units)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _code_version() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=PRETRAINED_DIR)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def build_card(
+    run_dir: Path, name: str, label: str, subset: SubsetError, model_file: Path, recipe: str, note: str = ""
+) -> dict:
+    """The card's facts, from the run's files and the measured subset error."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    config = json.loads((run_dir / "run_config.json").read_text())
+    checkpoint = torch.load(model_file, map_location="cpu", weights_only=True)
+    best = summary["best_epoch"]
+    return {
+        "name": name,
+        "label": label,
+        "note": note,
+        "targets": config["targets"],
+        "units": summary["report_units"],
+        "data": {
+            "dataset": config["data"],
+            "n_structures": config["n_structures"],
+            "split": {
+                "file": "split_ids.parquet",
+                "sizes": summary["split_sizes"],
+                "featurized": summary["featurized_sizes"],
+                "seed": config["split_seed"],
+                "order": config["split_order"],
+                "sha256": _sha256(run_dir / "split_ids.parquet"),
+            },
+            "quarantined": summary["quarantined"],
+        },
+        "model": {
+            "preset": config["model_preset"],
+            "overrides": config["model_overrides"],
+            "parameters": summary["parameters"],
+        },
+        "featurizer": checkpoint["featurizer_config"],
+        "recipe": {"file": recipe, **config["train"], "precision": config["precision"], "threads": config["threads"]},
+        "training": {
+            "epochs": summary["epochs_run"],
+            "best_epoch": best + 1,
+            "best_val_mae": history[best].get("val_mae") if best < len(history) else None,
+            "seconds": summary["seconds"],  # of the last launch
+            "resumed_from_epoch": summary["resumed_from_epoch"],
+            "device": config["device"],
+            "torch": torch.__version__,
+        },
+        "test": {
+            "structures": summary["test_evaluated"],
+            "of": summary["split_sizes"]["test"],
+            "mae": summary["test_mae"],
+        },
+        "test_subset": {"structures": len(subset.ids), "seed": 0, "ids": subset.ids, "mae": subset.mae},
+        "published_scann_plus": {t: PUBLISHED_SCANN_PLUS[t] for t in config["targets"] if t in PUBLISHED_SCANN_PLUS},
+        "model_sha256": _sha256(model_file),
+        "code_version": _code_version(),
+    }
+
+
+def render_readme(card: dict[str, Any]) -> str:
+    """The model card for people, from ``card.json``."""
+    units, test, sub = card["units"], card["test"], card["test_subset"]
+    published = card["published_scann_plus"]
+    rows = [
+        f"| {t} | {test['mae'][t]:.1f} {units[t]} | {sub['mae'][t]:.1f} {units[t]} | "
+        + (f"{published[t]:g} {units[t]} (1,000 epochs, GPU) |" if t in published else "— |")
+        for t in card["targets"]
+    ]
+    split, train, recipe = card["data"]["split"], card["training"], card["recipe"]
+    sizes = " / ".join(f"{split['sizes'][p]:,}" for p in ("train", "val", "test"))
+    return "\n".join(
+        [
+            f"# {card['name']}",
+            "",
+            f"**{card['label']}**",
+            "",
+            f"SCANN+ (`{card['model']['preset']}`, {card['model']['parameters']:,} parameters) predicting "
+            f"{', '.join(card['targets'])} (one head each on one shared encoder) with a global-attention score per "
+            "atom.",
+            "",
+            "## Test error",
+            "",
+            f"| target | test MAE ({test['structures']:,} of {test['of']:,} test structures) | "
+            f"fixed subset ({sub['structures']} structures, re-checked by the tests) | published SCANN+ |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            "## Data and split",
+            "",
+            f"- Data: `{card['data']['dataset']}` (QM9 from the offline `qm9pack` CSVs: B3LYP/6-31G(2df,p) geometries "
+            "and properties), elements H, C, N, O, F."
+            if card["data"]["dataset"] == "qm9"
+            else f"- Data: `{card['data']['dataset']}`.",
+            f"- Split: {sizes} train / val / test (seed {split['seed']}, {split['order']} order), recorded in "
+            f"`{split['file']}` (sha256 `{split['sha256'][:16]}…`); {card['data']['quarantined']} quarantined.",
+            f"- Featurizer: {', '.join(f'{k}={v}' for k, v in card['featurizer'].items())}.",
+            "",
+            "## Recipe",
+            "",
+            f"- `{recipe['file']}`: {train['epochs']} epochs (best: epoch {train['best_epoch']}), batch "
+            f"{recipe['batch_size']}, {recipe['schedule']} schedule from lr {recipe['lr']:g} to {recipe['min_lr']:g}, "
+            f"L2 {recipe['l2']:g}, seed {recipe['seed']}, {recipe['precision']}.",
+            f"- Trained on {train['device']} with {recipe['threads']} torch threads (torch {train['torch']}); "
+            + (
+                f"the last launch, resumed after epoch {train['resumed_from_epoch']}, took "
+                if train["resumed_from_epoch"]
+                else "it took "
+            )
+            + f"{train['seconds'] / 3600:.2f} h.",
+            f"- Reproduce: `scannet train --config {recipe['file']}` (the run folder then holds `best_model.pt`; "
+            "`python -m scannet.pretrained.ship <run folder> --label ...` writes this card).",
+            *([f"- Note: {card['note']}"] if card.get("note") else []),
+            "- The published recipe on a GPU, one command: `scannet train --config "
+            "scannet/pretrained/qm9-gpu-recipe.yaml` (1,000 epochs; not run for this model).",
+            "",
+            "## Use and limits",
+            "",
+            "- `scannet predict FILE`, `scannet explain FILE`, `scannet screen` and `scannet.load()` use this model "
+            "when no `--model` is given.",
+            "- Trained on DFT-relaxed small organic molecules (at most 9 heavy atoms): other elements are refused; "
+            "larger molecules, charged species, force-field geometries (e.g. from SMILES) and crystals are outside "
+            "its training distribution and their predictions are extrapolations.",
+            "",
+            f"Model file sha256 `{card['model_sha256']}`; code version `{card['code_version']}`.",
+            "",
+        ]
+    )
+
+
+def package(
+    run_dir: Path, name: str, label: str, n_subset: int, recipe: str, note: str = "", out_root: Path = PRETRAINED_DIR
+) -> Path:
+    """Write ``out_root/name/`` from the finished run in ``run_dir``; returns the folder."""
+    out = out_root / name
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "best_model.pt", out / MODEL_FILE)
+    config = json.loads((run_dir / "run_config.json").read_text())
+    config.update(storage_path=None, data_cache=None)  # no paths of the machine it was trained on
+    (out / "run_config.json").write_text(json.dumps(config, indent=1))
+    shutil.copyfile(run_dir / "split_ids.parquet", out / "split_ids.parquet")
+    subset = subset_mae(out / MODEL_FILE, out, n_subset)
+    card = build_card(run_dir, name, label, subset, out / MODEL_FILE, recipe, note)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+    (out / README_FILE).write_text(render_readme(card))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scannet.pretrained.ship", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a finished training run (holds best_model.pt and summary.json)")
+    parser.add_argument("--name", help="the shipped model's name (default: the run's name)")
+    parser.add_argument("--label", required=True, help="one honest line: how and how long it was trained")
+    parser.add_argument("--note", default="", help="anything else a user should know about how it was trained")
+    parser.add_argument("--subset", type=int, default=500, help="test structures re-checked by the tests")
+    parser.add_argument("--recipe", default="scannet/pretrained/qm9-cpu-recipe.yaml", help="the recipe file")
+    args = parser.parse_args(argv)
+    out = package(args.run_dir, args.name or args.run_dir.name, args.label, args.subset, args.recipe, args.note)
+    card = json.loads((out / CARD_FILE).read_text())
+    print(
+        f"wrote {out}: test MAE {card['test']['mae']} on {card['test']['structures']} structures; "
+        f"subset {card['test_subset']['mae']} on {card['test_subset']['structures']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""The shipped models (scannet/pretrained/): their cards are real (the test MAE on the card's fixed subset of the
+test split is recomputed here from the shipped files), they are small, and the commands use the default one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from ase.build import molecule
+from ase.io import write
+
+from scannet import pretrained
+from scannet.cli import main as cli_main
+from scannet.pretrained.ship import render_readme, subset_mae
+
+SHIPPED = pretrained.names()
+MAX_MODEL_BYTES = 10 * 1024 * 1024
+
+
+def test_a_default_model_is_shipped():
+    assert pretrained.DEFAULT_MODEL in SHIPPED
+    with pytest.raises(KeyError, match="no shipped model 'nope'; shipped: "):
+        pretrained.model_path("nope")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_matches_the_shipped_files(name):
+    folder = pretrained.model_path(name).parent
+    card = pretrained.card(name)
+    model = folder / pretrained.MODEL_FILE
+    assert model.stat().st_size < MAX_MODEL_BYTES
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == card["model_sha256"]
+    assert (folder / pretrained.README_FILE).read_text() == render_readme(card)
+
+    import scannet
+
+    predictor = scannet.load(name)
+    assert list(predictor.targets) == card["targets"]
+    assert predictor.metadata["test_mae"] == pytest.approx(card["test"]["mae"], rel=1e-12)
+    assert predictor.metadata["test_structures"] == card["test"]["structures"]
+
+    split = pq.read_table(folder / card["data"]["split"]["file"])
+    parts = {
+        p: set(split.filter(np.asarray(split.column("part")) == p).column("id").to_pylist())
+        for p in card["data"]["split"]["sizes"]
+    }
+    assert {p: len(ids) for p, ids in parts.items()} == card["data"]["split"]["sizes"]
+    assert not (parts["train"] & parts["test"]) and not (parts["val"] & parts["test"])
+    assert set(card["test_subset"]["ids"]) <= parts["test"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_test_mae_is_recomputed_on_the_fixed_subset(name):
+    """Featurize and predict the card's subset of the test split from the dataset itself: the MAE must be the
+    card's (the same sample of the same split, whatever machine computes it)."""
+    card = pretrained.card(name)
+    subset = card["test_subset"]
+    measured = subset_mae(name, pretrained.model_path(name).parent, subset["structures"], subset["seed"])
+    assert measured.ids == subset["ids"]
+    assert measured.mae == pytest.approx(subset["mae"], rel=1e-3)
+    for target, published in card["published_scann_plus"].items():  # the card's comparison is with real figures
+        assert published > 0 and card["test"]["mae"][target] > 0
+
+
+def test_predict_uses_the_default_model(tmp_path, capsys):
+    path = tmp_path / "benzene.xyz"
+    write(path, molecule("C6H6"))
+    assert cli_main(["predict", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    header, row = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[:2]
+    assert "homo_eV" in header and "gap_eV" in header
+    values = dict(zip(header.split(","), row.split(",")))
+    homo, lumo, gap = (float(values[f"{t}_eV"]) for t in ("homo", "lumo", "gap"))
+    assert -9.0 < homo < -5.0 and 3.0 < gap < 9.0  # benzene (B3LYP: HOMO -6.7 eV, gap 6.7 eV), loosely
+    assert abs(lumo - homo - gap) < 1.0  # three heads, one molecule: roughly consistent
+
+
+def test_predict_names_a_checkpoint_given_as_a_structure_file(tmp_path, capsys):
+    path = tmp_path / "benzene.xyz"
+    write(path, molecule("C6H6"))
+    model = str(pretrained.model_path())
+    assert cli_main(["predict", model, str(path), "--out", str(tmp_path / "out")]) == 2
+    assert f"{model}: a model checkpoint among the structure files; give it with --model" in capsys.readouterr().err
+
+
+def test_info_describes_the_default_model(capsys):
+    assert cli_main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"default: {pretrained.model_path()}" in out and "homo (eV), lumo (eV), gap (eV)" in out
+    card = pretrained.card()
+    assert f"homo {card['test']['mae']['homo']:.4g} meV" in out
+    assert json.dumps(card)  # the card is plain JSON
+
+
+def test_the_project_readme_quotes_the_default_card():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    card = pretrained.card()
+    assert f"all {card['test']['structures']:,} QM9 test molecules" in readme
+    for target in card["targets"]:
+        assert f"| {card['test']['mae'][target]:.1f} meV | {card['published_scann_plus'][target]:g} meV |" in readme
