@@ -2,13 +2,16 @@
 the model alone, and the peak memory of a small and a large library.
 
     python benchmarks/bench_screen.py [--cache benchmarks/out] [--throughput 20000] [--repeats 3]
-        [--memory 100000 300000] [--actors 2] [--chunk-size 1024]
+        [--memory 100000 300000] [--actors 2] [--chunk-size 1024] [--compile] [--untrained]
 
 Goals (issue 12): >= 1,000 molecules/s end to end on 2 cores with the QM9 SCANN+ model, >= 0.8 of the
 model-only inference rate measured in the same run; peak RSS for 1M candidates <= 1.3x that for 100k.
 
-The model is a full-size ``qm9-scann+`` SCANN+ (890k parameters, targets homo, lumo, gap) with **untrained,
-random weights**: throughput and memory do not depend on the weights. Candidates are generated from QM9
+The timed model is the shipped QM9 SCANN+ (``scannet/pretrained/``: ``qm9-scann+``, targets homo, lumo, gap;
+``--untrained``: the same architecture with random weights); the memory screens use an untrained model of
+``--memory-preset`` (memory does not depend on the weights). ``--compile`` screens with ``--compile``
+(``torch.compile`` in each actor; its compilation counts in the chunk phase) and compiles the model-only pass
+too (compilation outside its clock). Candidates are generated from QM9
 (``scannet data qm9`` structures table, cached): each library row is a QM9 molecule under a random rotation
 and a Gaussian jitter of 0.01 Å per coordinate, streamed from a generator into the library's structures
 table (written in batches, never held whole), ids ``<qm9 id>-<copy>``.
@@ -129,6 +132,7 @@ def child_screen(args: argparse.Namespace) -> None:
             "cpus_per_actor": args.cpus_per_actor,
             "mlflow": False,
             "progress": False,
+            "compile": args.compile,
         }
     )
     started = time.perf_counter()
@@ -156,6 +160,8 @@ def child_model_only(args: argparse.Namespace) -> None:
     from scannet.data.structures_table import read_structures
 
     predictor = scannet.load(args.model)
+    if args.compile:
+        predictor.compile()
     molecules = next(read_structures(args.library, batch_size=2048))
     start = time.perf_counter()
     graphs = [predictor.featurize(atoms, atoms.info["id"]) for atoms in molecules]
@@ -166,7 +172,7 @@ def child_model_only(args: argparse.Namespace) -> None:
     def one_pass() -> None:
         with torch.inference_mode():
             for batch in batches:
-                predictor.model(batch)
+                predictor._forward(batch)
 
     rates = {}
     for threads in sorted({args.model_threads, 1}, reverse=True):
@@ -263,6 +269,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--atom-budget", type=int, default=4096)
     parser.add_argument("--model-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (screen --compile), in the model-only pass too"
+    )
+    parser.add_argument(
+        "--untrained", action="store_true", help="time an untrained qm9-scann+ instead of the shipped model"
+    )
     add_repeats_option(parser)
     parser.add_argument("--screen", help=argparse.SUPPRESS)  # child: screen this library
     parser.add_argument("--model-only", action="store_true", help=argparse.SUPPRESS)
@@ -278,7 +290,12 @@ def main() -> None:
     folder = args.cache / "screen"
     folder.mkdir(parents=True, exist_ok=True)
     qm9 = qm9_structures(args.cache)
-    model = write_model(folder / "qm9-scann+-untrained.pt")  # the name of the default --memory-preset's file too
+    if args.untrained:
+        model = write_model(folder / "qm9-scann+-untrained.pt")  # the name of the default --memory-preset's file too
+    else:
+        from scannet import pretrained
+
+        model = pretrained.model_path()  # the shipped QM9 SCANN+ (qm9-scann+, homo, lumo, gap)
     sizes = sorted({args.throughput, *args.memory} - {0})
     libraries = {}
     for n in sizes:
@@ -286,10 +303,11 @@ def main() -> None:
         libraries[n] = write_library(qm9, n, folder / f"library-{n}.parquet")
         print(f"library of {n:,} candidates: {libraries[n]} ({time.perf_counter() - start:.1f} s)", flush=True)
     common = ["--model", str(model), "--chunk-size", str(args.chunk_size), "--actors", str(args.actors)]
-    common += ["--cpus-per-actor", str(args.cpus_per_actor)]
+    common += ["--cpus-per-actor", str(args.cpus_per_actor)] + (["--compile"] if args.compile else [])
     print(
-        f"\nSCANN+ qm9-scann+ (untrained, targets {', '.join(TARGETS)}), {args.actors} actors x {args.cpus_per_actor:g} "
-        f"CPU, chunks of {args.chunk_size}, atom budget {args.atom_budget}, {os.cpu_count()} CPUs",
+        f"\nSCANN+ qm9-scann+ ({'untrained' if args.untrained else 'shipped: ' + model.parent.name}, targets "
+        f"{', '.join(TARGETS)}), {args.actors} actors x {args.cpus_per_actor:g} CPU, chunks of {args.chunk_size}, "
+        f"atom budget {args.atom_budget}, {'compiled' if args.compile else 'eager'}, {os.cpu_count()} CPUs",
         flush=True,
     )
     with machine_load():
@@ -298,6 +316,7 @@ def main() -> None:
                 ["--model-only", "--library", str(libraries[args.throughput]), "--model", str(model)]
                 + ["--atom-budget", str(args.atom_budget), "--model-threads", str(args.model_threads)]
                 + ["--repeats", str(args.repeats)]
+                + (["--compile"] if args.compile else [])
             )
             n_model = model_only["n"]
             model_rates = {int(t): [n_model / s for s in seconds] for t, seconds in model_only["seconds"].items()}
@@ -328,7 +347,7 @@ def main() -> None:
                 )
         memory = {}
         memory_model = write_model(folder / f"{args.memory_preset}-untrained.pt", args.memory_preset)
-        memory_args = [*common[2:], "--model", str(memory_model)]
+        memory_args = [*[a for a in common[2:] if a != "--compile"], "--model", str(memory_model)]
         if args.memory:
             print(f"memory screens with the untrained {args.memory_preset} preset ({memory_model.name})", flush=True)
         for n in args.memory:
