@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from scannet.faithfulness import RUN_CONFIG_FILE, SPLIT_IDS_FILE
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
 
 #: The published SCANN+ test MAE on QM9 (Vu et al. 2023, spec §6), in report units.
 PUBLISHED_SCANN_PLUS = {"homo": 32.0, "lumo": 31.0, "gap": 52.0, "alpha": 0.115, "cv": 0.041}
-RUN_FILES = ("run_config.json", "split_ids.parquet")  # copied: the folder doubles as a run folder
 
 
 @dataclass
@@ -35,7 +35,7 @@ class SubsetError:
 
     ids: list[str]
     mae: dict[str, float]  # report units
-    units: dict[str, str]  # report units
+    seed: int  # of the sample
 
 
 def subset_mae(model: str | Path, run_dir: str | Path, n_structures: int, seed: int = 0) -> SubsetError:
@@ -52,12 +52,12 @@ def subset_mae(model: str | Path, run_dir: str | Path, n_structures: int, seed: 
     failed = [f"{atoms.info['id']}: {r.error}" for atoms, r in zip(structures, results) if not r.ok]
     if failed:
         raise ValueError(f"{len(failed)} subset structures could not be predicted: {'; '.join(failed[:3])}")
-    mae, units = {}, {}
+    mae = {}
     for target in predictor.targets:
-        scale, units[target] = report_unit(predictor.unit(target) or "")
+        scale, _ = report_unit(predictor.unit(target) or "")
         errors = [abs(r.values[target] - atoms.info[target]) for atoms, r in zip(structures, results)]
         mae[target] = float(np.mean(np.asarray(errors, dtype=np.float64)) * scale)
-    return SubsetError([str(atoms.info["id"]) for atoms in structures], mae, units)
+    return SubsetError([str(atoms.info["id"]) for atoms in structures], mae, seed)
 
 
 def _sha256(path: Path) -> str:
@@ -78,7 +78,7 @@ def build_card(
     """The card's facts, from the run's files and the measured subset error."""
     summary = json.loads((run_dir / "summary.json").read_text())
     history = json.loads((run_dir / "history.json").read_text())
-    config = json.loads((run_dir / "run_config.json").read_text())
+    config = json.loads((run_dir / RUN_CONFIG_FILE).read_text())
     checkpoint = torch.load(model_file, map_location="cpu", weights_only=True)
     best = summary["best_epoch"]
     return {
@@ -91,12 +91,12 @@ def build_card(
             "dataset": config["data"],
             "n_structures": config["n_structures"],
             "split": {
-                "file": "split_ids.parquet",
+                "file": SPLIT_IDS_FILE,
                 "sizes": summary["split_sizes"],
                 "featurized": summary["featurized_sizes"],
                 "seed": config["split_seed"],
                 "order": config["split_order"],
-                "sha256": _sha256(run_dir / "split_ids.parquet"),
+                "sha256": _sha256(run_dir / SPLIT_IDS_FILE),
             },
             "quarantined": summary["quarantined"],
         },
@@ -121,7 +121,7 @@ def build_card(
             "of": summary["split_sizes"]["test"],
             "mae": summary["test_mae"],
         },
-        "test_subset": {"structures": len(subset.ids), "seed": 0, "ids": subset.ids, "mae": subset.mae},
+        "test_subset": {"structures": len(subset.ids), "seed": subset.seed, "ids": subset.ids, "mae": subset.mae},
         "published_scann_plus": {t: PUBLISHED_SCANN_PLUS[t] for t in config["targets"] if t in PUBLISHED_SCANN_PLUS},
         "model_sha256": _sha256(model_file),
         "code_version": _code_version(),
@@ -205,10 +205,10 @@ def package(
     out = out_root / name
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "best_model.pt", out / MODEL_FILE)
-    config = json.loads((run_dir / "run_config.json").read_text())
+    config = json.loads((run_dir / RUN_CONFIG_FILE).read_text())
     config.update(storage_path=None, data_cache=None)  # no paths of the machine it was trained on
-    (out / "run_config.json").write_text(json.dumps(config, indent=1))
-    shutil.copyfile(run_dir / "split_ids.parquet", out / "split_ids.parquet")
+    (out / RUN_CONFIG_FILE).write_text(json.dumps(config, indent=1))  # with the split: a run folder for explain
+    shutil.copyfile(run_dir / SPLIT_IDS_FILE, out / SPLIT_IDS_FILE)
     subset = subset_mae(out / MODEL_FILE, out, n_subset)
     card = build_card(run_dir, name, label, subset, out / MODEL_FILE, recipe, note)
     (out / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
