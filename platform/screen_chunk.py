@@ -32,8 +32,8 @@ from scannet.data import schema as S
 from scannet.data.atomic import AtomicWrite
 from scannet.data.graphs_table import atom_budget_slices
 from scannet.data.importers import _over_limit
-from scannet.data.structures_table import table_to_structures
-from scannet.featurizer import featurize
+from scannet.data.structures_table import table_to_structures_or_errors
+from scannet.featurizer import featurize_each
 from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
 from scannet_platform.screen_library import ERROR, ROW, SMILES, Piece, read_piece
@@ -145,7 +145,10 @@ class ChunkScreener:
             torch.set_num_threads(int(spec["threads"]))
         self.out = Path(spec["out_dir"])
         self.groups = [ModelGroup.from_dict(g) for g in spec["groups"]]
-        self.predictors = [[scannet.load(m.path, spec.get("device", "cpu")) for m in g.members] for g in self.groups]
+        self.predictors = [
+            [scannet.load(m.path, spec.get("device", "cpu"), spec.get("precision", "fp32")) for m in g.members]
+            for g in self.groups
+        ]
         if spec.get("compile"):
             for members in self.predictors:
                 for predictor in members:
@@ -179,7 +182,7 @@ class ChunkScreener:
         names = table.schema.names
         smiles = table[SMILES].to_pylist() if SMILES in names else [None] * len(rows)
         read_errors = table[ERROR].to_pylist() if ERROR in names else [None] * len(rows)
-        structures = self._structures(table)
+        structures = table_to_structures_or_errors(table)  # 0 atoms for a SMILES or an unreadable record
         bad: dict[int, str] = {}  # position in the chunk -> reason
         good: list[int] = []
         geometry: dict[int, str] = {}
@@ -202,13 +205,20 @@ class ChunkScreener:
                     except StructureError as exc:
                         prefix = f"model {reference}: " if len(self.vocabularies) > 1 else ""
                         raise StructureError(ids[k], prefix + exc.reason) from None
-                for key, featurizer in self.featurizers.items():
-                    graphs[key][k] = featurize(atoms, featurizer, ids[k])
                 good.append(k)
             except StructureError as exc:
                 bad[k] = exc.reason
             except Exception as exc:  # anything else raised for this record is its reason too
                 bad[k] = f"featurization failed: {describe_error(exc)}"
+        for key, featurizer in self.featurizers.items():  # all records at once: vectorised for molecules
+            for k, graph in zip(
+                good, featurize_each([structures[k] for k in good], featurizer, [ids[k] for k in good])
+            ):
+                if isinstance(graph, StructureError):
+                    bad[k] = graph.reason
+                else:
+                    graphs[key][k] = graph
+        good = [k for k in good if k not in bad]
         with torch.inference_mode():
             outputs = self._predict(good, graphs, bad)
         screened = [k for k in good if k not in bad]
@@ -251,20 +261,6 @@ class ChunkScreener:
             n_atoms=int(sum(columns["n_atoms"])),
             seconds=time.perf_counter() - start,
         )
-
-    def _structures(self, table: pa.Table) -> list:
-        """The records as Atoms (0 atoms for a SMILES or an unreadable record); a row that cannot be read back
-        as a structure becomes its exception, the others are kept."""
-        try:
-            return table_to_structures(table)
-        except Exception:
-            structures = []
-            for k in range(table.num_rows):
-                try:
-                    structures.extend(table_to_structures(table.slice(k, 1)))
-                except Exception as exc:
-                    structures.append(exc)
-            return structures
 
     def _embed(self, identifier: str, smiles: str):
         try:

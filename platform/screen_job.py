@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from scannet.predictor import PRECISIONS
 from scannet.typed_config import ConfigError, build, to_plain
 from scannet_platform.screen_chunk import PREDICTIONS_DIR, RESERVED, ChunkResult, ChunkScreener, part_name
 from scannet_platform.screen_library import Library, Piece, library_fingerprint, plan_library
@@ -41,7 +42,7 @@ from scannet_platform.screen_select import Scan, numeric_columns, parse_filter, 
 STATE_FILE = "screen.json"
 DEFAULT_EXPERIMENT = "scannet-screening"
 #: Settings that decide what the shards hold: a later launch into the same folder must keep them.
-STATE_KEYS = ("library", "models", "chunk_size", "max_atoms", "smiles_column", "id_column", "seed")
+STATE_KEYS = ("library", "models", "precision", "chunk_size", "max_atoms", "smiles_column", "id_column", "seed")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class ScreenConfig:
     device: str = "cpu"
     threads: int | None = None  # torch threads per actor (default: cpus_per_actor)
     compile: bool = False  # torch.compile the models in each actor (Predictor.compile): pays off on large libraries
+    precision: str = "fp32"  # "bf16": the models under bfloat16 autocast (scannet.predictor.PRECISIONS)
     mlflow: bool = True
     tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db
     experiment: str = DEFAULT_EXPERIMENT
@@ -85,6 +87,8 @@ class ScreenConfig:
             raise ValueError(f"actors must be at least 1, got {self.actors}")
         if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise ValueError("cpus_per_actor must be > 0 and gpus_per_actor >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: choose one of {list(PRECISIONS)}")
         if self.device.startswith("cuda") and self.executor == "ray" and self.gpus_per_actor == 0:
             raise ValueError("device cuda on Ray needs gpus_per_actor > 0 (e.g. 1, or 0.5 for two actors per GPU)")
 
@@ -126,6 +130,7 @@ def _state(config: ScreenConfig, fingerprint: list[dict], groups: list[ModelGrou
             {"targets": list(g.targets), "members": [{"reference": m.reference, "sha256": m.sha256} for m in g.members]}
             for g in groups
         ],
+        "precision": config.precision,
         "chunk_size": config.chunk_size,
         "max_atoms": config.max_atoms,
         "smiles_column": config.smiles_column,
@@ -276,9 +281,11 @@ def _spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_id: str
         "device": config.device,
         "threads": config.threads or max(1, int(config.cpus_per_actor)),
         "compile": config.compile,
+        "precision": config.precision,
         "seed": config.seed,
         "provenance": {
-            "models": "; ".join(g.describe() for g in groups),
+            "models": "; ".join(g.describe() for g in groups)
+            + ("" if config.precision == "fp32" else f" [{config.precision}]"),
             "featurizer_hash": ",".join(dict.fromkeys(hashes)),
             "code_version": code_version(),
             "run_id": run_id,

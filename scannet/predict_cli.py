@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from scannet.predictor import PRECISIONS
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR = 0, 1, 2
 MODEL_HELP = (
     "a checkpoint (.pt), a shipped model's name or a models:/ URI (default: the shipped QM9 HOMO/LUMO/gap model, "
@@ -81,6 +83,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=positive_int, default=128, help="structures per model call (default 128)")
     parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default) or bf16: ~2x faster on CPUs with AMX/AVX-512-BF16 and on GPUs, a few meV apart",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -268,7 +276,8 @@ def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None
             file=sys.stderr,
         )
         return None
-    predictor = scannet.load(args.model, device=args.device)  # CheckpointError, ConfigError: one line, exit 2
+    precision = getattr(args, "precision", "fp32")  # explain always runs in fp32
+    predictor = scannet.load(args.model, args.device, precision)  # CheckpointError, ConfigError: one line, exit 2
     rows = read_inputs(args.files)
     readable = [row for row in rows if row.atoms is not None]
     if not readable:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from scannet.batch import collate_graphs
 from scannet.checkpoint import load_model, resolve_checkpoint
-from scannet.featurizer import FeaturizerConfig, Graph, featurize
+from scannet.featurizer import FeaturizerConfig, Graph, featurize_each
 from scannet.model.scann import SCANN
 from scannet.structures import StructureError, structure_name
 
@@ -65,15 +65,43 @@ def check_vocabulary(atoms: Atoms, elements: Sequence[int], name: str) -> None:
         )
 
 
-class Predictor:
-    """A trained model with its featurizer: ``predict(list_of_atoms)``."""
+#: Inference precisions: "fp32" (the weights' own), "bf16" (autocast: matrix products in bfloat16, on CPUs
+#: with AMX/AVX-512-BF16 and on GPUs about 2x faster; changes predictions by a few meV, see benchmarks/README.md).
+PRECISIONS = ("fp32", "bf16")
 
-    def __init__(self, model: SCANN, featurizer_config: FeaturizerConfig, metadata: dict | None = None) -> None:
+
+def check_precision(precision: str) -> str:
+    """``precision`` when it is one of :data:`PRECISIONS`; raises ConfigError (one line) otherwise."""
+    from scannet.typed_config import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
+    return precision
+
+
+class Predictor:
+    """A trained model with its featurizer: ``predict(list_of_atoms)``.
+
+    ``precision`` "bf16" runs the model under ``torch.autocast`` in bfloat16 (outputs are still float32).
+    """
+
+    def __init__(
+        self,
+        model: SCANN,
+        featurizer_config: FeaturizerConfig,
+        metadata: dict | None = None,
+        precision: str = "fp32",
+    ) -> None:
         featurizer_config.check_distance_basis(model.config.gaussian_distance_max, "Predictor")
         self.model = model.eval()
         self.featurizer_config = featurizer_config
         self.metadata = metadata or {}
+        self.precision = check_precision(precision)
         self._forward = self.model  # the model, or its compiled forward (:meth:`compile`)
+
+    def _autocast(self) -> torch.autocast:
+        """The precision context every forward pass runs in."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def compile(self) -> Predictor:
         """Run the model through ``torch.compile(dynamic=True)``: one compiled graph for every batch shape.
@@ -92,7 +120,7 @@ class Predictor:
         probe = Graph(np.full(n, z), center, neighbor, 1.5 * edges, 1.0 * edges, 0.3 * edges)
         compiled = torch.compile(self.model, dynamic=True)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 compiled({k: v.to(self.device) for k, v in collate_graphs([probe, probe]).items()})
         except Exception as exc:
             raise ConfigError(f"compile: torch.compile failed on this machine: {describe_error(exc)}") from exc
@@ -113,19 +141,47 @@ class Predictor:
         unit = units.get(target) if isinstance(units, dict) else None
         return str(unit) if unit not in (None, "") else None
 
+    def featurize_each(
+        self, structures: Sequence[Atoms], names: Sequence[str]
+    ) -> list[tuple[Graph | None, str | None]]:
+        """Per structure (graph, None), or (None, the reason) when it cannot be featurized: the vocabulary check,
+        validation and featurization (free molecules vectorised together, :func:`scannet.featurizer.featurize_each`)."""
+        outcomes: list[tuple[Graph | None, str | None]] = [(None, None)] * len(structures)
+        checked = []
+        for i, (atoms, name) in enumerate(zip(structures, names)):
+            try:
+                check_vocabulary(atoms, self.model.config.elements, name)
+                checked.append(i)
+            except StructureError as exc:
+                outcomes[i] = (None, exc.reason)
+            except Exception as exc:  # anything else raised for this structure is its error too
+                outcomes[i] = (None, f"featurization failed: {describe_error(exc)}")
+        try:
+            results = featurize_each(
+                [structures[i] for i in checked], self.featurizer_config, [names[i] for i in checked]
+            )
+        except Exception:  # an error outside any one structure's checks: one at a time isolates it
+            results = [self._featurize_alone(structures[i], names[i]) for i in checked]
+        for i, result in zip(checked, results):
+            outcomes[i] = (None, result.reason) if isinstance(result, StructureError) else (result, None)
+        return outcomes
+
+    def _featurize_alone(self, atoms: Atoms, name: str) -> Graph | StructureError:
+        try:
+            return featurize_each([atoms], self.featurizer_config, [name])[0]
+        except Exception as exc:
+            return StructureError(name, f"featurization failed: {describe_error(exc)}")
+
     def featurize(self, atoms: Atoms, name: str) -> Graph:
         """Check the vocabulary, validate and featurize one structure (raises StructureError)."""
-        check_vocabulary(atoms, self.model.config.elements, name)
-        return featurize(atoms, self.featurizer_config, name)
+        graph, error = self.featurize_each([atoms], [name])[0]
+        if error is not None:
+            raise StructureError(name, error)
+        return graph
 
     def try_featurize(self, atoms: Atoms, name: str) -> tuple[Graph | None, str | None]:
         """(graph, None), or (None, the reason) when the structure cannot be featurized."""
-        try:
-            return self.featurize(atoms, name), None
-        except StructureError as exc:
-            return None, exc.reason
-        except Exception as exc:  # anything else raised for this structure is its error too
-            return None, f"featurization failed: {describe_error(exc)}"
+        return self.featurize_each([atoms], [name])[0]
 
     @torch.no_grad()
     def predict(self, structures: Sequence[Atoms], batch_size: int = 128, progress: bool = False) -> list[Prediction]:
@@ -136,12 +192,15 @@ class Predictor:
         results = [Prediction(_name_of(atoms, i)) for i, atoms in enumerate(structures)]
         with tqdm(total=len(structures), desc="predicting", unit="structure", disable=not progress) as bar:
             for start in range(0, len(structures), batch_size):
+                indices = range(start, min(start + batch_size, len(structures)))
+                outcomes = self.featurize_each([structures[i] for i in indices], [results[i].name for i in indices])
                 chunk: list[tuple[int, Graph]] = []
-                for i in range(start, min(start + batch_size, len(structures))):
-                    graph, results[i].error = self.try_featurize(structures[i], results[i].name)
-                    if graph is not None:
+                for i, (graph, error) in zip(indices, outcomes):
+                    if graph is None:
+                        results[i].error = error
+                    else:
                         chunk.append((i, graph))
-                    bar.update(1)
+                bar.update(len(indices))
                 self._predict_chunk(chunk, results)
         return results
 
@@ -176,9 +235,10 @@ class Predictor:
     def _run_model(self, chunk: list[tuple[int, Graph]]) -> list[tuple[dict[str, float], np.ndarray]]:
         device = self.device
         batch = {k: v.to(device) for k, v in collate_graphs([g for _, g in chunk]).items()}
-        output = self._forward(batch)
-        prediction = output.prediction.cpu().numpy()  # [B, T]
-        ga_per_structure = torch.split(output.ga_scores.cpu(), batch["n_atoms"].tolist())
+        with self._autocast():
+            output = self._forward(batch)
+        prediction = output.prediction.float().cpu().numpy()  # [B, T]
+        ga_per_structure = torch.split(output.ga_scores.float().cpu(), batch["n_atoms"].tolist())
         return [
             (dict(zip(self.targets, prediction[row].tolist())), ga.numpy()) for row, ga in enumerate(ga_per_structure)
         ]
@@ -204,19 +264,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> Predictor:
+def load(path: str | Path | None = None, device: str | torch.device = "cpu", precision: str = "fp32") -> Predictor:
     """Load a checkpoint written by :func:`scannet.checkpoint.save_model` as a :class:`Predictor` on ``device``.
 
     ``path`` may also be the name of a shipped model (:mod:`scannet.pretrained`; ``None``: the default one) or an
     MLflow model URI (``models:/name/1``, ``models:/name@best``) when the platform is installed: the registered
-    checkpoint is downloaded and its SHA-256 verified first.
+    checkpoint is downloaded and its SHA-256 verified first. ``precision``: one of :data:`PRECISIONS`.
     """
     from scannet.typed_config import ConfigError
 
+    check_precision(precision)
     resolved = resolve_device(device)
     model, featurizer_config, metadata = load_model(resolve_checkpoint(path), map_location="cpu")
     try:
         model = model.to(resolved)
     except Exception as exc:
         raise ConfigError(f"device {str(device)!r}: {describe_error(exc)}") from exc
-    return Predictor(model, featurizer_config, metadata)
+    return Predictor(model, featurizer_config, metadata, precision)

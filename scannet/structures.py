@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from ase import Atoms
 from scipy.spatial import cKDTree
@@ -73,6 +75,42 @@ def validate_structure(atoms: Atoms, name: str) -> None:
         if lengths == 0 or volume_sq <= 1e-12 * lengths:
             raise StructureError(name, "the cell is not invertible (degenerate periodic lattice vectors)")
     _check_overlaps(atoms, name)
+
+
+def validate_structures(structures: Sequence[Atoms], names: Sequence[str]) -> list[StructureError | None]:
+    """:func:`validate_structure` of each structure: its error, or None when it is usable.
+
+    The checks of free molecules run vectorised over all of them at once (one KD-tree for the overlaps, the
+    molecules laid side by side 1 Å apart); only the molecules those checks flag, and periodic structures,
+    are validated one by one, which gives every error its usual message.
+    """
+    errors: list[StructureError | None] = [None] * len(structures)
+    free = [k for k, atoms in enumerate(structures) if len(atoms) and not is_periodic(atoms)]
+    flagged = np.ones(len(structures), dtype=bool)
+    if free:
+        sizes = np.array([len(structures[k]) for k in free])  # [B]
+        positions = np.concatenate([np.asarray(structures[k].positions, dtype=float) for k in free])  # [N, 3]
+        numbers = np.concatenate([structures[k].numbers for k in free])  # [N]
+        molecule = np.repeat(np.arange(len(free)), sizes)  # [N]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # [B]
+        with np.errstate(invalid="ignore"):
+            bad_atom = ~np.all(np.abs(positions) <= MAX_ABS_COORDINATE, axis=1) | (numbers <= 0)  # [N] NaN too
+        bad = np.bincount(molecule, weights=bad_atom, minlength=len(free)) > 0  # [B]
+        low = np.minimum.reduceat(np.where(bad_atom[:, None], 0.0, positions[:, 0:1]), starts)[:, 0]  # [B]
+        high = np.maximum.reduceat(np.where(bad_atom[:, None], 0.0, positions[:, 0:1]), starts)[:, 0]  # [B]
+        shift = np.cumsum(high - low + 1.0) - (high - low + 1.0) - low  # [B] molecule b starts at x = sum of widths
+        laid_out = positions.copy()
+        laid_out[:, 0] += shift[molecule]
+        usable = ~bad[molecule]  # [N]
+        pairs = cKDTree(laid_out[usable]).query_pairs(MIN_INTERATOMIC_DISTANCE, output_type="ndarray")  # [P, 2]
+        bad[molecule[usable][pairs[:, 0]]] = True
+        flagged[free] = bad
+    for k in np.flatnonzero(flagged).tolist():
+        try:
+            validate_structure(structures[k], names[k])
+        except StructureError as exc:
+            errors[k] = exc
+    return errors
 
 
 def _check_overlaps(atoms: Atoms, name: str) -> None:

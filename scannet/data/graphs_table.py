@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from scannet.data import schema as S
 from scannet.data.atomic import AtomicWrite, Writer, recover_path
-from scannet.featurizer import FeaturizerConfig, featurize
+from scannet.featurizer import FeaturizerConfig, featurize_each
 from scannet.featurizer.neighbors import Graph
 from scannet.structures import StructureError
 
@@ -361,32 +361,26 @@ def featurize_records(
     structure) keep their id, source and targets, empty edge lists and the reason in ``error``; the others
     have ``error`` null. This one function serves the plain and the Ray pipelines.
     """
-    from scannet.data.structures_table import table_to_structures
+    from scannet.data.structures_table import table_to_structures_or_errors
 
     names = data.schema.names
     units = dict(units) if units is not None else {t: "" for t in target_columns(data.schema)}
     ids = [str(i) for i in _scalar_column(data, S.ID)]
     sources = _scalar_column(data, S.SOURCE).tolist() if S.SOURCE in names else [None] * len(ids)
-    try:
-        structures: list[Any] = table_to_structures(data)
-    except Exception:  # one malformed row must not sink the batch: read the rows one by one
-        structures = []
-        for k in range(len(ids)):
-            try:
-                structures.extend(table_to_structures(data.slice(k, 1)))
-            except Exception as exc:
-                structures.append(exc)
+    structures = table_to_structures_or_errors(data)
     empty = Graph(*(np.zeros(0, np.int64),) * 3, *(np.zeros(0, np.float32),) * 3)
-    graphs, errors = [], []
+    graphs: list[Graph] = [empty] * len(ids)
+    errors: list[str | None] = [None] * len(ids)
+    readable = [k for k, atoms in enumerate(structures) if not isinstance(atoms, Exception)]
     for k, atoms in enumerate(structures):
-        try:
-            if isinstance(atoms, Exception):
-                raise StructureError(ids[k], f"unreadable record: {atoms}")
-            graphs.append(featurize(atoms, featurizer, ids[k]))
-            errors.append(None)
-        except StructureError as exc:
-            graphs.append(empty)
-            errors.append(exc.reason)
+        if isinstance(atoms, Exception):
+            errors[k] = f"unreadable record: {atoms}"
+    featurized = featurize_each([structures[k] for k in readable], featurizer, [ids[k] for k in readable])
+    for k, result in zip(readable, featurized):
+        if isinstance(result, StructureError):
+            errors[k] = result.reason
+        else:
+            graphs[k] = result
     targets = {name: data[name] if name in names else pa.nulls(len(ids), pa.float64()) for name in units}
     table = graphs_to_table(graphs, ids, sources, targets, units, featurizer)
     return table.append_column(pa.field(ERROR, pa.string()), pa.array(errors, pa.string()))

@@ -244,6 +244,21 @@ def table_to_structures(table: ArrowData) -> list[Atoms]:
     return structures
 
 
+def table_to_structures_or_errors(table: ArrowData) -> list[Atoms | Exception]:
+    """:func:`table_to_structures`, except that a row which cannot be read back as a structure becomes its
+    exception and the other rows are still read (one malformed row must not sink a batch)."""
+    try:
+        return list(table_to_structures(table))
+    except Exception:  # find the culprits row by row
+        structures: list[Atoms | Exception] = []
+        for k in range(table.num_rows):
+            try:
+                structures.extend(table_to_structures(table.slice(k, 1)))
+            except Exception as exc:
+                structures.append(exc)
+        return structures
+
+
 def _batch_to_structures(batch: pa.RecordBatch) -> list[Atoms]:
     m = batch.num_rows
     names = batch.schema.names

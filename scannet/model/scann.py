@@ -124,10 +124,17 @@ class SCANN(nn.Module):
         self, z: torch.Tensor, graph_index: torch.Tensor, num_graphs: int, pool_mask: torch.Tensor | None = None
     ) -> SCANNOutput:
         """Global attention over z [A, D] and the target heads; ``pool_mask`` [A] bool removes atoms from
-        the pool (see :class:`~scannet.model.global_attention.GlobalAttention`)."""
-        pooled, ga_scores = self.global_attention(z, graph_index, num_graphs, pool_mask)  # [B, D], [A]
-        normalized = torch.stack([head(pooled) for head in self.heads], dim=1)  # [B, T]
-        prediction = normalized * self.target_std + self.target_mean  # [B, T]
+        the pool (see :class:`~scannet.model.global_attention.GlobalAttention`).
+
+        Always in the weights' precision, also under ``torch.autocast``: mixed-precision inference
+        (``Predictor(precision="bf16")``) runs the embedding and local attention in bfloat16, while the GA
+        scores still sum to 1 and the predictions keep float32 resolution.
+        """
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.to(self.target_mean.dtype)  # [A, D]
+            pooled, ga_scores = self.global_attention(z, graph_index, num_graphs, pool_mask)  # [B, D], [A]
+            normalized = torch.stack([head(pooled) for head in self.heads], dim=1)  # [B, T]
+            prediction = normalized * self.target_std + self.target_mean  # [B, T]
         return SCANNOutput(normalized=normalized, prediction=prediction, ga_scores=ga_scores)
 
     def forward(self, batch: Batch, pool_mask: torch.Tensor | None = None) -> SCANNOutput:

@@ -137,3 +137,23 @@ def test_a_predictor_that_cannot_compile_says_why(saved, monkeypatch):
     with pytest.raises(ConfigError, match="compile: torch.compile failed on this machine: .*C\\+\\+ compiler"):
         predictor.compile()
     assert predictor._forward is predictor.model  # still usable, uncompiled
+
+
+def test_bf16_predictions_stay_close_to_fp32_and_an_unknown_precision_is_refused(saved, molecules):
+    """The shipped-model figures are in benchmarks/README.md; here: bf16 changes the numbers (it is really on),
+    slightly, the GA scores still sum to 1, and the outputs are float32."""
+    from scannet.typed_config import ConfigError
+
+    fp32 = scannet.load(saved[0]).predict(molecules)
+    bf16_predictor = scannet.load(saved[0], precision="bf16")
+    bf16 = bf16_predictor.predict(molecules)
+    differences = []
+    for a, b in zip(fp32, bf16):
+        assert a.ok and b.ok, (a.error, b.error)
+        differences += [abs(a.values[t] - b.values[t]) for t in a.values]
+        assert b.ga_scores.dtype == np.float32 and b.ga_scores.sum() == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(b.ga_scores, a.ga_scores, atol=0.05)
+    scale = max(abs(v) for a in fp32 for v in a.values.values())
+    assert 0 < max(differences) < 0.05 * scale
+    with pytest.raises(ConfigError, match="precision 'fp16': choose one of"):
+        scannet.load(saved[0], precision="fp16")

@@ -183,16 +183,16 @@ def test_absurd_coordinates_do_not_stop_the_run(model_path, tmp_path, capsys):
 def test_any_exception_for_one_structure_is_recorded(model_path, molecules, monkeypatch):
     import scannet.predictor as predictor_module
 
-    original = predictor_module.featurize
+    original = predictor_module.featurize_each
 
-    def flaky(atoms, config, name):
-        if name == "C6H6":
+    def flaky(structures, config, names):  # fails every call that holds benzene or water
+        if "C6H6" in names:
             raise RuntimeError("boom")
-        if name == "H2O":
+        if "H2O" in names:
             raise KeyError()
-        return original(atoms, config, name)
+        return original(structures, config, names)
 
-    monkeypatch.setattr(predictor_module, "featurize", flaky)
+    monkeypatch.setattr(predictor_module, "featurize_each", flaky)
     results = scannet.load(model_path).predict(molecules[:4])
     assert [r.ok for r in results] == [True, False, True, False]
     assert results[1].error == "featurization failed: RuntimeError: boom"

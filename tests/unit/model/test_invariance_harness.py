@@ -38,20 +38,30 @@ def test_model_variant_passes_the_harness(variant, dtype, tol, molecules):
     run_all_checks(make_predictor(VARIANTS[variant], dtype), molecules, rtol=tol, atol=tol)
 
 
-class AxisProjectedDistances(Predictor):
+class BrokenFeaturization(Predictor):
+    """A predictor whose graphs pass through ``broken(graph, atoms)`` after featurization."""
+
+    def featurize_each(self, structures, names):
+        return [
+            (None, error) if graph is None else (self.broken(graph, atoms), None)
+            for atoms, (graph, error) in zip(structures, super().featurize_each(structures, names))
+        ]
+
+
+class AxisProjectedDistances(BrokenFeaturization):
     """A deliberately broken featurization: distances along x only (not rotation invariant)."""
 
-    def featurize(self, atoms, name):
-        graph = super().featurize(atoms, name)
+    @staticmethod
+    def broken(graph, atoms):
         dx = np.abs(atoms.positions[graph.edge_center, 0] - atoms.positions[graph.edge_neighbor, 0])
         return dataclasses.replace(graph, distance=dx.astype(np.float32))
 
 
-class OrderDependentWeights(Predictor):
+class OrderDependentWeights(BrokenFeaturization):
     """A deliberately broken featurization: neighbour weights depend on the atom index."""
 
-    def featurize(self, atoms, name):
-        graph = super().featurize(atoms, name)
+    @staticmethod
+    def broken(graph, atoms):
         weight = (graph.edge_neighbor + 1) / (len(atoms) + 1)
         return dataclasses.replace(graph, solid_angle=(graph.solid_angle * weight).astype(np.float32))
 

@@ -244,3 +244,17 @@ def test_output_schema_keeps_units_and_provenance(tmp_path, models, library):
     assert schema.field("alpha_Bohr^3").metadata == {b"unit": b"Bohr^3"}
     assert schema.field("ga_scores").type == pa.list_(pa.float32())
     assert schema.names[-4:] == ["models", "featurizer_hash", "code_version", "run_id"]
+
+
+def test_a_bf16_screen_is_close_to_fp32_records_its_precision_and_cannot_resume_an_fp32_one(tmp_path, models, library):
+    screen(tmp_path / "fp32", [library], [models["a"]])
+    screen(tmp_path / "bf16", [library], [models["a"]], precision="bf16")
+    fp32, bf16 = (outputs(tmp_path / name)[0].sort_by("row") for name in ("fp32", "bf16"))
+    difference = np.abs(np.array(fp32["gap_eV"]) - np.array(bf16["gap_eV"]))
+    assert 0 < difference.max() < 0.05 * (np.ptp(fp32["gap_eV"]) + 1e-3)
+    assert all(m.endswith("[bf16]") for m in bf16["models"].to_pylist())
+    assert not any("[bf16]" in m for m in fp32["models"].to_pylist())
+    with pytest.raises(ConfigError, match="holds a screen made with other precision"):
+        screen(tmp_path / "fp32", [library], [models["a"]], precision="bf16")
+    with pytest.raises(ConfigError, match="precision 'fp16'"):
+        screen(tmp_path / "fp16", [library], [models["a"]], precision="fp16")
