@@ -2,7 +2,7 @@
 the model alone, and the peak memory of a small and a large library.
 
     python benchmarks/bench_screen.py [--cache benchmarks/out] [--throughput 20000] [--repeats 3]
-        [--memory 100000 300000] [--actors 2] [--chunk-size 1024] [--compile] [--untrained]
+        [--memory 100000 300000] [--actors 2] [--chunk-size 1024] [--compile] [--precision bf16] [--untrained]
 
 Goals (issue 12): >= 1,000 molecules/s end to end on 2 cores with the QM9 SCANN+ model, >= 0.8 of the
 model-only inference rate measured in the same run; peak RSS for 1M candidates <= 1.3x that for 100k.
@@ -11,7 +11,8 @@ The timed model is the shipped QM9 SCANN+ (``scannet/pretrained/``: ``qm9-scann+
 ``--untrained``: the same architecture with random weights); the memory screens use an untrained model of
 ``--memory-preset`` (memory does not depend on the weights). ``--compile`` screens with ``--compile``
 (``torch.compile`` in each actor; its compilation counts in the chunk phase) and compiles the model-only pass
-too (compilation outside its clock). Candidates are generated from QM9
+too (compilation outside its clock); ``--precision bf16`` screens with ``--precision bf16`` and times the
+model-only pass under the same autocast. Candidates are generated from QM9
 (``scannet data qm9`` structures table, cached): each library row is a QM9 molecule under a random rotation
 and a Gaussian jitter of 0.01 Å per coordinate, streamed from a generator into the library's structures
 table (written in batches, never held whole), ids ``<qm9 id>-<copy>``.
@@ -133,6 +134,7 @@ def child_screen(args: argparse.Namespace) -> None:
             "mlflow": False,
             "progress": False,
             "compile": args.compile,
+            "precision": args.precision,
         }
     )
     started = time.perf_counter()
@@ -159,18 +161,21 @@ def child_model_only(args: argparse.Namespace) -> None:
     from scannet.data.graphs_table import atom_budget_slices
     from scannet.data.structures_table import read_structures
 
-    predictor = scannet.load(args.model)
+    predictor = scannet.load(args.model, precision=args.precision)
     if args.compile:
         predictor.compile()
     molecules = next(read_structures(args.library, batch_size=2048))
     start = time.perf_counter()
-    graphs = [predictor.featurize(atoms, atoms.info["id"]) for atoms in molecules]
+    graphs = []
+    for first in range(0, len(molecules), args.chunk_size):  # as the screen does: a chunk at a time
+        chunk = molecules[first : first + args.chunk_size]
+        graphs += [graph for graph, _ in predictor.featurize_each(chunk, [a.info["id"] for a in chunk])]
     featurize_rate = len(graphs) / (time.perf_counter() - start)
     slices = atom_budget_slices(np.array([g.n_atoms for g in graphs]), args.atom_budget)
     batches = [collate_graphs(graphs[s:e]) for s, e in slices]
 
     def one_pass() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), predictor.precision_context():
             for batch in batches:
                 predictor._forward(batch)
 
@@ -273,6 +278,9 @@ def main() -> None:
         "--compile", action="store_true", help="torch.compile the model (screen --compile), in the model-only pass too"
     )
     parser.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16"), help="screen --precision, in the model-only pass too"
+    )
+    parser.add_argument(
         "--untrained", action="store_true", help="time an untrained qm9-scann+ instead of the shipped model"
     )
     add_repeats_option(parser)
@@ -304,10 +312,12 @@ def main() -> None:
         print(f"library of {n:,} candidates: {libraries[n]} ({time.perf_counter() - start:.1f} s)", flush=True)
     common = ["--model", str(model), "--chunk-size", str(args.chunk_size), "--actors", str(args.actors)]
     common += ["--cpus-per-actor", str(args.cpus_per_actor)] + (["--compile"] if args.compile else [])
+    common += ["--precision", args.precision]
     print(
         f"\nSCANN+ qm9-scann+ ({'untrained' if args.untrained else 'shipped: ' + model.parent.name}, targets "
         f"{', '.join(TARGETS)}), {args.actors} actors x {args.cpus_per_actor:g} CPU, chunks of {args.chunk_size}, "
-        f"atom budget {args.atom_budget}, {'compiled' if args.compile else 'eager'}, {os.cpu_count()} CPUs",
+        f"atom budget {args.atom_budget}, {'compiled' if args.compile else 'eager'}, {args.precision}, "
+        f"{os.cpu_count()} CPUs",
         flush=True,
     )
     with machine_load():
@@ -317,6 +327,7 @@ def main() -> None:
                 + ["--atom-budget", str(args.atom_budget), "--model-threads", str(args.model_threads)]
                 + ["--repeats", str(args.repeats)]
                 + (["--compile"] if args.compile else [])
+                + ["--precision", args.precision, "--chunk-size", str(args.chunk_size)]
             )
             n_model = model_only["n"]
             model_rates = {int(t): [n_model / s for s in seconds] for t, seconds in model_only["seconds"].items()}

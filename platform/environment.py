@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform as stdlib_platform
-import subprocess
 from pathlib import Path
+
+from scannet.provenance import git_revision
 
 TRACKED_PACKAGES = ("scannet", "torch", "numpy", "scipy", "ase", "pyarrow", "ray", "mlflow")
 
@@ -23,22 +24,6 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def git_revision(folder: str | Path = ".") -> str | None:
-    """The commit of the working tree at ``folder`` (with ``-dirty`` if modified), or None outside git."""
-    try:
-        sha = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha or None
 
 
 def run_environment(folder: str | Path = ".") -> dict[str, object]:

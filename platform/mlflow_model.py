@@ -14,21 +14,14 @@ A list of ASE ``Atoms`` works too. Output, one row per structure: one column per
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import mlflow
 from mlflow.pyfunc import PythonModel
 
+from scannet.provenance import sha256_file
+
 CHECKPOINT_ARTIFACT = "checkpoint"
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _rows(model_input) -> list:

@@ -190,7 +190,7 @@ def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
 
 def code_version() -> str:
     import scannet
-    from scannet_platform.environment import git_revision
+    from scannet.provenance import git_revision
 
     revision = git_revision(Path(__file__).resolve().parent)
     return f"scannet {scannet.__version__}" + (f" ({revision})" if revision else "")

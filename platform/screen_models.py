@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scannet.checkpoint import CheckpointError, resolve_checkpoint
+from scannet.provenance import sha256_file
 from scannet.typed_config import ConfigError
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -90,12 +91,6 @@ def ensemble_members(folder: Path) -> list[str]:
     return paths
 
 
-def _sha256(path: Path) -> str:
-    from scannet_platform.tracking import sha256_file
-
-    return sha256_file(path)
-
-
 def resolve_models(
     references: Sequence[str], tracking_uri: str | None = None, reserved: Sequence[str] = ()
 ) -> list[ModelGroup]:
@@ -116,7 +111,7 @@ def resolve_models(
             targets = tuple(predictor.targets)
             columns = target_columns(predictor)
             units = {t: predictor.unit(t) for t in targets}
-            member = Member(ref, str(path.resolve()), _sha256(path))
+            member = Member(ref, str(path.resolve()), sha256_file(path))
             group = groups.get(targets)
             if group is None:
                 clash = [t for g in groups for t in g if t in targets]

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import collections
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -40,6 +39,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from scannet.checkpoint import CheckpointError
+from scannet.provenance import sha256_file
 from scannet_platform.metric_names import Report, epoch_metrics, mae_metric
 
 #: The models-from-code file MLflow copies into every logged model (it only imports scannet).
@@ -62,14 +62,6 @@ TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 
 class CheckpointIntegrityError(CheckpointError):
     """A logged checkpoint that is missing or differs from the SHA-256 recorded when it was logged."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -99,7 +99,7 @@ class Predictor:
         self.precision = check_precision(precision)
         self._forward = self.model  # the model, or its compiled forward (:meth:`compile`)
 
-    def _autocast(self) -> torch.autocast:
+    def precision_context(self) -> torch.autocast:
         """The precision context every forward pass runs in."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
@@ -120,7 +120,7 @@ class Predictor:
         probe = Graph(np.full(n, z), center, neighbor, 1.5 * edges, 1.0 * edges, 0.3 * edges)
         compiled = torch.compile(self.model, dynamic=True)
         try:
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), self.precision_context():
                 compiled({k: v.to(self.device) for k, v in collate_graphs([probe, probe]).items()})
         except Exception as exc:
             raise ConfigError(f"compile: torch.compile failed on this machine: {describe_error(exc)}") from exc
@@ -235,7 +235,7 @@ class Predictor:
     def _run_model(self, chunk: list[tuple[int, Graph]]) -> list[tuple[dict[str, float], np.ndarray]]:
         device = self.device
         batch = {k: v.to(device) for k, v in collate_graphs([g for _, g in chunk]).items()}
-        with self._autocast():
+        with self.precision_context():
             output = self._forward(batch)
         prediction = output.prediction.float().cpu().numpy()  # [B, T]
         ga_per_structure = torch.split(output.ga_scores.float().cpu(), batch["n_atoms"].tolist())

@@ -87,7 +87,7 @@ def validate_structures(structures: Sequence[Atoms], names: Sequence[str]) -> li
     errors: list[StructureError | None] = [None] * len(structures)
     free = [k for k, atoms in enumerate(structures) if len(atoms) and not is_periodic(atoms)]
     flagged = np.ones(len(structures), dtype=bool)
-    if free:
+    if len(free) > 1:  # one molecule alone: validate_structure below is cheaper
         sizes = np.array([len(structures[k]) for k in free])  # [B]
         positions = np.concatenate([np.asarray(structures[k].positions, dtype=float) for k in free])  # [N, 3]
         numbers = np.concatenate([structures[k].numbers for k in free])  # [N]

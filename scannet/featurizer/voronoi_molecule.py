@@ -140,7 +140,7 @@ def _clearly_spatial(centred: list[np.ndarray], sizes: np.ndarray, offsets: np.n
     :func:`_principal_axes` one by one, so the flat/3D decision near the tolerance is the exact one."""
     result = np.zeros(len(sizes), dtype=bool)
     many = np.flatnonzero(sizes >= 3)  # [M] molecules with a plane to fit
-    if not len(many):
+    if len(many) < 2:  # one molecule alone: _principal_axes is cheaper
         return result
     points = np.concatenate([centred[b] for b in many])  # [N', 3]
     starts = np.concatenate([[0], np.cumsum(sizes[many])[:-1]])  # [M]

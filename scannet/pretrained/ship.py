@@ -11,10 +11,8 @@ also a run folder for ``scannet explain --faithfulness``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import torch
 
 from scannet.faithfulness import RUN_CONFIG_FILE, SPLIT_IDS_FILE
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
+from scannet.provenance import git_revision, sha256_file
 
 #: The published SCANN+ test MAE on QM9 (Vu et al. 2023, spec §6), in report units.
 PUBLISHED_SCANN_PLUS = {"homo": 32.0, "lumo": 31.0, "gap": 52.0, "alpha": 0.115, "cv": 0.041}
@@ -60,18 +59,6 @@ def subset_mae(model: str | Path, run_dir: str | Path, n_structures: int, seed: 
     return SubsetError([str(atoms.info["id"]) for atoms in structures], mae, seed)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _code_version() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=PRETRAINED_DIR)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def build_card(
     run_dir: Path, name: str, label: str, subset: SubsetError, model_file: Path, recipe: str, note: str = ""
 ) -> dict:
@@ -96,7 +83,7 @@ def build_card(
                 "featurized": summary["featurized_sizes"],
                 "seed": config["split_seed"],
                 "order": config["split_order"],
-                "sha256": _sha256(run_dir / SPLIT_IDS_FILE),
+                "sha256": sha256_file(run_dir / SPLIT_IDS_FILE),
             },
             "quarantined": summary["quarantined"],
         },
@@ -123,8 +110,8 @@ def build_card(
         },
         "test_subset": {"structures": len(subset.ids), "seed": subset.seed, "ids": subset.ids, "mae": subset.mae},
         "published_scann_plus": {t: PUBLISHED_SCANN_PLUS[t] for t in config["targets"] if t in PUBLISHED_SCANN_PLUS},
-        "model_sha256": _sha256(model_file),
-        "code_version": _code_version(),
+        "model_sha256": sha256_file(model_file),
+        "code_version": git_revision(PRETRAINED_DIR) or "unknown",
     }
 
 

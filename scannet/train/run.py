@@ -15,7 +15,6 @@ Steps, shared by this runner and the Ray Train driver (``scannet_platform.train_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter, rea
 from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANN, SCANNConfig, count_parameters
 from scannet.model.config import preset
+from scannet.provenance import sha256_file
 from scannet.train.run_config import RunConfig
 from scannet.train.trainer import predict_batches, target_statistics
 from scannet.train.worker import (
@@ -107,11 +107,7 @@ def resolve_dataset(data: str, cache: Path) -> DatasetInfo:
 
 def file_fingerprint(path: Path) -> str:
     """SHA-256 of a file's bytes (16 hex digits): the cache key of everything derived from it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 @dataclass(frozen=True)
