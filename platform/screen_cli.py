@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from scannet.cli import command_main
-from scannet.predictor import PRECISIONS
+from scannet.precision import PRECISIONS
 
 HELP = "screen a library of structures or SMILES with trained models (Ray Data, resumable)"
 DESCRIPTION = (

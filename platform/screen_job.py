@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from scannet.predictor import PRECISIONS
+from scannet.precision import Precision
 from scannet.typed_config import ConfigError, build, to_plain
 from scannet_platform.screen_chunk import PREDICTIONS_DIR, RESERVED, ChunkResult, ChunkScreener, part_name
 from scannet_platform.screen_library import Library, Piece, library_fingerprint, plan_library
@@ -68,7 +68,7 @@ class ScreenConfig:
     device: str = "cpu"
     threads: int | None = None  # torch threads per actor (default: cpus_per_actor)
     compile: bool = False  # torch.compile the models in each actor (Predictor.compile): pays off on large libraries
-    precision: str = "fp32"  # "bf16": the models under bfloat16 autocast (scannet.predictor.PRECISIONS)
+    precision: Precision = "fp32"  # "bf16": the models under bfloat16 autocast (scannet.precision)
     mlflow: bool = True
     tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db
     experiment: str = DEFAULT_EXPERIMENT
@@ -87,8 +87,6 @@ class ScreenConfig:
             raise ValueError(f"actors must be at least 1, got {self.actors}")
         if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise ValueError("cpus_per_actor must be > 0 and gpus_per_actor >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r}: choose one of {list(PRECISIONS)}")
         if self.device.startswith("cuda") and self.executor == "ray" and self.gpus_per_actor == 0:
             raise ValueError("device cuda on Ray needs gpus_per_actor > 0 (e.g. 1, or 0.5 for two actors per GPU)")
 

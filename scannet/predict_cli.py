@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from scannet.predictor import PRECISIONS
+from scannet.precision import PRECISIONS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR = 0, 1, 2
 MODEL_HELP = (

@@ -21,6 +21,7 @@ from scannet.batch import collate_graphs
 from scannet.checkpoint import load_model, resolve_checkpoint
 from scannet.featurizer import FeaturizerConfig, Graph, featurize_each
 from scannet.model.scann import SCANN
+from scannet.precision import check_precision, precision_autocast
 from scannet.structures import StructureError, structure_name
 
 
@@ -65,20 +66,6 @@ def check_vocabulary(atoms: Atoms, elements: Sequence[int], name: str) -> None:
         )
 
 
-#: Inference precisions: "fp32" (the weights' own), "bf16" (autocast: matrix products in bfloat16, on CPUs
-#: with AMX/AVX-512-BF16 and on GPUs about 2x faster; changes predictions by a few meV, see benchmarks/README.md).
-PRECISIONS = ("fp32", "bf16")
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` when it is one of :data:`PRECISIONS`; raises ConfigError (one line) otherwise."""
-    from scannet.typed_config import ConfigError
-
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
-    return precision
-
-
 class Predictor:
     """A trained model with its featurizer: ``predict(list_of_atoms)``.
 
@@ -101,7 +88,7 @@ class Predictor:
 
     def precision_context(self) -> torch.autocast:
         """The precision context every forward pass runs in."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return precision_autocast(self.device, self.precision)
 
     def compile(self) -> Predictor:
         """Run the model through ``torch.compile(dynamic=True)``: one compiled graph for every batch shape.
@@ -269,7 +256,7 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu", pre
 
     ``path`` may also be the name of a shipped model (:mod:`scannet.pretrained`; ``None``: the default one) or an
     MLflow model URI (``models:/name/1``, ``models:/name@best``) when the platform is installed: the registered
-    checkpoint is downloaded and its SHA-256 verified first. ``precision``: one of :data:`PRECISIONS`.
+    checkpoint is downloaded and its SHA-256 verified first. ``precision``: one of :data:`scannet.precision.PRECISIONS`.
     """
     from scannet.typed_config import ConfigError
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scannet.model.config import PRESETS as MODEL_PRESETS
+from scannet.precision import PRECISIONS
 from scannet.train.run_config import RUN_PRESETS
 from scannet.typed_config import to_plain
 
@@ -68,7 +69,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     featurizer.add_argument("--distance-threshold", type=float, help="d_t in Å (4 molecules, 6 crystals)")
     featurizer.add_argument("--molecule-mode", choices=["exact", "box10"], help="exact (default) or box10")
     execution = parser.add_argument_group("execution")
-    execution.add_argument("--precision", choices=["fp32", "bf16"])
+    execution.add_argument("--precision", choices=PRECISIONS)
     execution.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     execution.add_argument("--threads", type=int, help="torch CPU threads")
     execution.add_argument("--device", help="cpu (default) or cuda (Ray-free runner)")

@@ -25,7 +25,8 @@ from scannet.data.splits import SplitOrder
 from scannet.featurizer import FeaturizerConfig
 from scannet.home import default_data_cache, default_runs_dir
 from scannet.model.config import PRESETS as MODEL_PRESETS
-from scannet.train.trainer import Precision, TrainConfig
+from scannet.precision import Precision
+from scannet.train.trainer import TrainConfig
 from scannet.typed_config import ConfigError, build, read_yaml_mapping
 
 #: The featurizer settings each model preset was made for (its distance basis matches d_t).

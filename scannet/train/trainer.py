@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +22,10 @@ from scannet import batch as keys
 from scannet.batch import Batch, batch_to
 from scannet.distributed import all_reduce_sum, world_size
 from scannet.model.scann import SCANN
+from scannet.precision import Precision, check_precision, precision_autocast
 from scannet.train.data import GraphDataset, make_loader
 from scannet.train.schedule import LearningRateSchedule, ScheduleName
 from scannet.typed_config import build
-
-Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -139,8 +138,7 @@ class TrainLoop:
         forward: torch.nn.Module | None = None,
         precision: Precision = "fp32",
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        check_precision(precision)
         self.config, self.device, self.precision = config, torch.device(device), precision
         self.model = model.to(self.device)
         self.forward = forward if forward is not None else self.model
@@ -154,8 +152,7 @@ class TrainLoop:
 
     def autocast(self):
         """bf16 autocast of the forward pass when asked for (GPU mixed precision); a no-op for fp32."""
-        enabled = self.precision == "bf16"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return precision_autocast(self.device, self.precision)
 
     def train_epoch(self, batches: Iterable[Batch], progress: bool = False) -> float:
         """One pass over ``batches``; returns the mean over steps of the global-batch loss (RMSE + L2 term)."""

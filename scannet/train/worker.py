@@ -35,8 +35,9 @@ from scannet.data.loader import GraphTableDataset, make_table_loader
 from scannet.distributed import all_gather_objects, all_reduce_sum, rank_and_world
 from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANN, SCANNConfig
+from scannet.precision import Precision
 from scannet.train.run_config import FaultHooks
-from scannet.train.trainer import Precision, TrainConfig, TrainLoop
+from scannet.train.trainer import TrainConfig, TrainLoop
 
 TRAIN_STATE = "train_state.pt"
 MODEL_FILE = "model.pt"

@@ -256,5 +256,5 @@ def test_a_bf16_screen_is_close_to_fp32_records_its_precision_and_cannot_resume_
     assert not any("[bf16]" in m for m in fp32["models"].to_pylist())
     with pytest.raises(ConfigError, match="holds a screen made with other precision"):
         screen(tmp_path / "fp32", [library], [models["a"]], precision="bf16")
-    with pytest.raises(ConfigError, match="precision 'fp16'"):
+    with pytest.raises(ConfigError, match="precision: must be one of .*, got 'fp16'"):
         screen(tmp_path / "fp16", [library], [models["a"]], precision="fp16")
