@@ -530,25 +530,26 @@ def _evaluate_and_export(
 
 
 def export_ensemble(study: StudyConfig, evaluations, objective: str, study_dir: Path) -> Path:
-    """``ensemble/``: the top-k trials' best weights (``member-XX.pt``) and ``ensemble.json``, replaced whole."""
+    """``ensemble/``: the top-k trials' best weights (``member-XX.pt``) and ``ensemble.json``, replaced whole
+    (staged beside it and swapped in by :class:`~scannet.data.atomic.AtomicWrite`: a crash leaves the old one)."""
+    from scannet.data.atomic import AtomicWrite
+
     folder = study_dir / "ensemble"
-    staging = study_dir / ".ensemble-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     members = []
-    for k, (row, _, evaluation) in enumerate(evaluations):
-        name = f"member-{k:02d}.pt"
-        shutil.copy2(evaluation.summary.checkpoint, staging / name)
-        members.append(
-            {
-                "checkpoint": name,
-                "trial_id": row.trial_id,
-                "val_metric": row.best,
-                "test_mae": evaluation.summary.test_mae,
-            }
-        )
-    manifest = {"study": study.name, "metric": objective, "mode": study.mode, "members": members}
-    (staging / "ensemble.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    with AtomicWrite(folder, owned=("ensemble.json",)) as write:
+        for k, (row, _, evaluation) in enumerate(evaluations):
+            name = f"member-{k:02d}.pt"
+            shutil.copy2(evaluation.summary.checkpoint, write.path / name)
+            members.append(
+                {
+                    "checkpoint": name,
+                    "trial_id": row.trial_id,
+                    "val_metric": row.best,
+                    "test_mae": evaluation.summary.test_mae,
+                }
+            )
+        manifest = {"study": study.name, "metric": objective, "mode": study.mode, "members": members}
+        (write.path / "ensemble.json").write_text(json.dumps(manifest, indent=1))
+    for stale in {p.name for p in folder.glob("member-*.pt")} - {m["checkpoint"] for m in members}:
+        (folder / stale).unlink()  # carried over from a larger earlier ensemble (AtomicWrite keeps other files)
     return folder / "ensemble.json"

@@ -99,6 +99,7 @@ def build_card(
             "best_epoch": best + 1,
             "best_val_mae": history[best].get("val_mae") if best < len(history) else None,
             "seconds": summary["seconds"],  # of the last launch
+            "epoch_seconds": _epoch_seconds(history),  # of every epoch, across launches
             "resumed_from_epoch": summary["resumed_from_epoch"],
             "device": config["device"],
             "torch": torch.__version__,
@@ -113,6 +114,12 @@ def build_card(
         "model_sha256": sha256_file(model_file),
         "code_version": git_revision(PRETRAINED_DIR) or "unknown",
     }
+
+
+def _epoch_seconds(history: list[dict]) -> float | None:
+    """Total wall time of the run's epochs, across launches; None when a record predates epoch timing."""
+    seconds = [record.get("seconds") for record in history]
+    return float(sum(seconds)) if seconds and None not in seconds else None
 
 
 def render_readme(card: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -62,6 +63,7 @@ class EpochRecord:
     val_mae: float  # mean over targets of the z-scored MAE
     val_mae_per_target: dict[str, float]  # dataset units
     lr: float
+    seconds: float | None = None  # wall time of the epoch, training and validation (None in older runs)
 
 
 @dataclass
@@ -147,6 +149,7 @@ class TrainLoop:
             config.schedule, config.lr, config.min_lr, steps_per_epoch, config.epochs, config.inverse_time_decay
         )
         self.epoch, self.step = 0, 0
+        self.epoch_started = time.perf_counter()  # set again by every train_epoch
         self.history = History()
         self.best_state: dict[str, torch.Tensor] | None = None
 
@@ -156,6 +159,7 @@ class TrainLoop:
 
     def train_epoch(self, batches: Iterable[Batch], progress: bool = False) -> float:
         """One pass over ``batches``; returns the mean over steps of the global-batch loss (RMSE + L2 term)."""
+        self.epoch_started = time.perf_counter()
         self.forward.train()
         self.schedule.start_epoch()
         total, count = 0.0, 0
@@ -205,7 +209,8 @@ class TrainLoop:
         val_mae = self.normalized_mae(val_mae_per_target)
         self.schedule.end_epoch(val_mae)
         per_target = {t: float(v) for t, v in val_mae_per_target.items()}  # plain floats: weights_only loads
-        record = EpochRecord(self.epoch, float(train_loss), val_mae, per_target, float(lr))
+        seconds = time.perf_counter() - self.epoch_started
+        record = EpochRecord(self.epoch, float(train_loss), val_mae, per_target, float(lr), seconds)
         self.history.records.append(record)
         if val_mae < self.history.best_val_mae:
             self.history.best_val_mae, self.history.best_epoch = val_mae, self.epoch

@@ -259,7 +259,7 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
         metrics = {"epoch": record.epoch, "train_loss": record.train_loss, "val_mae": record.val_mae, "lr": lr}
         metrics["last"] = loop.should_stop  # the epoch budget is spent or early stopping triggered
         metrics.update({"start_epoch": start_epoch, "val_structures": val_count, "epochs": config.train.epochs})
-        metrics.update({"seconds": time.perf_counter() - started, "train_per_s": train_rows / train_seconds})
+        metrics.update({"seconds": record.seconds, "train_per_s": train_rows / train_seconds})
         metrics.update({f"val_mae_{t}": v for t, v in val_mae.items()})
         rank_rng = all_gather_objects(rng_state())
         with tempfile.TemporaryDirectory() as folder:

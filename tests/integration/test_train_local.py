@@ -74,6 +74,7 @@ def test_job_writes_model_split_history_and_summary(trained_run):
     assert split.sizes == summary["split_sizes"]
     history = json.loads((trained_run / "history.json").read_text())
     assert len(history) == 2 and history[1]["train_loss"] < history[0]["train_loss"] * 1.5
+    assert all(0 < record["seconds"] < summary["seconds"] for record in history)  # each epoch's wall time
 
 
 @pytest.mark.slow

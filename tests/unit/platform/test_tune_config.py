@@ -290,3 +290,38 @@ def test_a_trial_gets_the_base_run_with_its_parameters_and_the_graph_table_of_it
     session.plan = plan
     wanted = [session.wants_checkpoint({"epoch": e, "last": e == 4}) for e in range(5)]
     assert wanted == [False, True, False, True, True]
+
+
+def test_an_exported_ensemble_replaces_the_old_one_whole(tmp_path):
+    """A smaller ensemble replaces a larger one: no stale members, the user's own files kept; an export that
+    fails halfway leaves the previous ensemble as it was."""
+    import json
+    from types import SimpleNamespace
+
+    from scannet_platform.tune_driver import export_ensemble
+
+    def evaluations(n: int, tag: str) -> list:
+        rows = []
+        for k in range(n):
+            checkpoint = tmp_path / f"{tag}-{k}.pt"
+            checkpoint.write_text(f"{tag} {k}")
+            summary = SimpleNamespace(checkpoint=checkpoint, test_mae={"gap": 0.1 * k})
+            rows.append((SimpleNamespace(trial_id=f"{tag}{k}", best=float(k)), None, SimpleNamespace(summary=summary)))
+        return rows
+
+    study = SimpleNamespace(name="s", mode="min")
+    export_ensemble(study, evaluations(3, "old"), "val_mae", tmp_path)
+    (tmp_path / "ensemble" / "notes.txt").write_text("mine")
+    manifest = export_ensemble(study, evaluations(2, "new"), "val_mae", tmp_path)
+    folder = manifest.parent
+    assert sorted(p.name for p in folder.iterdir()) == ["ensemble.json", "member-00.pt", "member-01.pt", "notes.txt"]
+    assert (folder / "member-01.pt").read_text() == "new 1"
+    assert [m["trial_id"] for m in json.loads(manifest.read_text())["members"]] == ["new0", "new1"]
+
+    broken = evaluations(2, "broken")
+    broken[1][2].summary.checkpoint = tmp_path / "missing.pt"
+    with pytest.raises(FileNotFoundError):
+        export_ensemble(study, broken, "val_mae", tmp_path)
+    assert (folder / "member-00.pt").read_text() == "new 0"
+    assert [m["trial_id"] for m in json.loads(manifest.read_text())["members"]] == ["new0", "new1"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left

@@ -52,6 +52,8 @@ def test_resume_from_state_continues_exactly():
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
     assert [r.val_mae for r in resumed.history.records] == [r.val_mae for r in straight.history.records]
+    assert [r.seconds for r in resumed.history.records[:2]] == [r.seconds for r in first.history.records]
+    assert all(r.seconds > 0 for r in resumed.history.records)  # epoch wall times survive the resume
 
 
 def test_loss_falls_and_best_weights_are_restored():
