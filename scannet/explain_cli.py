@@ -91,8 +91,10 @@ def run_explanations(args: argparse.Namespace) -> int:
     )
 
     graphs = {}
-    for row in readable:
-        graph, row.error = predictor.try_featurize(row.atoms, row.name)
+    for row, (graph, error) in zip(
+        readable, predictor.featurize_each([r.atoms for r in readable], [r.name for r in readable])
+    ):
+        row.error = error
         if graph is not None:
             graphs[id(row)] = graph
     featurized = [row for row in readable if id(row) in graphs]

@@ -230,10 +230,9 @@ def recorded_test_sample(run_dir: str | Path, n_structures: int, seed: int = 0, 
 
 def featurize_sample(predictor: Predictor, structures: Sequence[Atoms]) -> tuple[list[Graph], list[str]]:
     """The graphs of the structures the predictor can featurize, and ``<id>: <reason>`` for each it cannot."""
+    names = [str(atoms.info.get("id", atoms.get_chemical_formula())) for atoms in structures]
     graphs, left_out = [], []
-    for atoms in structures:
-        name = str(atoms.info.get("id", atoms.get_chemical_formula()))
-        graph, error = predictor.try_featurize(atoms, name)
+    for name, (graph, error) in zip(names, predictor.featurize_each(structures, names)):
         if graph is None:
             left_out.append(f"{name}: {error}")
         else:

@@ -166,10 +166,6 @@ class Predictor:
             raise StructureError(name, error)
         return graph
 
-    def try_featurize(self, atoms: Atoms, name: str) -> tuple[Graph | None, str | None]:
-        """(graph, None), or (None, the reason) when the structure cannot be featurized."""
-        return self.featurize_each([atoms], [name])[0]
-
     @torch.no_grad()
     def predict(self, structures: Sequence[Atoms], batch_size: int = 128, progress: bool = False) -> list[Prediction]:
         """Predict every structure, ``batch_size`` at a time; failures are reported per structure, the rest
