@@ -175,7 +175,7 @@ def child_model_only(args: argparse.Namespace) -> None:
     batches = [collate_graphs(graphs[s:e]) for s, e in slices]
 
     def one_pass() -> None:
-        with torch.inference_mode(), predictor.precision_context():
+        with torch.inference_mode(), predictor.autocast():
             for batch in batches:
                 predictor._forward(batch)
 

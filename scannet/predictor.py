@@ -22,7 +22,7 @@ from scannet.checkpoint import load_model, resolve_checkpoint
 from scannet.featurizer import FeaturizerConfig, Graph, featurize_each
 from scannet.model.scann import SCANN
 from scannet.precision import check_precision, precision_autocast
-from scannet.structures import StructureError, structure_name
+from scannet.structures import StructureError, describe_error, structure_name
 
 
 @dataclass
@@ -37,12 +37,6 @@ class Prediction:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def describe_error(exc: BaseException) -> str:
-    """``Type: message`` on one line; ``Type (raised without a message)`` when the message is empty."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (raised without a message)"
 
 
 def _name_of(atoms: Atoms, index: int) -> str:
@@ -86,7 +80,7 @@ class Predictor:
         self.precision = check_precision(precision)
         self._forward = self.model  # the model, or its compiled forward (:meth:`compile`)
 
-    def precision_context(self) -> torch.autocast:
+    def autocast(self) -> torch.autocast:
         """The precision context every forward pass runs in."""
         return precision_autocast(self.device, self.precision)
 
@@ -107,7 +101,7 @@ class Predictor:
         probe = Graph(np.full(n, z), center, neighbor, 1.5 * edges, 1.0 * edges, 0.3 * edges)
         compiled = torch.compile(self.model, dynamic=True)
         try:
-            with torch.inference_mode(), self.precision_context():
+            with torch.inference_mode(), self.autocast():
                 compiled({k: v.to(self.device) for k, v in collate_graphs([probe, probe]).items()})
         except Exception as exc:
             raise ConfigError(f"compile: torch.compile failed on this machine: {describe_error(exc)}") from exc
@@ -218,7 +212,7 @@ class Predictor:
     def _run_model(self, chunk: list[tuple[int, Graph]]) -> list[tuple[dict[str, float], np.ndarray]]:
         device = self.device
         batch = {k: v.to(device) for k, v in collate_graphs([g for _, g in chunk]).items()}
-        with self.precision_context():
+        with self.autocast():
             output = self._forward(batch)
         prediction = output.prediction.float().cpu().numpy()  # [B, T]
         ga_per_structure = torch.split(output.ga_scores.float().cpu(), batch["n_atoms"].tolist())

@@ -25,6 +25,12 @@ class StructureError(ValueError):
         self.reason = reason
 
 
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` on one line; ``Type (raised without a message)`` when the message is empty."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (raised without a message)"
+
+
 def structure_name(atoms: Atoms, index: int | None = None) -> str:
     """A human-readable name: ``atoms.info['name'|'id']`` when present, else the formula and index."""
     for key in ("name", "id"):
@@ -78,7 +84,8 @@ def validate_structure(atoms: Atoms, name: str) -> None:
 
 
 def validate_structures(structures: Sequence[Atoms], names: Sequence[str]) -> list[StructureError | None]:
-    """:func:`validate_structure` of each structure: its error, or None when it is usable.
+    """:func:`validate_structure` of each structure: its error, or None when it is usable. Anything else
+    raised for a structure becomes its error too, so one odd structure never stops the others.
 
     The checks of free molecules run vectorised over all of them at once (one KD-tree for the overlaps, the
     molecules laid side by side 1 Å apart); only the molecules those checks flag, and periodic structures,
@@ -88,29 +95,39 @@ def validate_structures(structures: Sequence[Atoms], names: Sequence[str]) -> li
     free = [k for k, atoms in enumerate(structures) if len(atoms) and not is_periodic(atoms)]
     flagged = np.ones(len(structures), dtype=bool)
     if len(free) > 1:  # one molecule alone: validate_structure below is cheaper
-        sizes = np.array([len(structures[k]) for k in free])  # [B]
-        positions = np.concatenate([np.asarray(structures[k].positions, dtype=float) for k in free])  # [N, 3]
-        numbers = np.concatenate([structures[k].numbers for k in free])  # [N]
-        molecule = np.repeat(np.arange(len(free)), sizes)  # [N]
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # [B]
-        with np.errstate(invalid="ignore"):
-            bad_atom = ~np.all(np.abs(positions) <= MAX_ABS_COORDINATE, axis=1) | (numbers <= 0)  # [N] NaN too
-        bad = np.bincount(molecule, weights=bad_atom, minlength=len(free)) > 0  # [B]
-        low = np.minimum.reduceat(np.where(bad_atom[:, None], 0.0, positions[:, 0:1]), starts)[:, 0]  # [B]
-        high = np.maximum.reduceat(np.where(bad_atom[:, None], 0.0, positions[:, 0:1]), starts)[:, 0]  # [B]
-        shift = np.cumsum(high - low + 1.0) - (high - low + 1.0) - low  # [B] molecule b starts at x = sum of widths
-        laid_out = positions.copy()
-        laid_out[:, 0] += shift[molecule]
-        usable = ~bad[molecule]  # [N]
-        pairs = cKDTree(laid_out[usable]).query_pairs(MIN_INTERATOMIC_DISTANCE, output_type="ndarray")  # [P, 2]
-        bad[molecule[usable][pairs[:, 0]]] = True
-        flagged[free] = bad
+        try:
+            flagged[free] = _flag_molecules([structures[k] for k in free])
+        except Exception:  # input the vectorised checks cannot take: every molecule one by one
+            pass
     for k in np.flatnonzero(flagged).tolist():
         try:
             validate_structure(structures[k], names[k])
         except StructureError as exc:
             errors[k] = exc
+        except Exception as exc:
+            errors[k] = StructureError(names[k], f"featurization failed: {describe_error(exc)}")
     return errors
+
+
+def _flag_molecules(molecules: Sequence[Atoms]) -> np.ndarray:
+    """[B] bool: the free molecules that may fail :func:`validate_structure` (the others surely pass)."""
+    sizes = np.array([len(atoms) for atoms in molecules])  # [B]
+    positions = np.concatenate([np.asarray(atoms.positions, dtype=float) for atoms in molecules])  # [N, 3]
+    numbers = np.concatenate([atoms.numbers for atoms in molecules])  # [N]
+    molecule = np.repeat(np.arange(len(molecules)), sizes)  # [N]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # [B]
+    with np.errstate(invalid="ignore"):
+        bad_atom = ~np.all(np.abs(positions) <= MAX_ABS_COORDINATE, axis=1) | (numbers <= 0)  # [N] NaN too
+    bad = np.bincount(molecule, weights=bad_atom, minlength=len(molecules)) > 0  # [B]
+    low = np.minimum.reduceat(np.where(bad_atom[:, None], 0.0, positions[:, 0:1]), starts)[:, 0]  # [B]
+    high = np.maximum.reduceat(np.where(bad_atom[:, None], 0.0, positions[:, 0:1]), starts)[:, 0]  # [B]
+    shift = np.cumsum(high - low + 1.0) - (high - low + 1.0) - low  # [B] molecule b starts at x = sum of widths
+    laid_out = positions.copy()
+    laid_out[:, 0] += shift[molecule]
+    usable = ~bad[molecule]  # [N]
+    pairs = cKDTree(laid_out[usable]).query_pairs(MIN_INTERATOMIC_DISTANCE, output_type="ndarray")  # [P, 2]
+    bad[molecule[usable][pairs[:, 0]]] = True
+    return bad
 
 
 def _check_overlaps(atoms: Atoms, name: str) -> None:

@@ -371,10 +371,12 @@ def featurize_records(
     empty = Graph(*(np.zeros(0, np.int64),) * 3, *(np.zeros(0, np.float32),) * 3)
     graphs: list[Graph] = [empty] * len(ids)
     errors: list[str | None] = [None] * len(ids)
-    readable = [k for k, atoms in enumerate(structures) if not isinstance(atoms, Exception)]
+    readable = []
     for k, atoms in enumerate(structures):
         if isinstance(atoms, Exception):
             errors[k] = f"unreadable record: {atoms}"
+        else:
+            readable.append(k)
     featurized = featurize_each([structures[k] for k in readable], featurizer, [ids[k] for k in readable])
     for k, result in zip(readable, featurized):
         if isinstance(result, StructureError):

@@ -124,8 +124,9 @@ def featurize_many(
     with tqdm(total=len(structures), desc="featurizing", unit="structure", disable=not progress) as bar:
         for start in range(0, len(structures), CHUNK):
             for result in featurize_each(structures[start : start + CHUNK], config, names[start : start + CHUNK]):
-                graphs.append(None if isinstance(result, StructureError) else result)
-                if isinstance(result, StructureError):
+                failed = isinstance(result, StructureError)
+                graphs.append(None if failed else result)
+                if failed:
                     errors.append(result)
             bar.update(min(CHUNK, len(structures) - start))
     return graphs, errors

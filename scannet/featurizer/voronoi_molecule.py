@@ -91,7 +91,7 @@ def molecules_facets(molecules: Sequence[np.ndarray]) -> Facets:
     keys = _FacetKeys(atom_offset, max(1, int(sizes.max())))
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (centre, neighbour, Ω) per flat molecule
     triangulations: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (offset, Delaunay) per 3D one
-    clearly_spatial = _clearly_spatial(centred, sizes, offsets)  # [B]
+    clearly_spatial = _clearly_spatial(centred, sizes)  # [B]
     for offset, points, spatial in zip(offsets[:-1].tolist(), centred, clearly_spatial.tolist()):
         if len(points) < 2:
             continue
@@ -134,7 +134,7 @@ class _FacetKeys:
         return center, self.atom_offset[center] + key % self.width
 
 
-def _clearly_spatial(centred: list[np.ndarray], sizes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _clearly_spatial(centred: list[np.ndarray], sizes: np.ndarray) -> np.ndarray:
     """[B] bool: molecules that are 3D by a wide margin (10x ``FLATNESS_TOLERANCE``), from the normal of the
     best-fit plane of all molecules at once (eigenvectors of the 3x3 covariances). The others go through
     :func:`_principal_axes` one by one, so the flat/3D decision near the tolerance is the exact one."""
@@ -156,17 +156,16 @@ def _triangulate_or_flat(centred: np.ndarray, clearly_spatial: bool) -> tuple[tu
     """(Delaunay simplices, neighbours, vertices) for a 3D molecule, else (None, (centre, neighbour, Ω)) from
     the construction its flatness calls for; indices local to the molecule."""
     scale = max(1.0, float(np.sqrt((centred**2).sum(axis=1).max())))  # Å
-    if clearly_spatial:
-        try:
-            return _delaunay(centred, scale), None
-        except QhullError:  # decide as below
-            pass
-    axes, off_line, off_plane = _principal_axes(centred)
-    if off_plane > FLATNESS_TOLERANCE * scale:
+    axes = None  # the principal axes: not needed for a clearly 3D molecule that qhull triangulates
+    if not clearly_spatial:
+        axes, off_line, off_plane = _principal_axes(centred)
+    if clearly_spatial or off_plane > FLATNESS_TOLERANCE * scale:
         try:
             return _delaunay(centred, scale), None
         except QhullError:  # flat after all: planar construction
             pass
+    if axes is None:
+        axes, off_line, _ = _principal_axes(centred)
     if off_line > FLATNESS_TOLERANCE * scale:
         try:
             return None, _planar_facets(centred @ axes[:2].T, scale)

@@ -106,3 +106,32 @@ def test_validate_structures_flags_exactly_what_validate_structure_rejects():
     got = [None if e is None else str(e) for e in validate_structures(library, names)]
     assert got == expected
     assert sum(e is not None for e in got) == 5
+
+
+def test_anything_raised_for_one_structure_is_its_error_and_the_rest_are_featurized(monkeypatch):
+    import scannet.structures as structures_module
+
+    library = mixed_library()[:40]
+    names = [f"s{k}" for k in range(len(library))]
+    expected = featurize_each(library, names=names)
+    original = structures_module.validate_structure
+
+    def fragile(atoms, name):
+        if name == "s7":
+            raise KeyError("cell")
+        return original(atoms, name)
+
+    def broken_vectorised_checks(molecules):
+        raise MemoryError
+
+    monkeypatch.setattr(structures_module, "validate_structure", fragile)
+    monkeypatch.setattr(structures_module, "_flag_molecules", broken_vectorised_checks)  # all one by one
+    got = featurize_each(library, names=names)
+    assert str(got[7]) == "structure 's7': featurization failed: KeyError: 'cell'"
+    for k, (a, b) in enumerate(zip(got, expected)):
+        if k == 7:
+            continue
+        if isinstance(b, StructureError):
+            assert str(a) == str(b)
+        else:
+            assert_same_graph(a, b, names[k])
