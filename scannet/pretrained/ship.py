@@ -171,7 +171,12 @@ def render_readme(card: dict[str, Any]) -> str:
                 if train["resumed_from_epoch"]
                 else "it took "
             )
-            + f"{train['seconds'] / 3600:.2f} h.",
+            + f"{train['seconds'] / 3600:.2f} h"
+            + (
+                f"; its epochs, over all launches, {train['epoch_seconds'] / 3600:.2f} h."
+                if train.get("epoch_seconds") is not None
+                else "."
+            ),
             f"- Reproduce: `scannet train --config {recipe['file']}` (the run folder then holds `best_model.pt`; "
             "`python -m scannet.pretrained.ship <run folder> --label ...` writes this card).",
             *([f"- Note: {card['note']}"] if card.get("note") else []),

@@ -101,3 +101,10 @@ def test_the_project_readme_quotes_the_default_card():
     assert f"all {card['test']['structures']:,} QM9 test molecules" in readme
     for target in card["targets"]:
         assert f"| {card['test']['mae'][target]:.1f} meV | {card['published_scann_plus'][target]:g} meV |" in readme
+
+
+def test_the_readme_gives_the_epochs_total_time_when_the_history_has_it():
+    card = pretrained.card()
+    assert "over all launches" not in render_readme(card)  # the shipped run predates epoch timing
+    card["training"]["epoch_seconds"] = 4242.0
+    assert "its epochs, over all launches, 1.18 h." in render_readme(card)
