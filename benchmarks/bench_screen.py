@@ -46,6 +46,8 @@ from pathlib import Path
 
 from _timing import add_repeats_option, load_line, machine_load
 
+from scannet.precision import PRECISIONS
+
 HERE = Path(__file__).resolve().parent
 JITTER = 0.01  # Å
 TARGETS = ("homo", "lumo", "gap")
@@ -278,7 +280,7 @@ def main() -> None:
         "--compile", action="store_true", help="torch.compile the model (screen --compile), in the model-only pass too"
     )
     parser.add_argument(
-        "--precision", default="fp32", choices=("fp32", "bf16"), help="screen --precision, in the model-only pass too"
+        "--precision", default="fp32", choices=PRECISIONS, help="screen --precision, in the model-only pass too"
     )
     parser.add_argument(
         "--untrained", action="store_true", help="time an untrained qm9-scann+ instead of the shipped model"
