@@ -7,7 +7,7 @@ split written with ``write_split_ids``, SCANN+ ``qm9-scann+``, global batch 128,
 torch threads) is run by ``scannet.train.worker.run_worker``
 
 (a) in this process with a ``LocalSession`` (no Ray), and
-(b) as a one-worker ``TorchTrainer`` (``scannet_platform.train_worker.train_loop_per_worker``,
+(b) as a one-worker ``TorchTrainer`` (``scannet_platform.train.session.train_loop_per_worker``,
     ``train_loop_config={"worker": config}``, ``--threads`` CPUs for the worker) on a local Ray started here
     (``address="local"``, ``--threads`` CPUs) and shut down at the end.
 
@@ -123,7 +123,7 @@ def run_ray(config: WorkerConfig, folder: Path, threads: int) -> tuple[float, li
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from scannet_platform.train_worker import train_loop_per_worker
+    from scannet_platform.train.session import train_loop_per_worker
 
     metrics = folder / "report_metrics.jsonl"
     folder.mkdir(parents=True)

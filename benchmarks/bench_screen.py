@@ -123,7 +123,7 @@ def write_model(path: Path, name: str = "qm9-scann+") -> Path:
 
 
 def child_screen(args: argparse.Namespace) -> None:
-    from scannet_platform.screen_job import build_screen_config, run_screen
+    from scannet_platform.screen.job import build_screen_config, run_screen
 
     config = build_screen_config(
         {

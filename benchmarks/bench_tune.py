@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def study_run(space: Path) -> dict:
-    from scannet_platform.tune_config import load_study
+    from scannet_platform.tune.config import load_study
 
     return dict(load_study(space).run)
 
@@ -53,7 +53,7 @@ def sampled_configs(study, count: int) -> list[dict]:
 def tune_path(plan, configs: list[dict], folder: Path) -> float:
     from ray import tune
 
-    from scannet_platform.tune_trial import run_trial
+    from scannet_platform.tune.trial import run_trial
 
     def trial(config, plan):
         run_trial(config["params"], plan)
@@ -101,9 +101,9 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-tune-"))
     os.environ.setdefault("SCANNET_HOME", str(home))
     print(f"SCANNET_HOME={os.environ['SCANNET_HOME']}; {_timing.load_line()}")
-    from scannet_platform.train_driver import ensure_ray
-    from scannet_platform.tune_config import load_study
-    from scannet_platform.tune_driver import prepare_study, run_study
+    from scannet_platform.runtime import ensure_ray
+    from scannet_platform.tune.config import load_study
+    from scannet_platform.tune.driver import prepare_study, run_study
 
     space = ROOT / "tune_spaces" / "small_cpu.yaml"
     with _timing.machine_load():

@@ -9,7 +9,7 @@ Launching again with the same --out resumes (finished chunks are skipped). See -
 
 import sys
 
-from scannet_platform.screen_cli import main
+from scannet_platform.screen.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__))

@@ -6,7 +6,7 @@ python jobs/train.py --data data/c60/structures.parquet --targets homo lumo --in
 
 import sys
 
-from scannet_platform.train_cli import main
+from scannet_platform.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__))

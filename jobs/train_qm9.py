@@ -9,7 +9,7 @@ Re-running with the same --name resumes from the latest checkpoint. See --help f
 
 import sys
 
-from scannet_platform.train_cli import main
+from scannet_platform.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(data="qm9", description=__doc__))

@@ -9,7 +9,7 @@ Re-running with the same study name resumes it. See --help for every option.
 
 import sys
 
-from scannet_platform.tune_cli import main
+from scannet_platform.tune.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """A training run from its config to its summary; the Ray-free runner (``scannet train``).
 
-Steps, shared by this runner and the Ray Train driver (``scannet_platform.train_driver``):
+Steps, shared by this runner and the Ray Train driver (``scannet_platform.train.driver``):
 
 [1] ``prepare_run``: the dataset (QM9 built once into the data cache, or the user's structures table), its
     elements and periodicity -> the model (preset paired with its featurizer settings, element vocabulary

@@ -23,7 +23,7 @@ CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "local" / "clus
 
 SCRIPT = r"""
 import importlib.util, json, os, sys, time
-from scannet_platform.train_driver import ensure_ray
+from scannet_platform.runtime import ensure_ray
 
 spec = importlib.util.spec_from_file_location("local_cluster", sys.argv[1])  # infra/local/cluster.py
 cluster = importlib.util.module_from_spec(spec)

@@ -17,9 +17,9 @@ import scannet
 from scannet.data.qm9 import write_qm9_table
 from scannet.train.run_config import FaultHooks
 from scannet.train.worker import TRAIN_STATE
-from scannet_platform.tracking import download_checkpoint, load_registered
-from scannet_platform.train_config import build_config
-from scannet_platform.train_driver import run_training
+from scannet_platform.tracking.registry import download_checkpoint, load_registered
+from scannet_platform.train.config import build_config
+from scannet_platform.train.driver import run_training
 
 pytestmark = pytest.mark.slow
 

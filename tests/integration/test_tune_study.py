@@ -62,7 +62,7 @@ def study_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def interrupted(study_file):
     """The study run by ``scannet tune`` in its own process group, sent SIGINT once a trial has ended."""
-    from scannet_platform.tune_config import load_study
+    from scannet_platform.tune.config import load_study
 
     study = load_study(study_file)
     study_dir = study.base_run().runs_dir / study.name
@@ -100,7 +100,7 @@ def ray_here():
 
 @pytest.fixture(scope="module")
 def resumed(interrupted, ray_here):
-    from scannet_platform.tune_driver import run_study
+    from scannet_platform.tune.driver import run_study
 
     study = interrupted[0]
 
@@ -142,8 +142,8 @@ def test_the_resumed_study_finishes_with_asha_stopping_trials(interrupted, resum
 def test_mlflow_holds_a_parent_run_with_one_child_per_trial(interrupted, resumed):
     from mlflow import MlflowClient
 
-    from scannet_platform.tracking import normalized_uri
-    from scannet_platform.tune_tracking import OUTCOME_TAG, PARENT_TAG, TRIAL_TAG
+    from scannet_platform.tracking.runs import normalized_uri
+    from scannet_platform.tune.tracking import OUTCOME_TAG, PARENT_TAG, TRIAL_TAG
 
     study, study_dir, _, _, ended_first = interrupted
     client = MlflowClient(normalized_uri(study.tracking_uri))
@@ -185,7 +185,7 @@ def test_mlflow_holds_a_parent_run_with_one_child_per_trial(interrupted, resumed
 def test_the_best_trial_is_registered_with_tags_pointing_at_the_study(interrupted, resumed):
     from mlflow import MlflowClient
 
-    from scannet_platform.tracking import normalized_uri
+    from scannet_platform.tracking.runs import normalized_uri
 
     study = interrupted[0]
     client = MlflowClient(normalized_uri(study.tracking_uri))
@@ -218,8 +218,8 @@ def test_no_placement_group_or_actor_is_left_behind(resumed, ray_here):
 
 
 def test_a_time_budget_ends_the_study_and_its_best_trial_is_still_registered(ray_here, tmp_path):
-    from scannet_platform.tune_config import load_study
-    from scannet_platform.tune_driver import run_study
+    from scannet_platform.tune.config import load_study
+    from scannet_platform.tune.driver import run_study
 
     space = tmp_path / "budget.yaml"
     budgeted = {**STUDY, "name": "budget-study", "num_samples": 200, "max_concurrent_trials": 1, "top_k": 1}

@@ -8,6 +8,7 @@ of its own, so the failure says exactly which module pulls in what, and through 
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
 import subprocess
@@ -110,3 +111,54 @@ def test_scannet_imports_no_platform_layer():
     if report:
         offenders = "\n".join(describe(module, entry) for module, entry in report.items())
         pytest.fail(f"the scannet library must not import {', '.join(FORBIDDEN)}:\n{offenders}", pytrace=False)
+
+
+# ------------------------------------------------------------------------------------------ the platform's rooms
+
+PLATFORM_DIR = ROOT / "platform" / "scannet_platform"
+#: Feature rooms of the platform: none imports another's modules; they share what lies below them (runtime,
+#: tracking, data_pipeline, metric_names, environment).
+FEATURES = ("train", "tune", "screen")
+
+
+def platform_imports(path: Path) -> set[str]:
+    """Every ``scannet_platform.*`` module the file imports, at any depth (lazy imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scannet_platform"):
+            found.add(node.module)
+            if node.module == "scannet_platform":
+                found |= {f"scannet_platform.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("scannet_platform")}
+    return found
+
+
+def test_platform_is_a_visible_package():
+    assert (PLATFORM_DIR / "__init__.py").is_file()
+    import scannet_platform
+
+    assert Path(scannet_platform.__file__).resolve().parent == PLATFORM_DIR.resolve()
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+def test_no_platform_feature_imports_another(feature):
+    others = [f"scannet_platform.{other}" for other in FEATURES if other != feature]
+    offenders = []
+    for path in sorted((PLATFORM_DIR / feature).rglob("*.py")):
+        for module in platform_imports(path):
+            if any(module == other or module.startswith(other + ".") for other in others):
+                offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_shared_platform_modules_import_no_feature():
+    features = tuple(f"scannet_platform.{feature}" for feature in FEATURES)
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted(PLATFORM_DIR.rglob("*.py"))
+        if path.relative_to(PLATFORM_DIR).parts[0] not in FEATURES
+        for module in platform_imports(path)
+        if module.startswith(features)
+    ]
+    assert not offenders, "\n".join(offenders)

@@ -1,6 +1,6 @@
 """The live epoch logger while the tracking server is down: the training never waits longer than ``wait_s``
 (once), the epochs stay buffered and are logged in order, each exactly once, when the server answers again.
-The server is simulated by the one call the logger makes (``tracking._log_epoch``): down = it raises after a
+The server is simulated by the one call the logger makes (``runs._log_epoch``): down = it raises after a
 delay, as MLflow's client does once its retries are spent."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scannet_platform import tracking
+from scannet_platform.tracking import runs
 
 REPORT = {"homo": (27211.386, "meV")}
 
@@ -45,22 +45,22 @@ class Server:
 @pytest.fixture()
 def server(monkeypatch):
     fake = Server()
-    monkeypatch.setattr(tracking, "_log_epoch", fake.log_epoch)
-    monkeypatch.setattr(tracking, "MlflowClient", lambda uri: object())
-    for name, value in tracking.LIVE_HTTP_RETRIES.items():  # what the logger sets for http URIs, undone after
+    monkeypatch.setattr(runs, "_log_epoch", fake.log_epoch)
+    monkeypatch.setattr(runs, "MlflowClient", lambda uri: object())
+    for name, value in runs.LIVE_HTTP_RETRIES.items():  # what the logger sets for http URIs, undone after
         monkeypatch.setenv(name, value)
     return fake
 
 
 def test_up_the_epoch_is_logged_when_log_returns(server):
-    logger = tracking.EpochLogger("http://127.0.0.1:1", "run", REPORT, wait_s=5, retry_s=0.05)
+    logger = runs.EpochLogger("http://127.0.0.1:1", "run", REPORT, wait_s=5, retry_s=0.05)
     for epoch in range(3):
         logger.log(record(epoch))
         assert server.logged == list(range(1, epoch + 2))
 
 
 def test_down_then_up_nothing_lost_nothing_twice_training_not_held(server, capsys):
-    logger = tracking.EpochLogger("http://127.0.0.1:1", "run", REPORT, wait_s=0.5, retry_s=0.05)
+    logger = runs.EpochLogger("http://127.0.0.1:1", "run", REPORT, wait_s=0.5, retry_s=0.05)
     logger.log(record(0))
     server.up.clear()  # the server goes down
     started = time.monotonic()
@@ -81,7 +81,7 @@ def test_down_then_up_nothing_lost_nothing_twice_training_not_held(server, capsy
 
 
 def test_pickled_as_ray_ships_it_with_its_buffer(server):
-    logger = tracking.EpochLogger("http://127.0.0.1:1", "run", REPORT, wait_s=0.2, retry_s=0.05)
+    logger = runs.EpochLogger("http://127.0.0.1:1", "run", REPORT, wait_s=0.2, retry_s=0.05)
     server.up.clear()
     logger.log(record(0))
     copy = pickle.loads(pickle.dumps(logger))  # a fresh thread and lock; the buffered epoch comes along
@@ -99,7 +99,7 @@ def test_backfilled_epochs_carry_every_metric_a_live_one_has(tmp_path):
     import mlflow
 
     from scannet.train.run import DatasetInfo
-    from scannet_platform.train_driver import EPOCH_RECORDS, epoch_printer, reported_epochs
+    from scannet_platform.train.driver import EPOCH_RECORDS, epoch_printer, reported_epochs
 
     dataset = DatasetInfo("qm9", tmp_path / "structures.parquet", {"homo": "eV"})
     callback = cloudpickle.loads(cloudpickle.dumps(epoch_printer(dataset, ("homo",), tmp_path / "epochs.log")))
@@ -111,10 +111,10 @@ def test_backfilled_epochs_carry_every_metric_a_live_one_has(tmp_path):
     assert sorted(reported) == [0, 1] and reported[1]["seconds"] == 3.0
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_id = tracking.begin_run(tracking_uri=uri, experiment="unit", run_name="gap", run_dir=tmp_path, params={})
+    run_id = runs.begin_run(tracking_uri=uri, experiment="unit", run_name="gap", run_dir=tmp_path, params={})
     history = [{**record(e), "val_mae_per_target": {"homo": 0.1}} for e in range(2)]  # no timing in the history
     client = mlflow.MlflowClient(uri)
-    assert tracking.log_missing_epochs(client, run_id, history, REPORT, reported) == 2
+    assert runs.log_missing_epochs(client, run_id, history, REPORT, reported) == 2
     assert [m.value for m in client.get_metric_history(run_id, "epoch_seconds")] == [2.0, 3.0]
     assert [m.value for m in client.get_metric_history(run_id, "train_structures_per_s")] == [50.0, 51.0]
-    assert tracking.log_missing_epochs(client, run_id, history, REPORT, reported) == 0  # nothing twice
+    assert runs.log_missing_epochs(client, run_id, history, REPORT, reported) == 0  # nothing twice

@@ -52,5 +52,6 @@ def test_wheel_installs_platform_as_scannet_platform(tmp_path):
     (wheel,) = tmp_path.glob("scannet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "scannet_platform/environment.py" in names
+    assert "scannet_platform/train/driver.py" in names and "scannet_platform/screen/job.py" in names
     assert not any(name.startswith("platform/") for name in names)
     assert "scannet/model/scann.py" in names

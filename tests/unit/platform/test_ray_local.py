@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from scannet_platform.train_driver import secure_ray_token
+from scannet_platform.runtime import secure_ray_token
 
 
 @pytest.fixture()

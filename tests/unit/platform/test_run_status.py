@@ -13,8 +13,9 @@ import pytest
 
 from scannet.data.qm9 import write_qm9_table
 from scannet.train.run import plain_featurize
-from scannet_platform import tracking, train_driver
-from scannet_platform.train_config import build_config
+from scannet_platform.tracking import runs
+from scannet_platform.train import driver
+from scannet_platform.train.config import build_config
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def structures(tmp_path_factory):
 
 @pytest.fixture()
 def job(structures, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_driver, "ray_featurizer", lambda verbose: plain_featurize)
+    monkeypatch.setattr(driver, "ray_featurizer", lambda verbose: plain_featurize)
     return build_config(
         None,
         name="status",
@@ -44,16 +45,16 @@ def stand_in_fit(monkeypatch, what_happens):
     seen = {}
 
     def fit(job, prepared, run_id=None):
-        run = mlflow.MlflowClient(train_driver.tracking_uri(job)).get_run(run_id)
+        run = mlflow.MlflowClient(driver.tracking_uri(job)).get_run(run_id)
         seen.update(status=run.info.status, params=run.data.params, run_id=run_id)
         what_happens()
 
-    monkeypatch.setattr(train_driver, "fit", fit)
+    monkeypatch.setattr(driver, "fit", fit)
     return seen
 
 
 def final_status(job, run_id):
-    return tracking.run_status(train_driver.tracking_uri(job), run_id)
+    return runs.run_status(driver.tracking_uri(job), run_id)
 
 
 def test_running_with_parameters_during_training_then_failed_when_it_raises(job, monkeypatch):
@@ -62,7 +63,7 @@ def test_running_with_parameters_during_training_then_failed_when_it_raises(job,
 
     seen = stand_in_fit(monkeypatch, crash)
     with pytest.raises(RuntimeError, match="worker group died"):
-        train_driver.run_training(job)
+        driver.run_training(job)
     assert seen["status"] == "RUNNING"
     assert seen["params"]["job.train.epochs"] == "1" and seen["params"]["job.name"] == "status"
     assert final_status(job, seen["run_id"]) == "FAILED"
@@ -74,7 +75,7 @@ def test_killed_on_ctrl_c(job, monkeypatch):
 
     seen = stand_in_fit(monkeypatch, interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train_driver.run_training(job)
+        driver.run_training(job)
     assert final_status(job, seen["run_id"]) == "KILLED"
 
 
@@ -88,7 +89,7 @@ def test_killed_on_sigterm_and_the_handler_is_restored(job, monkeypatch):
 
     seen = stand_in_fit(monkeypatch, terminated)
     with pytest.raises(SystemExit) as raised:
-        train_driver.run_training(job)
+        driver.run_training(job)
     assert raised.value.code == 143
     assert final_status(job, seen["run_id"]) == "KILLED"
     assert signal.getsignal(signal.SIGTERM) is before
@@ -100,8 +101,8 @@ def test_a_relaunch_resumes_the_same_mlflow_run(job, monkeypatch):
 
     first = stand_in_fit(monkeypatch, crash)
     with pytest.raises(RuntimeError):
-        train_driver.run_training(job)
+        driver.run_training(job)
     second = stand_in_fit(monkeypatch, crash)
     with pytest.raises(RuntimeError):
-        train_driver.run_training(job)
+        driver.run_training(job)
     assert first["run_id"] == second["run_id"]

@@ -12,7 +12,7 @@ from ase.io import write
 
 from scannet.data.structures_table import write_structures
 from scannet.typed_config import ConfigError
-from scannet_platform.screen_job import build_screen_config, run_screen, summary_lines
+from scannet_platform.screen.job import build_screen_config, run_screen, summary_lines
 from tests.screening import candidates, tiny_model
 
 pytest.importorskip("ray")
@@ -117,7 +117,7 @@ def test_smiles_from_smi_and_csv_files_are_embedded_and_flagged_as_force_field_g
 
 
 def test_smiles_without_rdkit_is_a_clear_error(tmp_path, model, monkeypatch):
-    import scannet_platform.screen_smiles as smiles
+    import scannet_platform.screen.smiles as smiles
 
     monkeypatch.setattr(smiles, "rdkit_available", lambda: False)
     (tmp_path / "a.smi").write_text("CCO\n")

@@ -15,7 +15,7 @@ from ase.io import write
 
 from scannet.data.structures_table import write_structures
 from scannet.typed_config import ConfigError
-from scannet_platform.screen_chunk import run_bisecting
+from scannet_platform.screen.chunk import run_bisecting
 from tests.screening import candidates, tiny_model
 from tests.unit.platform.test_screen_inputs import assert_exactly_once, outputs, screen
 

@@ -24,8 +24,9 @@ from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANN
 from scannet.model.config import preset
 from scannet.train.run import DatasetInfo
-from scannet_platform import tracking
-from scannet_platform.tracking import CheckpointIntegrityError, ModelRecord
+from scannet_platform.metric_names import mae_metric
+from scannet_platform.tracking import plots, registry, results, runs
+from scannet_platform.tracking.registry import CheckpointIntegrityError, ModelRecord
 
 REPORT = {"homo": (1000.0, "meV")}
 
@@ -79,10 +80,10 @@ def log(root: Path, checkpoint: Path, run_name: str = "unit", offset: float = 0.
     truth = np.array([[-6.0], [-6.5], [-7.0], [-5.5]])
     pred = truth + np.array([[0.1], [-0.2], [0.05], [0.15]]) + offset
     mae = float(np.abs(pred - truth).mean() * 1000)
-    run_id = tracking.begin_run(
+    run_id = runs.begin_run(
         tracking_uri=uri, experiment="unit", run_name=run_name, run_dir=root / run_name, params={"a": {"b": 1}}
     )
-    version = tracking.log_results(
+    version = results.log_results(
         tracking_uri=uri,
         run_id=run_id,
         history=history(),
@@ -93,7 +94,7 @@ def log(root: Path, checkpoint: Path, run_name: str = "unit", offset: float = 0.
         checkpoint=checkpoint,
         registered_model="scannet-unit-homo",
     )
-    tracking.end_run(uri, run_id, "FINISHED")
+    runs.end_run(uri, run_id, "FINISHED")
     return run_id, version, mae
 
 
@@ -129,7 +130,7 @@ def test_a_planted_checkpoint_is_never_picked(logged):
     torch.save({"format": "scannet-model", "planted": True}, planted)
     try:
         assert sorted(folder.rglob("*.pt"))[0] == planted  # what the old glob would have loaded
-        checkpoint = tracking.download_checkpoint(f"models:/scannet-unit-homo/{version}", uri)
+        checkpoint = registry.download_checkpoint(f"models:/scannet-unit-homo/{version}", uri)
         assert checkpoint.name == "best_model.pt"
         assert scannet.load(checkpoint).targets == ("homo",)
     finally:
@@ -143,9 +144,9 @@ def test_a_tampered_checkpoint_is_refused(logged):
     make_checkpoint(stored, seed=99)  # a valid checkpoint, other weights
     try:
         with pytest.raises(CheckpointIntegrityError, match="SHA-256"):
-            tracking.download_checkpoint(f"models:/scannet-unit-homo/{version}", uri)
+            registry.download_checkpoint(f"models:/scannet-unit-homo/{version}", uri)
         with pytest.raises(CheckpointIntegrityError, match="SHA-256"):
-            tracking.load_registered("models:/scannet-unit-homo@best", uri)
+            registry.load_registered("models:/scannet-unit-homo@best", uri)
     finally:
         stored.write_bytes(original)
 
@@ -157,14 +158,14 @@ def test_tampered_model_code_is_refused_before_mlflow_runs_it(logged):
     code.write_text(original + "\nraise SystemExit('tampered code ran')\n")
     try:
         with pytest.raises(CheckpointIntegrityError, match="code"):
-            tracking.load_registered(f"models:/scannet-unit-homo/{version}", uri)
+            registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
     finally:
         code.write_text(original)
 
 
 def test_the_registered_pyfunc_predicts_from_plain_columns(logged):
     _, uri, _, version, _ = logged
-    model = tracking.load_registered(f"models:/scannet-unit-homo/{version}", uri)
+    model = registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
     water = molecule("H2O")
     out = model.predict(pd.DataFrame({"numbers": [water.numbers.tolist()], "positions": [water.positions.tolist()]}))
     assert list(out.columns) == ["homo", "ga_scores", "error"]
@@ -183,7 +184,7 @@ def test_a_version_says_what_the_model_is(logged):
     assert tags["test_structures"] == "4 of 4" and float(tags["test_mae_homo_meV"]) == pytest.approx(mae)
     assert len(tags["split_sha256"]) == 64 and tags["featurizer_hash"] == FeaturizerConfig.molecules().content_hash()
     assert (
-        tags[tracking.CHECKPOINT_PATH_TAG] == "artifacts/best_model.pt" and len(tags[tracking.CHECKPOINT_SHA_TAG]) == 64
+        tags[registry.CHECKPOINT_PATH_TAG] == "artifacts/best_model.pt" and len(tags[registry.CHECKPOINT_SHA_TAG]) == 64
     )
     assert "test MAE" in mv.description.replace("Test MAE", "test MAE") and "install" in mv.description
     assert str(client.get_model_version_by_alias("scannet-unit-homo", "best").version) == version
@@ -212,7 +213,7 @@ def test_plots_carry_the_logged_numbers(logged):
 def test_parity_axes_are_square_with_identity_line_and_numbers():
     truth = np.array([[1.0], [2.0], [3.0], [4.0]])
     pred = truth + np.array([[0.1], [-0.1], [0.2], [0.0]])
-    figure = tracking.parity_figure(pred, truth, ["homo"], REPORT, {"homo": 100.0})
+    figure = plots.parity_figure(pred, truth, ["homo"], REPORT, {"homo": 100.0})
     axis = figure.axes[0]
     assert axis.get_xlim() == axis.get_ylim() and axis.get_aspect() == 1.0
     assert axis.get_title() == "homo: test MAE 100 meV"
@@ -221,11 +222,11 @@ def test_parity_axes_are_square_with_identity_line_and_numbers():
     line = [ln for ln in axis.lines if ln.get_label() == "y = x"][0]
     assert list(line.get_xdata()) == list(line.get_ydata())
     with pytest.raises(ValueError, match="differs"):
-        tracking.parity_figure(pred, truth, ["homo"], REPORT, {"homo": 250.0})  # not the points' MAE
+        plots.parity_figure(pred, truth, ["homo"], REPORT, {"homo": 250.0})  # not the points' MAE
 
 
 def test_learning_curve_in_report_units_integer_epochs_best_marked_legend_outside():
-    figure = tracking.learning_curve_figure(history(4), REPORT, best_epoch=3)
+    figure = plots.learning_curve_figure(history(4), REPORT, best_epoch=3)
     top, bottom = figure.axes
     figure.canvas.draw()
     assert top.get_ylabel() == "MAE (meV)" and "best epoch 4" in top.get_title()
@@ -246,7 +247,7 @@ def test_one_mlflow_run_per_training_run_and_no_duplicate_version(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("unit").experiment_id
     assert len(client.search_runs([experiment], "tags.`scannet.run_name` = 'again'")) == 1
-    assert client.get_run(first_run).data.tags[tracking.LAUNCHES_TAG] == "2"
+    assert client.get_run(first_run).data.tags[runs.LAUNCHES_TAG] == "2"
     better = make_checkpoint(tmp_path / "b" / "best_model.pt", seed=2)
     _, third_version, _ = log(tmp_path, better, run_name="again", offset=-0.02)  # new weights, lower MAE
     assert third_version == str(int(first_version) + 1)
@@ -262,8 +263,8 @@ def test_a_run_left_running_by_a_killed_driver_is_marked_killed(tmp_path, capsys
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = (
         "import os, signal, sys\n"
-        "from scannet_platform import tracking\n"
-        f"tracking.begin_run(tracking_uri={uri!r}, experiment='unit', run_name='dead', run_dir={str(tmp_path)!r}, "
+        "from scannet_platform.tracking import runs\n"
+        f"runs.begin_run(tracking_uri={uri!r}, experiment='unit', run_name='dead', run_dir={str(tmp_path)!r}, "
         "params={})\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -272,19 +273,19 @@ def test_a_run_left_running_by_a_killed_driver_is_marked_killed(tmp_path, capsys
     client = mlflow.MlflowClient(uri)
     (left,) = client.search_runs([client.get_experiment_by_name("unit").experiment_id])
     assert left.info.status == "RUNNING"
-    resumed = tracking.begin_run(tracking_uri=uri, experiment="unit", run_name="dead", run_dir=tmp_path, params={})
+    resumed = runs.begin_run(tracking_uri=uri, experiment="unit", run_name="dead", run_dir=tmp_path, params={})
     assert resumed == left.info.run_id
     assert "which is gone; marked KILLED" in capsys.readouterr().out
     assert client.get_run(resumed).info.status == "RUNNING"
     with pytest.raises(RuntimeError, match="being trained now"):  # this driver holds it now, and is alive
-        tracking.begin_run(tracking_uri=uri, experiment="unit", run_name="dead", run_dir=tmp_path, params={})
+        runs.begin_run(tracking_uri=uri, experiment="unit", run_name="dead", run_dir=tmp_path, params={})
 
 
 def test_the_epoch_callback_logs_to_mlflow_as_the_epoch_ends(tmp_path):
-    from scannet_platform.train_driver import epoch_printer
+    from scannet_platform.train.driver import epoch_printer
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_id = tracking.begin_run(tracking_uri=uri, experiment="unit", run_name="live", run_dir=tmp_path, params={})
+    run_id = runs.begin_run(tracking_uri=uri, experiment="unit", run_name="live", run_dir=tmp_path, params={})
     dataset = DatasetInfo("qm9", tmp_path / "structures.parquet", {"homo": "eV"})
     lines = tmp_path / "epochs.log"
     callback = cloudpickle.loads(
@@ -300,28 +301,28 @@ def test_the_epoch_callback_logs_to_mlflow_as_the_epoch_ends(tmp_path):
 
 
 def test_metric_names_carry_the_report_unit():
-    assert tracking.mae_metric("val", "homo", "meV") == "val_mae_homo_meV"
-    assert tracking.mae_metric("test", "e_form", "meV/atom") == "test_mae_e_form_meV_per_atom"
-    assert tracking.mae_metric("val", "cv", "cal/(mol K)") == "val_mae_cv_cal_per_mol_K"
-    assert tracking.mae_metric("val", "alpha", "Bohr^3") == "val_mae_alpha_Bohr3"
-    assert tracking.mae_metric("val", "x", "") == "val_mae_x"
+    assert mae_metric("val", "homo", "meV") == "val_mae_homo_meV"
+    assert mae_metric("test", "e_form", "meV/atom") == "test_mae_e_form_meV_per_atom"
+    assert mae_metric("val", "cv", "cal/(mol K)") == "val_mae_cv_cal_per_mol_K"
+    assert mae_metric("val", "alpha", "Bohr^3") == "val_mae_alpha_Bohr3"
+    assert mae_metric("val", "x", "") == "val_mae_x"
 
 
 def test_the_model_file_needs_only_mlflow_and_scannet():
-    code = tracking.MODEL_CODE.read_text().split('"""', 2)[2]  # after the docstring
+    code = registry.MODEL_CODE.read_text().split('"""', 2)[2]  # after the docstring
     assert "scannet_platform" not in code and "mlflow.models.set_model(" in code
 
 
 def test_relative_stores_are_made_absolute_for_the_ray_train_controller(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the controller actor runs in another folder
-    assert tracking.normalized_uri("sqlite:///m.db") == f"sqlite:///{tmp_path.resolve() / 'm.db'}"
-    assert tracking.normalized_uri("mlruns") == str(tmp_path.resolve() / "mlruns")
+    assert runs.normalized_uri("sqlite:///m.db") == f"sqlite:///{tmp_path.resolve() / 'm.db'}"
+    assert runs.normalized_uri("mlruns") == str(tmp_path.resolve() / "mlruns")
     for uri in ("sqlite:////abs/m.db", "http://host:5000", "file:///abs/mlruns", "databricks"):
-        assert tracking.normalized_uri(uri) == uri
+        assert runs.normalized_uri(uri) == uri
 
 
 def test_the_driver_prints_the_epoch_lines_the_controller_appends(tmp_path, capsys):
-    from scannet_platform.train_driver import follow
+    from scannet_platform.train.driver import follow
 
     log = tmp_path / "epochs.log"
     log.write_text("epoch    1/9  from an earlier launch\n")
@@ -338,5 +339,5 @@ def test_the_driver_prints_the_epoch_lines_the_controller_appends(tmp_path, caps
 def test_new_experiments_open_in_the_model_training_view(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment(tracking.experiment_id(client, "kind", uri))
-    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    experiment = client.get_experiment(runs.experiment_id(client, "kind", uri))
+    assert experiment.tags[runs.EXPERIMENT_KIND_TAG] == "custom_model_development"

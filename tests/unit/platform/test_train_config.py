@@ -9,8 +9,8 @@ import pytest
 from scannet.featurizer import FeaturizerConfig
 from scannet.train.run_config import RunConfig, build_run_config
 from scannet.typed_config import ConfigError
-from scannet_platform.train_cli import main as job_main
-from scannet_platform.train_config import TrainJobConfig, build_config
+from scannet_platform.train.cli import main as job_main
+from scannet_platform.train.config import TrainJobConfig, build_config
 
 
 def test_precedence_preset_then_yaml_then_overrides(tmp_path):

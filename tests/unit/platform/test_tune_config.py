@@ -12,10 +12,11 @@ import yaml
 
 from scannet.model import SCANN
 from scannet.typed_config import ConfigError
-from scannet_platform.tune_config import load_study
-from scannet_platform.tune_driver import TrialResult, check_study_resume, plan_concurrency, to_rows
-from scannet_platform.tune_tracking import parameter_importances, write_results_csv
-from scannet_platform.tune_trial import objective_metric
+from scannet_platform.tune.config import load_study
+from scannet_platform.tune.driver import TrialResult, check_study_resume, to_rows
+from scannet_platform.tune.resources import plan_concurrency
+from scannet_platform.tune.tracking import parameter_importances, write_results_csv
+from scannet_platform.tune.trial import objective_metric
 
 SPACES = sorted((Path(__file__).parents[3] / "tune_spaces").glob("*.yaml"))
 
@@ -260,7 +261,7 @@ def test_a_trial_gets_the_base_run_with_its_parameters_and_the_graph_table_of_it
     from scannet.featurizer import FeaturizerConfig
     from scannet.train.trainer import TrainConfig
     from scannet.train.worker import WorkerConfig
-    from scannet_platform.tune_trial import TrialPlan, TuneSession
+    from scannet_platform.tune.trial import TrialPlan, TuneSession
 
     space = {
         "featurizer.distance_threshold": {"type": "choice", "values": [4.0, 3.5]},
@@ -298,7 +299,7 @@ def test_an_exported_ensemble_replaces_the_old_one_whole(tmp_path):
     import json
     from types import SimpleNamespace
 
-    from scannet_platform.tune_driver import export_ensemble
+    from scannet_platform.tune.driver import export_ensemble
 
     def evaluations(n: int, tag: str) -> list:
         rows = []

@@ -5,15 +5,15 @@
 
 Steps (the driver):
 
-1. resolve the models (:mod:`~scannet_platform.screen_models`) and plan the library's chunks
-   (:mod:`~scannet_platform.screen_library`; inputs other than structures tables are staged once);
+1. resolve the models (:mod:`~scannet_platform.screen.models`) and plan the library's chunks
+   (:mod:`~scannet_platform.screen.library`; inputs other than structures tables are staged once);
 2. record what the output folder holds in ``<out>/screen.json`` (library, models, chunking): a later launch
    into the same folder must screen the same library with the same models, and skips every finished chunk;
 3. screen the chunks that have no predictions part yet: Ray Data ``map_batches`` over chunk descriptors with
-   an ``ActorPoolStrategy`` of :class:`~scannet_platform.screen_chunk.ChunkScreener` (models loaded once per
+   an ``ActorPoolStrategy`` of :class:`~scannet_platform.screen.chunk.ChunkScreener` (models loaded once per
    actor, CPU or GPU actors; Ray restarts a killed actor and retries its chunk, which rewrites the same
    parts), or in this process (``executor="local"``). A progress bar counts structures, with rate and ETA;
-4. read the parts back, one at a time (:mod:`~scannet_platform.screen_select`): counts, filters, top-k per
+4. read the parts back, one at a time (:mod:`~scannet_platform.screen.select`): counts, filters, top-k per
    target, histograms, duplicate ids; check that every library row is in exactly one part;
 5. write the top-k tables, ``duplicates.csv``, ``plots/`` and ``summary.json``, and log the MLflow run.
 
@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 
 from scannet.precision import Precision
 from scannet.typed_config import ConfigError, build, to_plain
-from scannet_platform.screen_chunk import PREDICTIONS_DIR, RESERVED, ChunkResult, ChunkScreener, part_name
-from scannet_platform.screen_library import Library, Piece, library_fingerprint, plan_library
-from scannet_platform.screen_models import ModelGroup, resolve_models
-from scannet_platform.screen_select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
+from scannet_platform.screen.chunk import PREDICTIONS_DIR, RESERVED, ChunkResult, ChunkScreener, part_name
+from scannet_platform.screen.library import Library, Piece, library_fingerprint, plan_library
+from scannet_platform.screen.models import ModelGroup, resolve_models
+from scannet_platform.screen.select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
 
 STATE_FILE = "screen.json"
 DEFAULT_EXPERIMENT = "scannet-screening"
@@ -259,7 +259,7 @@ def execute_local(spec: dict, todo: list[Piece], bar: tqdm, totals: dict) -> Non
 
 def _tracking_uri(config: ScreenConfig) -> str:
     from scannet.home import tracking_uri
-    from scannet_platform.tracking import normalized_uri
+    from scannet_platform.tracking.runs import normalized_uri
 
     return normalized_uri(tracking_uri(config.tracking_uri))
 
@@ -293,9 +293,9 @@ def _spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_id: str
 
 def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     """Screen the library of ``config`` into ``config.out`` (resuming what is there); see the module docstring."""
-    from scannet_platform.screen_library import SMILES_SUFFIXES
-    from scannet_platform.screen_smiles import require_rdkit
-    from scannet_platform.train_driver import quiet_libraries, tracked_run
+    from scannet_platform.runtime import quiet_libraries, tracked_run
+    from scannet_platform.screen.library import SMILES_SUFFIXES
+    from scannet_platform.screen.smiles import require_rdkit
 
     started = time.perf_counter()
     quiet_libraries(config.verbose)
@@ -330,7 +330,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
         )
         totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0}
         if todo and config.executor == "ray":
-            from scannet_platform.train_driver import ensure_ray
+            from scannet_platform.runtime import ensure_ray
 
             ensure_ray(config.verbose)  # before the clock: the rate is that of the chunks, not of Ray's start
         screen_start = time.perf_counter()
@@ -371,7 +371,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
 
 
 def _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started) -> dict[str, list[Path]]:
-    from scannet_platform.screen_report import (
+    from scannet_platform.screen.report import (
         write_duplicates,
         write_histograms,
         write_summary,
@@ -399,10 +399,10 @@ def _write_reports(out, config, summary, scan, rankings, groups, filters, spec, 
 def _begin_tracking(
     config: ScreenConfig, out: Path, tracking_uri: str, library: Library, groups: list[ModelGroup]
 ) -> str:
-    from scannet_platform import tracking
     from scannet_platform.environment import run_environment
+    from scannet_platform.tracking import runs
 
-    run_id = tracking.begin_run(
+    run_id = runs.begin_run(
         tracking_uri=tracking_uri,
         experiment=config.experiment,
         run_name=f"screen-{out.resolve().name}",
@@ -445,7 +445,7 @@ def _log_tracking(tracking_uri: str, run_id: str, summary: ScreenSummary, scan: 
 
 def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
     """What the command prints at the end."""
-    from scannet_platform.screen_smiles import FORCE_FIELD_NOTE
+    from scannet_platform.screen.smiles import FORCE_FIELD_NOTE
 
     lines = [
         f"screened {summary.n_screened:,} of {summary.n_input:,} structures, quarantined {summary.n_quarantined:,}"

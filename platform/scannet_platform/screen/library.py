@@ -12,7 +12,7 @@ Inputs, by suffix:
   structure files: read by the streaming readers of ``scannet data import``
   (:func:`scannet.data.importers.iter_records`), frame by frame.
 * ``.smi`` (``SMILES [id]`` per line) and ``.csv`` (a ``smiles`` column, an optional ``id`` column): read line
-  by line; the 3D structure is embedded later, in the workers (:mod:`scannet_platform.screen_smiles`).
+  by line; the 3D structure is embedded later, in the workers (:mod:`scannet_platform.screen.smiles`).
 
 Inputs other than structures tables are staged once, streamed, into ``<out>/library/chunk-*.parquet`` (the
 structures schema plus ``smiles`` and ``error`` columns; unreadable frames keep their reason in ``error``)

@@ -1,14 +1,14 @@
 """The driver of a hyperparameter study: the training run's steps, with Ray Tune choosing the trials.
 
-    from scannet_platform.tune_config import load_study
-    from scannet_platform.tune_driver import run_study
+    from scannet_platform.tune.config import load_study
+    from scannet_platform.tune.driver import run_study
     summary = run_study(load_study("tune_spaces/small_cpu.yaml"))
 
 [1] ``prepare_run`` on the study's base run (checks, the split shared by every trial, target statistics, the
     graph table) and one more graph table per featurizer value the space can choose; [2] how many trials fit
     at a time, from the cluster's nodes and each trial's resources (refused, with the numbers, when a trial
     fits on no node); [3] Tune: plain function trainables running the library's worker loop
-    (:mod:`scannet_platform.tune_trial`), Optuna TPE or random search over the space, ASHA on the validation
+    (:mod:`scannet_platform.tune.trial`), Optuna TPE or random search over the space, ASHA on the validation
     metric, sparse checkpoints; one console line per trial event and MLflow child runs under the study's
     parent run; [4] the results: ``results.csv``, plots and importances on the parent run, the best trial's
     weights evaluated on the test split and registered (tags point at the study), the top-k trials exported
@@ -31,82 +31,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow import MlflowClient
 from ray import tune
 
 from scannet.train.run import PreparedRun, config_changes, data_facts, finish_run, graph_table_for, prepare_run
 from scannet.typed_config import ConfigError, to_plain
+from scannet_platform.data_pipeline import ray_featurizer
 from scannet_platform.environment import run_environment
-from scannet_platform.train_driver import (
-    checkpoint_resolver,
-    ensure_ray,
-    quiet_libraries,
-    ray_featurizer,
-    register_model,
-    tracked_run,
-)
-from scannet_platform.tune_config import StudyConfig
-from scannet_platform.tune_trial import EPOCHS_DONE, TrialPlan, objective_metric, run_trial
+from scannet_platform.runtime import checkpoint_resolver, ensure_ray, quiet_libraries, tracked_run
+from scannet_platform.tracking.results import register_model
+from scannet_platform.tune.config import StudyConfig
+from scannet_platform.tune.resources import cluster_nodes, plan_concurrency
+from scannet_platform.tune.trial import EPOCHS_DONE, TrialPlan, objective_metric, run_trial
 
 STUDY_FILE = "study.json"
+
+
 OUTCOMES_FILE = "outcomes.json"
+
+
 TUNE_FOLDER = "tune"  # Ray Tune's experiment inside the study folder
+
+
 #: Keys a resumed study may change; anything else would make it another study.
 RESUMABLE_STUDY_KEYS = frozenset({"verbose", "top_k", "evaluate_best", "registered_model"})
-
-
-# ------------------------------------------------------------------------------------------- resources
-
-
-def plan_concurrency(study: StudyConfig, nodes: list[dict[str, float]]) -> tuple[int, str]:
-    """(trials at a time, the reason) from the alive nodes' resources (``{"CPU": 2.0, "GPU": 0.0}`` each).
-
-    A trial must fit on one node, and ``reserve_cpus`` stay free; the result never exceeds
-    ``max_concurrent_trials`` or ``num_samples``. Settings that would leave trials waiting forever are refused.
-    """
-    need_cpu, need_gpu = study.resources_per_trial.cpu, study.resources_per_trial.gpu
-    total_cpu = sum(n.get("CPU", 0.0) for n in nodes)
-    total_gpu = sum(n.get("GPU", 0.0) for n in nodes)
-    largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
-    if not any(n.get("CPU", 0.0) >= need_cpu and n.get("GPU", 0.0) >= need_gpu for n in nodes):
-        raise ConfigError(
-            f"resources_per_trial: a trial needs {need_cpu:g} CPUs and {need_gpu:g} GPUs on one node, and no node has "
-            f"them (largest: {largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} GPUs; cluster: {total_cpu:g} "
-            f"CPUs, {total_gpu:g} GPUs); the trials would wait forever"
-        )
-    usable = total_cpu - study.reserve_cpus
-    if usable < need_cpu:
-        raise ConfigError(
-            f"reserve_cpus {study.reserve_cpus:g} leaves {usable:g} of the cluster's {total_cpu:g} CPUs, fewer than "
-            f"one trial's {need_cpu:g}; the trials would wait forever"
-        )
-    packed = 0
-    for node in nodes:
-        by_cpu = math.floor(node.get("CPU", 0.0) / need_cpu + 1e-9)
-        by_gpu = math.floor(node.get("GPU", 0.0) / need_gpu + 1e-9) if need_gpu else by_cpu
-        packed += min(by_cpu, by_gpu)
-    limits = {
-        "fit on the nodes": packed,
-        f"leave {study.reserve_cpus:g} CPUs free": math.floor(usable / need_cpu + 1e-9),
-        "num_samples": study.num_samples,
-    }
-    if study.max_concurrent_trials is not None:
-        limits["max_concurrent_trials"] = study.max_concurrent_trials
-    count = min(limits.values())
-    binding = [k for k, v in limits.items() if v == count]
-    reason = (
-        f"{count} trials at a time ({need_cpu:g} CPU, {need_gpu:g} GPU each; cluster {total_cpu:g} CPUs, "
-        f"{total_gpu:g} GPUs; limited by {' and '.join(binding)})"
-    )
-    return count, reason
-
-
-def cluster_nodes() -> list[dict[str, float]]:
-    import ray
-
-    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-
-
-# ------------------------------------------------------------------------------------------ preparation
 
 
 def check_study_resume(study: StudyConfig, study_dir: Path) -> None:
@@ -139,9 +87,6 @@ def prepare_study(study: StudyConfig) -> tuple[PreparedRun, TrialPlan]:
     report = {t: prepared.dataset.report(t) for t in base.targets}
     plan = TrialPlan(study, worker, tables, report, str(study_dir / "trials"))
     return prepared, plan
-
-
-# ----------------------------------------------------------------------------------------- the console
 
 
 def _short(params: dict[str, Any]) -> str:
@@ -192,9 +137,6 @@ class TrialLines(tune.Callback):
 def read_outcomes(study_dir: Path) -> dict[str, str]:
     path = study_dir / OUTCOMES_FILE
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-# ------------------------------------------------------------------------------------------- the study
 
 
 def searcher(study: StudyConfig, objective: str):
@@ -287,7 +229,7 @@ def read_trials(results, objective: str, outcomes: dict[str, str]) -> list[Trial
 
 def to_rows(trials: list[TrialResult], mode: str):
     """Results-table rows, best first (trials without a finished epoch last); times from the first epoch."""
-    from scannet_platform.tune_tracking import TrialRow
+    from scannet_platform.tune.tracking import TrialRow
 
     starts = [t.curve[0][0] - (t.seconds / max(len(t.curve), 1)) for t in trials if t.curve]
     origin = min(starts, default=0.0)
@@ -375,7 +317,7 @@ def objective_unit(study: StudyConfig, plan: TrialPlan) -> str:
 
 def run_study(study: StudyConfig) -> StudySummary:
     """Prepare, run (or resume) the trials, evaluate and register the best, export the top-k; MLflow throughout."""
-    from scannet_platform import tracking
+    from scannet_platform.tracking import runs
 
     start = time.perf_counter()
     quiet_libraries(study.verbose)
@@ -394,19 +336,19 @@ def run_study(study: StudyConfig) -> StudySummary:
     concurrency, reason = plan_concurrency(study, cluster_nodes())
     print(f"trials: {study.num_samples}, {reason}")
 
-    uri = tracking.normalized_uri(study.tracking_uri)
+    uri = runs.normalized_uri(study.tracking_uri)
     environment = run_environment()
-    parent = tracking.begin_run(
+    parent = runs.begin_run(
         tracking_uri=uri,
         experiment=study.experiment,
         run_name=study.name,
         run_dir=study_dir,
         params={"study": to_plain(study), "environment": environment},
     )
-    experiment_id = tracking.MlflowClient(uri).get_run(parent).info.experiment_id
+    experiment_id = MlflowClient(uri).get_run(parent).info.experiment_id
     print(f"MLflow parent run {parent}: {uri}")
 
-    from scannet_platform.tune_tracking import TrialRuns
+    from scannet_platform.tune.tracking import TrialRuns
 
     callbacks = [TrialLines(str(study_dir), objective, unit), TrialRuns(uri, experiment_id, parent, study.name)]
     with tracked_run(uri, parent) as end:
@@ -426,7 +368,7 @@ def _run_and_report(
     uri,
     start,
 ) -> StudySummary:
-    from scannet_platform.tune_tracking import log_study, write_results_csv
+    from scannet_platform.tune.tracking import log_study, write_results_csv
 
     study_dir = prepared.run_dir
     objective = objective_metric(study.metric, plan.report)
@@ -480,8 +422,7 @@ def _evaluate_and_export(
     study: StudyConfig, prepared: PreparedRun, plan: TrialPlan, rows, summary, parent, uri
 ) -> None:
     """The best trials with a checkpoint: evaluated on the test split; the best registered; top-k exported."""
-    from scannet_platform import tracking
-    from scannet_platform.tune_tracking import PARENT_TAG, TRIAL_TAG
+    from scannet_platform.tune.tracking import PARENT_TAG, TRIAL_TAG
 
     ranked = [r for r in rows if r.checkpoint and np.isfinite(r.best)]
     wanted = max(study.top_k, 1 if study.evaluate_best else 0)
@@ -500,7 +441,7 @@ def _evaluate_and_export(
         f" ({best.test_evaluated:,} of {best.split_sizes['test']:,} test structures; trial {row.trial_id})"
     )
     if study.evaluate_best:
-        client = tracking.MlflowClient(uri)
+        client = MlflowClient(uri)
         child = client.search_runs(
             [client.get_run(parent).info.experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{row.trial_id}'",

@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from scannet.data import schema as S
-from scannet_platform.screen_library import ROW
-from scannet_platform.screen_models import ModelGroup
-from scannet_platform.screen_select import TOP_COLUMNS, Filter, Ranking, Scan
-from scannet_platform.screen_smiles import FORCE_FIELD_GEOMETRY, FORCE_FIELD_NOTE
+from scannet_platform.screen.library import ROW
+from scannet_platform.screen.models import ModelGroup
+from scannet_platform.screen.select import TOP_COLUMNS, Filter, Ranking, Scan
+from scannet_platform.screen.smiles import FORCE_FIELD_GEOMETRY, FORCE_FIELD_NOTE
 
 DUPLICATES_FILE = "duplicates.csv"
 SUMMARY_FILE = "summary.json"
@@ -90,9 +90,9 @@ def write_duplicates(out_dir: Path, scan: Scan) -> Path:
 def write_histograms(out_dir: Path, scan: Scan, groups: Sequence[ModelGroup]) -> list[Path]:
     """``plots/hist-<column>.png`` for each predicted column (and ensemble standard deviation)."""
     from scannet.explain import safe_file_stem
-    from scannet_platform.tracking import PLOT_DPI, _pyplot, _save_figure
+    from scannet_platform.tracking.plots import PLOT_DPI, pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     folder = out_dir / PLOTS_DIR
     folder.mkdir(exist_ok=True)
     units = {g.columns[t]: g.units[t] for g in groups for t in g.targets}
@@ -107,7 +107,7 @@ def write_histograms(out_dir: Path, scan: Scan, groups: Sequence[ModelGroup]) ->
         axis.set_title(f"{column}: {int(counts.sum()):,} screened structures")
         axis.grid(alpha=0.3)
         figure.tight_layout()
-        paths.append(_save_figure(figure, folder, f"{safe_file_stem(f'hist-{column}')}.png"))
+        paths.append(save_figure(figure, folder, f"{safe_file_stem(f'hist-{column}')}.png"))
     return paths
 
 

@@ -36,9 +36,9 @@ from scannet.data.structures_table import table_to_structures_or_errors
 from scannet.featurizer import featurize_each
 from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
-from scannet_platform.screen_library import ERROR, ROW, SMILES, Piece, read_piece
-from scannet_platform.screen_models import ModelGroup
-from scannet_platform.screen_smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
+from scannet_platform.screen.library import ERROR, ROW, SMILES, Piece, read_piece
+from scannet_platform.screen.models import ModelGroup
+from scannet_platform.screen.smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
 
 PREDICTIONS_DIR = "predictions"
 QUARANTINE_DIR = "quarantine"

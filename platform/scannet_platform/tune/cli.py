@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scannet_platform.tune_config import load_study
+    from scannet_platform.tune.config import load_study
 
     run_keys = ("data", "n_structures", "storage_path", "data_cache")
     study_keys = (
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(to_plain(study), indent=1))
         return 0
-    from scannet_platform.tune_driver import run_study
+    from scannet_platform.tune.driver import run_study
 
     summary = run_study(study)
     print("\n".join(summary.lines()))

@@ -18,7 +18,7 @@ import torch
 
 from scannet.train.worker import WorkerConfig, run_worker
 from scannet_platform.metric_names import Report, epoch_metrics, mae_metric
-from scannet_platform.tune_config import StudyConfig
+from scannet_platform.tune.config import StudyConfig
 
 #: ASHA's clock: epochs finished, reported by the trial itself (Tune's iteration count restarts with a trial
 #: that is restarted without a checkpoint; this does not).

@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
-from scannet_platform.tracking import PLOT_DPI, _pyplot, _save_figure
+from scannet_platform.tracking.plots import PLOT_DPI, pyplot, save_figure
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "scannet.study"
@@ -183,7 +183,7 @@ def write_results_csv(rows: Sequence[TrialRow], parameters: Sequence[str], objec
 def objective_figures(rows: Sequence[TrialRow], objective: str, mode: str):
     """(objective against trial number, objective against time): every trial's best value or every epoch, with
     the best so far as a step line."""
-    plt = _pyplot()
+    plt = pyplot()
     better = min if mode == "min" else max
     by_trial, axis = plt.subplots(figsize=(7, 4.5), dpi=PLOT_DPI)
     finished = [(k + 1, r) for k, r in enumerate(rows) if np.isfinite(r.best)]
@@ -226,7 +226,7 @@ def parameter_importances(rows: Sequence[TrialRow], space, mode: str) -> dict[st
     trials lack are left out); empty when fewer than two trials finished an epoch."""
     import optuna
 
-    from scannet_platform.tune_config import Parameter
+    from scannet_platform.tune.config import Parameter
 
     finished = [r for r in rows if np.isfinite(r.best)]
     common = [n for n in space if all(n in r.params for r in finished)]
@@ -252,7 +252,7 @@ def parameter_importances(rows: Sequence[TrialRow], space, mode: str) -> dict[st
 
 
 def importance_figure(importances: Mapping[str, float], n_trials: int):
-    plt = _pyplot()
+    plt = pyplot()
     names = list(importances)[::-1]
     figure, axis = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5), dpi=PLOT_DPI)
     axis.barh(names, [importances[n] for n in names])
@@ -293,11 +293,11 @@ def log_study(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         by_trial, by_time = objective_figures(rows, objective, mode)
-        _save_figure(by_trial, folder, "objective_by_trial.png")
-        _save_figure(by_time, folder, "objective_by_time.png")
+        save_figure(by_trial, folder, "objective_by_trial.png")
+        save_figure(by_time, folder, "objective_by_time.png")
         plots = ["objective_by_trial.png", "objective_by_time.png"]
         if importances:
-            _save_figure(
+            save_figure(
                 importance_figure(importances, sum(np.isfinite(r.best) for r in rows)), folder, "importance.png"
             )
             plots.append("importance.png")

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -77,6 +78,7 @@ from scannet.data.graphs_table import (
     write_featurized,
 )
 from scannet.featurizer.config import FeaturizerConfig
+from scannet_platform.runtime import ensure_ray
 
 if TYPE_CHECKING:
     import ray.data
@@ -437,3 +439,24 @@ def iter_graph_batches(
         carry = table.slice(start, end - start)
     if carry is not None and carry.num_rows:
         yield batch_to(collate_arrow(carry, targets), device)
+
+
+def ray_featurizer(verbose: bool = False):
+    """The featurize step of :func:`scannet.train.run.prepare_run`, with Ray Data; returns the quarantined count."""
+
+    def featurize(structures: Path, out_dir: Path, featurizer: FeaturizerConfig) -> int:
+        from scannet.data.structures_table import num_structures
+        from scannet_platform.data_pipeline import featurize_dataset, write_graph_table
+
+        ensure_ray(verbose)
+        if not verbose:  # Ray Data configures its loggers when imported: quiet them afterwards
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        print(f"featurizing {structures} with Ray Data into {out_dir} ...", flush=True)
+        started = time.perf_counter()
+        dataset = featurize_dataset(structures, featurizer)
+        summary = write_graph_table(dataset, out_dir, featurizer, progress=True, total=num_structures(structures))
+        seconds = time.perf_counter() - started
+        print(f"featurized {summary.n_graphs} structures in {seconds:.1f} s, {summary.n_quarantined} quarantined")
+        return summary.n_quarantined
+
+    return featurize

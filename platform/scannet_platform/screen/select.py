@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 from scannet.data import schema as S
 from scannet.typed_config import ConfigError
-from scannet_platform.screen_chunk import PREDICTIONS_DIR, QUARANTINE_DIR
-from scannet_platform.screen_library import ROW, SMILES
-from scannet_platform.screen_models import ModelGroup
+from scannet_platform.screen.chunk import PREDICTIONS_DIR, QUARANTINE_DIR
+from scannet_platform.screen.library import ROW, SMILES
+from scannet_platform.screen.models import ModelGroup
 
 COMPARISONS = {
     "<": operator.lt,
@@ -213,7 +213,7 @@ def scan_results(
     sample: int = 10,
 ) -> Scan:
     """Read the finished parts back (value columns only, one part at a time) into a :class:`Scan`."""
-    from scannet_platform.screen_smiles import FORCE_FIELD_GEOMETRY
+    from scannet_platform.screen.smiles import FORCE_FIELD_GEOMETRY
 
     out_dir = Path(out_dir)
     scan = Scan()

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from scannet.data.structures_table import TableKindError
     from scannet.pretrained import DEFAULT_MODEL
     from scannet.typed_config import ConfigError
-    from scannet_platform.screen_job import build_screen_config, print_summary, run_screen
+    from scannet_platform.screen.job import build_screen_config, print_summary, run_screen
 
     values = {key: getattr(args, key, None) for key in KEYS}
     if values["models"] is None:

@@ -10,7 +10,7 @@ import sys
 
 from scannet.cli import user_errors
 from scannet.train.run_cli import add_run_arguments, execute, run_overrides
-from scannet_platform.train_config import JOB_KEYS, build_config
+from scannet_platform.train.config import JOB_KEYS, build_config
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def train(args: argparse.Namespace, data: str | None = None) -> int:
         overrides["data"] = data
 
     def run(job):
-        from scannet_platform.train_driver import run_training
+        from scannet_platform.train.driver import run_training
 
         return run_training(job)
 

@@ -1,0 +1,331 @@
+"""The MLflow model registry: a SCANNet checkpoint logged as code (``mlflow_model.py``: nothing is pickled),
+versions with tags that say what the model is, the alias ``best``, and verified reading back.
+
+The logged model's one checkpoint has a recorded name and SHA-256 (model version tags), checked by
+:func:`download_checkpoint` and :func:`load_registered` before anything reads it. A version carries a
+description and tags (targets, units, dataset, split SHA-256, test MAE, elements, featurizer hash, run); the alias
+``best`` points at the version with the lowest test MAE of the first target. A run re-launched without a new
+checkpoint adds no version.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import mlflow
+from mlflow import MlflowClient
+
+from scannet.checkpoint import CheckpointError
+from scannet.provenance import sha256_file
+from scannet_platform.metric_names import mae_metric
+
+#: The models-from-code file MLflow copies into every logged model (it only imports scannet).
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+CHECKPOINT_ARTIFACT = "checkpoint"  # the artifact name mlflow_model.py reads
+
+
+CHECKPOINT_SHA_TAG = "scannet.checkpoint_sha256"
+
+
+CHECKPOINT_PATH_TAG = "scannet.checkpoint_path"  # inside the logged model, e.g. artifacts/best_model.pt
+
+
+MODEL_CODE_SHA_TAG = "scannet.model_code_sha256"
+
+
+BEST_METRIC_TAG = "scannet.best_metric"  # the tag the alias `best` ranks versions by
+
+
+BEST_ALIAS = "best"
+
+
+class CheckpointIntegrityError(CheckpointError):
+    """A logged checkpoint that is missing or differs from the SHA-256 recorded when it was logged."""
+
+
+def model_requirements() -> list[str]:
+    """scannet's runtime dependencies, MLflow and pandas, pinned to the installed versions.
+
+    scannet itself is not on a package index: install it from the repository or its wheel (the version
+    description and the ``scannet.install`` tag say so).
+    """
+    names = ["mlflow", "pandas"]
+    for requirement in importlib.metadata.requires("scannet") or []:
+        if "extra ==" not in requirement:
+            names.append(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0])
+    pinned = []
+    for name in dict.fromkeys(names):
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        pinned.append(f"{name}=={version.split('+', 1)[0]}")  # 2.13.0+cpu -> 2.13.0 (a local build label)
+    return pinned
+
+
+def model_signature(targets: Sequence[str]):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec(Array("long"), "numbers"),
+            ColSpec(Array(Array("double")), "positions"),
+            ColSpec(Array(Array("double")), "cell", required=False),
+            ColSpec(Array("boolean"), "pbc", required=False),
+            ColSpec("string", "name", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            *(ColSpec("double", t) for t in targets),
+            ColSpec(Array("double"), "ga_scores"),
+            ColSpec("string", "error"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example():
+    """Methane, one row: the input MLflow validates the model on when it is logged."""
+    import pandas as pd
+    from ase.build import molecule
+
+    atoms = molecule("CH4")
+    return pd.DataFrame(
+        {"numbers": [atoms.numbers.tolist()], "positions": [atoms.positions.round(6).tolist()], "name": ["methane"]}
+    )
+
+
+@dataclass
+class ModelRecord:
+    """What the registry says about a model version (all in report units)."""
+
+    run_name: str
+    dataset: str
+    dataset_sha256: str  # of the structures table (16 hex digits, the cache key)
+    targets: tuple[str, ...]
+    units: dict[str, str]  # stored
+    report: dict[str, tuple[float, str]]
+    split_file: Path
+    elements: tuple[str, ...]  # symbols
+    featurizer_hash: str
+    model: str  # "SCANN+ (preset demo)"
+    parameters: int
+    epochs_run: int
+    best_epoch: int  # 0-based
+    test_mae: dict[str, float]  # report units
+    test_evaluated: int
+    test_total: int
+    scannet_version: str
+    git_revision: str | None
+
+    def mae_text(self) -> str:
+        maes = ", ".join(f"{t} {self.test_mae[t]:.4g} {self.report[t][1]}" for t in self.targets)
+        return f"{maes} ({self.test_evaluated:,} of {self.test_total:,} test structures)"
+
+
+INSTALL_NOTE = (
+    "scannet is not on a package index: install it from the repository (pip install -e .) or its wheel, at the "
+    "version and commit tagged here; the other requirements are pinned in the model's requirements.txt"
+)
+
+
+def version_tags(record: ModelRecord, checkpoint_sha: str, checkpoint_path: str) -> dict[str, str]:
+    first = record.targets[0]
+    tags = {
+        "run_name": record.run_name,
+        "dataset": record.dataset,
+        "dataset_sha256": record.dataset_sha256,
+        "targets": ",".join(record.targets),
+        "units": ", ".join(f"{t}={record.units[t]}" for t in record.targets),
+        "report_units": ", ".join(f"{t}={record.report[t][1]}" for t in record.targets),
+        "split_sha256": sha256_file(record.split_file),
+        "elements": " ".join(record.elements),
+        "featurizer_hash": record.featurizer_hash,
+        "model": record.model,
+        "parameters": str(record.parameters),
+        "epochs": str(record.epochs_run),
+        "best_epoch": str(record.best_epoch + 1),
+        "test_structures": f"{record.test_evaluated} of {record.test_total}",
+        "test_mae": record.mae_text(),
+        "scannet_version": record.scannet_version,
+        "git_revision": record.git_revision or "unknown",
+        "scannet.install": INSTALL_NOTE,
+        CHECKPOINT_SHA_TAG: checkpoint_sha,
+        CHECKPOINT_PATH_TAG: checkpoint_path,
+        MODEL_CODE_SHA_TAG: sha256_file(MODEL_CODE),
+        BEST_METRIC_TAG: mae_metric("test", first, record.report[first][1]),
+    }
+    for t in record.targets:
+        tags[mae_metric("test", t, record.report[t][1])] = repr(record.test_mae[t])
+    return tags
+
+
+def version_description(record: ModelRecord, checkpoint_sha: str, checkpoint_path: str) -> str:
+    return "\n".join(
+        [
+            f"SCANNet {record.model} model predicting {', '.join(record.targets)} "
+            f"({', '.join(f'{t} in {record.units[t]}' for t in record.targets)}) of the {record.dataset} data "
+            f"(elements {' '.join(record.elements)}), training run {record.run_name!r}.",
+            f"Test MAE: {record.mae_text()}; best epoch {record.best_epoch + 1} of {record.epochs_run}; "
+            f"{record.parameters:,} parameters.",
+            f"Split SHA-256 {sha256_file(record.split_file)}; featurizer {record.featurizer_hash}.",
+            f"Checkpoint {checkpoint_path}, SHA-256 {checkpoint_sha} (checked before loading).",
+            "Load: scannet_platform.tracking.download_checkpoint(uri) then scannet.load(path), or "
+            "scannet_platform.tracking.load_registered(uri) for the pyfunc (input: numbers, positions[, cell, pbc]).",
+            INSTALL_NOTE + ".",
+        ]
+    )
+
+
+def _registered_version_for(client: MlflowClient, model_name: str, run_id: str):
+    """The latest version of ``model_name`` made by ``run_id``, or None."""
+    versions = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def update_best_alias(client: MlflowClient, model_name: str) -> str | None:
+    """Point ``best`` at the version with the lowest test MAE of its first target; returns that version."""
+    versions = client.search_model_versions(f"name='{model_name}'")
+    ranked = []
+    for version in versions:
+        try:
+            ranked.append((float(version.tags[version.tags[BEST_METRIC_TAG]]), int(version.version), version))
+        except (KeyError, ValueError):
+            continue  # a version without a recorded test MAE
+    if not ranked:
+        return None
+    latest_metric = max(ranked, key=lambda r: r[1])[2].tags[BEST_METRIC_TAG]
+    comparable = [r for r in ranked if r[2].tags[BEST_METRIC_TAG] == latest_metric]  # same target and unit
+    best = min(comparable, key=lambda r: (r[0], r[1]))[2]
+    client.set_registered_model_alias(model_name, BEST_ALIAS, best.version)
+    return str(best.version)
+
+
+def log_model_version(
+    client: MlflowClient, run_id: str, checkpoint: Path, model_name: str, record: ModelRecord
+) -> tuple[str, bool]:
+    """Log the model (as code) and register a version, unless the run's latest version holds this checkpoint
+    already; returns (version, whether it is new)."""
+    checkpoint_sha = sha256_file(checkpoint)
+    previous = _registered_version_for(client, model_name, run_id) if _model_exists(client, model_name) else None
+    if previous is not None and previous.tags.get(CHECKPOINT_SHA_TAG) == checkpoint_sha:
+        return str(previous.version), False
+    checkpoint_path = f"artifacts/{checkpoint.name}"  # where MLflow puts the artifact inside the model
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            model_config={"checkpoint_sha256": checkpoint_sha, "checkpoint_path": checkpoint_path},
+            pip_requirements=model_requirements(),
+            signature=model_signature(record.targets),
+            input_example=input_example(),
+        )
+    if not _model_exists(client, model_name):
+        client.create_registered_model(
+            model_name,
+            description=f"SCANNet models of {record.dataset}: {', '.join(record.targets)}. Alias '{BEST_ALIAS}': the "
+            f"version with the lowest test MAE of {record.targets[0]}.",
+        )
+    tags = version_tags(record, checkpoint_sha, checkpoint_path)
+    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    client.update_model_version(
+        model_name, version.version, version_description(record, checkpoint_sha, checkpoint_path)
+    )
+    client.set_tag(run_id, CHECKPOINT_SHA_TAG, checkpoint_sha)
+    client.set_tag(run_id, CHECKPOINT_PATH_TAG, checkpoint_path)
+    return str(version.version), True
+
+
+def _model_exists(client: MlflowClient, model_name: str) -> bool:
+    try:
+        client.get_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def recorded_checkpoint(client: MlflowClient, model_uri: str) -> tuple[str, str, str | None]:
+    """(SHA-256, path inside the model, model code SHA-256) recorded for ``model_uri`` in the tracking store
+    (model version tags for ``models:/name/version`` and ``models:/name@alias``, run tags for ``runs:/``)."""
+    if model_uri.startswith("models:/"):
+        ref = model_uri[len("models:/") :].strip("/")
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            tags = client.get_model_version_by_alias(name, alias).tags
+        elif ref.count("/") == 1 and ref.split("/")[1].isdigit():
+            name, version = ref.split("/")
+            tags = client.get_model_version(name, version).tags
+        else:
+            raise CheckpointIntegrityError(f"{model_uri}: give models:/<name>/<version> or models:/<name>@<alias>")
+    elif model_uri.startswith("runs:/"):
+        tags = client.get_run(model_uri[len("runs:/") :].split("/", 1)[0]).data.tags
+    else:
+        raise CheckpointIntegrityError(f"{model_uri}: only models:/ and runs:/ URIs carry a recorded checkpoint")
+    sha, path = tags.get(CHECKPOINT_SHA_TAG), tags.get(CHECKPOINT_PATH_TAG)
+    if not sha or not path:
+        raise CheckpointIntegrityError(
+            f"{model_uri}: no recorded checkpoint name and SHA-256 (logged by an older scannet?); refusing to guess"
+        )
+    return sha, path, tags.get(MODEL_CODE_SHA_TAG)
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    parts = PurePosixPath(relative)
+    if parts.is_absolute() or ".." in parts.parts:
+        raise CheckpointIntegrityError(f"recorded checkpoint path {relative!r} leaves the model folder")
+    return folder.joinpath(*parts.parts)
+
+
+def _download_verified(model_uri: str, tracking_uri: str | None) -> tuple[Path, Path, str | None]:
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    expected, relative, code_sha = recorded_checkpoint(client, model_uri)
+    folder = Path(mlflow.artifacts.download_artifacts(model_uri))
+    path = _inside(folder, relative)
+    if not path.is_file():
+        raise CheckpointIntegrityError(f"{model_uri}: the recorded checkpoint {relative} is missing from the model")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise CheckpointIntegrityError(
+            f"{model_uri}: the checkpoint {relative} has SHA-256 {actual}, the registry recorded {expected}: it "
+            "changed after it was logged; refusing to load it"
+        )
+    return folder, path, code_sha
+
+
+def download_checkpoint(model_uri: str, tracking_uri: str | None = None) -> Path:
+    """The checkpoint of a registered (``models:/name/version``, ``models:/name@best``) or logged
+    (``runs:/``) model: the one file recorded by name, its SHA-256 checked against the tracking store."""
+    return _download_verified(model_uri, tracking_uri)[1]
+
+
+def resolve_model_uri(model_uri: str, tracking_uri: str) -> Path:
+    """The ``scannet.resolvers: mlflow`` entry point: :func:`download_checkpoint`, with a registry miss (no such
+    model, version or alias) reported as a one-line :class:`CheckpointError`."""
+    try:
+        return download_checkpoint(model_uri, tracking_uri)
+    except mlflow.exceptions.MlflowException as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{model_uri}: not found in the MLflow store {tracking_uri} ({reason})") from exc
+
+
+def load_registered(model_uri: str, tracking_uri: str | None = None):
+    """The model as an MLflow pyfunc, after checking the checkpoint's and the model code's SHA-256 against
+    the tracking store (MLflow runs the model's code file when it loads it)."""
+    folder, _, code_sha = _download_verified(model_uri, tracking_uri)
+    code = folder / MODEL_CODE.name
+    if code_sha is None or not code.is_file() or sha256_file(code) != code_sha:
+        raise CheckpointIntegrityError(f"{model_uri}: the model's code {MODEL_CODE.name} differs from the one logged")
+    if (folder / "python_model.pkl").exists():
+        raise CheckpointIntegrityError(f"{model_uri}: holds a pickled python_model.pkl; refusing to load it")
+    return mlflow.pyfunc.load_model(str(folder))
