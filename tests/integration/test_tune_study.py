@@ -1,5 +1,7 @@
 """A tiny study end to end on CPU: interrupted (SIGINT to the driver) after its first trial ended, then resumed
-in this process; ASHA stops at least one trial, the finished trial is kept (not run again), every trial has
+in this process; every trial ends completed or stopped early by ASHA (which of the two depends on the order
+trials reach a rung, so it is not asserted here: tests/unit/platform/test_tune_scheduler.py pins the
+scheduler's decisions), the finished trial is kept (not run again), every trial has
 its child run under the study's parent run, the best trial is registered with tags pointing at the study,
 the top-k export loads, and no placement group or actor is left behind. Guarded by timeouts."""
 
@@ -30,8 +32,6 @@ STUDY = {
         # epochs of >= 1 s: trials still run when the SIGINT sent after the first trial ended arrives
         "hooks": {"epoch_delay_s": 1.0},
     },
-    # SCANN+ and SCANN start from different validation errors: trials of the worse kind reach ASHA's first
-    # rung after one of the better kind and are stopped
     "space": {
         "train.lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-3},
         "model.g_update": {"type": "choice", "values": [True, False]},
@@ -125,12 +125,12 @@ def test_an_interrupted_study_says_so_and_keeps_its_ended_trials(interrupted):
     assert (study_dir / "tune").is_dir() and (study_dir / "results.csv").exists()
 
 
-def test_the_resumed_study_finishes_with_asha_stopping_trials(interrupted, resumed):
+def test_the_resumed_study_finishes_every_trial(interrupted, resumed):
     _, study_dir, _, _, ended_first = interrupted
     assert not resumed.interrupted
     assert sum(resumed.counts.values()) == STUDY["num_samples"]
-    assert resumed.counts.get("stopped early", 0) >= 1
-    assert resumed.counts.get("completed", 0) >= 1
+    assert set(resumed.counts) <= {"completed", "stopped early"}
+    assert resumed.counts.get("completed", 0) >= 1  # the first trial at ASHA's last rung always goes on
     outcomes = json.loads((study_dir / "outcomes.json").read_text())
     for trial_id, outcome in ended_first.items():  # kept as they were, not run again
         assert outcomes[trial_id] == outcome
