@@ -24,7 +24,7 @@ from _timing import add_repeats_option, machine_load, measure
 import scannet
 from scannet.batch import collate_graphs
 from scannet.checkpoint import resolve_checkpoint
-from scannet.faithfulness import (
+from scannet.explain import (
     DeletionConfig,
     deletion_test,
     featurize_sample,

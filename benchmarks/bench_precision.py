@@ -19,7 +19,7 @@ import torch
 from _timing import add_repeats_option, machine_load, measure, ratio
 
 import scannet
-from scannet.faithfulness import featurize_sample, recorded_test_sample
+from scannet.explain import featurize_sample, recorded_test_sample
 from scannet.pretrained import DEFAULT_MODEL, model_path
 from scannet.units import report_unit
 

@@ -195,10 +195,6 @@ def format_deletion_table(rows: Sequence[DeletionRow], units: dict[str, str | No
 
 # ------------------------------------------------------------------------------------ the recorded sample
 
-RUN_CONFIG_FILE = "run_config.json"
-SPLIT_IDS_FILE = "split_ids.parquet"
-
-
 def recorded_test_sample(run_dir: str | Path, n_structures: int, seed: int = 0, min_atoms: int = 1) -> list[Atoms]:
     """A seeded sample of ``n_structures`` (all when fewer) of the test part of the split a training run
     recorded (``split_ids.parquet`` in ``run_dir``), read from the data its ``run_config.json`` names.
@@ -210,17 +206,18 @@ def recorded_test_sample(run_dir: str | Path, n_structures: int, seed: int = 0, 
     from scannet.data.structures_table import table_to_structures
     from scannet.train.run import resolve_dataset
     from scannet.train.run_config import RunConfig
+    from scannet.train.run_folder import RunFolder
     from scannet.train.worker import split_part_ids
     from scannet.typed_config import build
 
-    run_dir = Path(run_dir)
-    for name in (RUN_CONFIG_FILE, SPLIT_IDS_FILE):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir}: no {name}; give the folder of a training run (scannet train)")
-    config = build(RunConfig, json.loads((run_dir / RUN_CONFIG_FILE).read_text()))
+    folder = RunFolder(run_dir)
+    for path in (folder.run_config, folder.split_ids):
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir}: no {path.name}; give the folder of a training run (scannet train)")
+    config = build(RunConfig, json.loads(folder.run_config.read_text()))
     dataset = resolve_dataset(config.data, config.cache_dir)
     table = pq.read_table(
-        dataset.structures, filters=pc.is_in(pc.field(S.ID), split_part_ids(run_dir / SPLIT_IDS_FILE, "test"))
+        dataset.structures, filters=pc.is_in(pc.field(S.ID), split_part_ids(folder.split_ids, "test"))
     )
     table = table.filter(pc.greater_equal(pc.list_value_length(table.column(S.NUMBERS)), min_atoms))
     table = table.take(pc.sort_indices(table, [(S.ID, "ascending")]))

@@ -10,7 +10,7 @@ soft-maxed over those atoms into the GA scores α_k, which weight the keys into 
 An optional ``pool_mask`` [A] (True = kept) removes atoms from the pool: their scores are set to -inf
 before the softmax, so the pooled vector is Σ_kept α_k K_k / Σ_kept α_k. The scores themselves (queries
 and normalisation) are computed over all atoms as without a mask; only the weighted sum loses the atoms.
-This is the deletion test of :mod:`scannet.faithfulness`.
+This is the deletion test of :mod:`scannet.explain.faithfulness`.
 """
 
 from __future__ import annotations

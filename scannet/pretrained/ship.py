@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from scannet.faithfulness import RUN_CONFIG_FILE, SPLIT_IDS_FILE
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
 from scannet.provenance import git_revision, sha256_file
+from scannet.train.run_folder import SPLIT_IDS_FILE, RunFolder
 
 #: The published SCANN+ test MAE on QM9 (Vu et al. 2023, spec §6), in report units.
 PUBLISHED_SCANN_PLUS = {"homo": 32.0, "lumo": 31.0, "gap": 52.0, "alpha": 0.115, "cv": 0.041}
@@ -39,10 +39,10 @@ class SubsetError:
 
 def subset_mae(model: str | Path, run_dir: str | Path, n_structures: int, seed: int = 0) -> SubsetError:
     """Predict the seeded sample of ``n_structures`` test structures of the split recorded in ``run_dir``
-    (:func:`scannet.faithfulness.recorded_test_sample`: id order, independent of the table order) with
+    (:func:`scannet.explain.recorded_test_sample`: id order, independent of the table order) with
     ``model`` and return their MAE per target; a structure that cannot be predicted raises (the subset is fixed)."""
     import scannet
-    from scannet.faithfulness import recorded_test_sample
+    from scannet.explain import recorded_test_sample
     from scannet.units import report_unit
 
     predictor = scannet.load(model)
@@ -63,9 +63,10 @@ def build_card(
     run_dir: Path, name: str, label: str, subset: SubsetError, model_file: Path, recipe: str, note: str = ""
 ) -> dict:
     """The card's facts, from the run's files and the measured subset error."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
-    config = json.loads((run_dir / RUN_CONFIG_FILE).read_text())
+    folder = RunFolder(run_dir)
+    summary = json.loads(folder.summary.read_text())
+    history = json.loads(folder.history.read_text())
+    config = json.loads(folder.run_config.read_text())
     checkpoint = torch.load(model_file, map_location="cpu", weights_only=True)
     best = summary["best_epoch"]
     return {
@@ -83,7 +84,7 @@ def build_card(
                 "featurized": summary["featurized_sizes"],
                 "seed": config["split_seed"],
                 "order": config["split_order"],
-                "sha256": sha256_file(run_dir / SPLIT_IDS_FILE),
+                "sha256": sha256_file(folder.split_ids),
             },
             "quarantined": summary["quarantined"],
         },
@@ -203,11 +204,12 @@ def package(
     """Write ``out_root/name/`` from the finished run in ``run_dir``; returns the folder."""
     out = out_root / name
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "best_model.pt", out / MODEL_FILE)
-    config = json.loads((run_dir / RUN_CONFIG_FILE).read_text())
+    run, shipped = RunFolder(run_dir), RunFolder(out)
+    shutil.copyfile(run.best_model, out / MODEL_FILE)
+    config = json.loads(run.run_config.read_text())
     config.update(storage_path=None, data_cache=None)  # no paths of the machine it was trained on
-    (out / RUN_CONFIG_FILE).write_text(json.dumps(config, indent=1))  # with the split: a run folder for explain
-    shutil.copyfile(run_dir / SPLIT_IDS_FILE, out / SPLIT_IDS_FILE)
+    shipped.run_config.write_text(json.dumps(config, indent=1))  # with the split: a run folder for explain
+    shutil.copyfile(run.split_ids, shipped.split_ids)
     subset = subset_mae(out / MODEL_FILE, out, n_subset)
     card = build_card(run_dir, name, label, subset, out / MODEL_FILE, recipe, note)
     (out / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")

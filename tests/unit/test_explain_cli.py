@@ -18,8 +18,15 @@ from scannet.checkpoint import save_model
 from scannet.cli import main as cli_main
 from scannet.data.qm9 import load_qm9
 from scannet.data.structures_table import write_structures
-from scannet.explain import GA_ARRAY, LOCAL_STRUCTURE_COLUMNS, top_local_structures
-from scannet.faithfulness import DeletionConfig, deletion_test, gradient_times_input, top_k_mask
+from scannet.explain import (
+    GA_ARRAY,
+    LOCAL_STRUCTURE_COLUMNS,
+    DeletionConfig,
+    deletion_test,
+    gradient_times_input,
+    top_k_mask,
+    top_local_structures,
+)
 from scannet.featurizer import FeaturizerConfig, Graph, featurize
 from scannet.model import SCANN, preset
 from scannet.train.run import prepare_run

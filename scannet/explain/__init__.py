@@ -1,0 +1,63 @@
+"""Explanations of a SCANN prediction: the global-attention (GA) scores exported as extended XYZ, tables and
+pictures (:mod:`scannet.explain.ga`), and the deletion test of whether they are faithful
+(:mod:`scannet.explain.faithfulness`)."""
+
+from scannet.explain.faithfulness import (
+    DeletionConfig,
+    DeletionRow,
+    deletion_test,
+    featurize_sample,
+    format_deletion_table,
+    gradient_times_input,
+    recorded_test_sample,
+    top_k_mask,
+)
+from scannet.explain.ga import (
+    GA_ARRAY,
+    GA_MULTIFRAME_FILE,
+    GA_SUFFIX,
+    LOCAL_STRUCTURE_COLUMNS,
+    PNG_SUFFIX,
+    TOP_CSV_SUFFIX,
+    TOP_MARKDOWN_SUFFIX,
+    LocalStructure,
+    path_inside,
+    plot_ga_structure,
+    safe_file_stem,
+    top_local_structures,
+    unique_file_stems,
+    with_ga_scores,
+    write_ga_multiframe,
+    write_ga_xyz,
+    write_local_structures_csv,
+    write_local_structures_markdown,
+)
+
+__all__ = [
+    "GA_ARRAY",
+    "GA_MULTIFRAME_FILE",
+    "GA_SUFFIX",
+    "LOCAL_STRUCTURE_COLUMNS",
+    "PNG_SUFFIX",
+    "TOP_CSV_SUFFIX",
+    "TOP_MARKDOWN_SUFFIX",
+    "DeletionConfig",
+    "DeletionRow",
+    "LocalStructure",
+    "deletion_test",
+    "featurize_sample",
+    "format_deletion_table",
+    "gradient_times_input",
+    "path_inside",
+    "plot_ga_structure",
+    "recorded_test_sample",
+    "safe_file_stem",
+    "top_k_mask",
+    "top_local_structures",
+    "unique_file_stems",
+    "with_ga_scores",
+    "write_ga_multiframe",
+    "write_ga_xyz",
+    "write_local_structures_csv",
+    "write_local_structures_markdown",
+]

@@ -1,0 +1,65 @@
+"""The files of a training run folder (``<runs_dir>/<name>/``), named in this one place.
+
+Written by :mod:`scannet.train.run` (both runners), the worker loop (:mod:`scannet.train.worker`) and the
+platform's Ray Train driver; read by ``scannet explain --faithfulness``, :mod:`scannet.pretrained.ship` and the
+MLflow logging. A shipped model folder (``scannet/pretrained/<name>/``) holds the run's ``run_config.json`` and
+``split_ids.parquet`` under the same names, so it is a run folder for the faithfulness test too. A tuning study's
+folder is a run folder of the base run (its ``summary.json`` is the study's); each trial's is ``trials/<id>/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_CONFIG_FILE = "run_config.json"
+SPLIT_FILE = "split.json"
+SPLIT_IDS_FILE = "split_ids.parquet"
+INIT_WEIGHTS_FILE = "init_weights.pt"
+LAUNCH_FILE = "launch.json"
+CHECKPOINTS_FOLDER = "checkpoints"
+RAY_TRAIN_FOLDER = "ray_train"
+EPOCH_LOG = "epochs.log"
+EPOCH_RECORDS = "epochs.jsonl"
+BEST_MODEL_FILE = "best_model.pt"
+HISTORY_FILE = "history.json"
+SUMMARY_FILE = "summary.json"
+
+# inside one checkpoint folder (``checkpoints/latest/``, a Ray Train or Tune checkpoint)
+LATEST_CHECKPOINT = "latest"
+TRAIN_STATE = "train_state.pt"
+MODEL_FILE = "model.pt"
+
+
+def _file(name: str, doc: str) -> property:
+    def get(self: RunFolder) -> Path:
+        return self.path / name
+
+    return property(get, doc=f"``{name}``: {doc}")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder's files: ``RunFolder(run_dir).summary`` is ``run_dir / "summary.json"``."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    run_config = _file(RUN_CONFIG_FILE, "the run's config; a re-run of the name is checked against it")
+    split = _file(SPLIT_FILE, "the seeded split (indices, seed, sizes, sha256)")
+    split_ids = _file(SPLIT_IDS_FILE, "the split as (id, part) rows, read by every rank")
+    init_weights = _file(INIT_WEIGHTS_FILE, "fine-tuning: the state dict the run starts from")
+    launch = _file(LAUNCH_FILE, "the epoch this launch's worker group started at (written by rank 0)")
+    checkpoints = _file(CHECKPOINTS_FOLDER, "the Ray-free runner's checkpoints (the latest in ``latest/``)")
+    ray_train = _file(RAY_TRAIN_FOLDER, "Ray Train's storage (the platform's runner)")
+    epoch_log = _file(EPOCH_LOG, "one line per epoch (the platform's runner; the driver prints it)")
+    epoch_records = _file(EPOCH_RECORDS, "the reported metrics of each epoch, for MLflow when live logging could not")
+    best_model = _file(BEST_MODEL_FILE, "the best weights, evaluated on the whole test split")
+    history = _file(HISTORY_FILE, "one record per epoch")
+    summary = _file(SUMMARY_FILE, "what the finished run reports")
+
+    def injected_failure(self, rank: int) -> Path:
+        """The marker of a failure injected once into ``rank`` (test hooks)."""
+        return self.path / f"injected_failure.rank{rank}"
