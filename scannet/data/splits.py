@@ -1,4 +1,4 @@
-"""Reproducible dataset splits and slices, recorded as files (spec §4.5).
+"""Reproducible dataset splits and slices, recorded as files (docs/model-spec.md §4.5).
 
 A split is a seeded permutation ``np.random.RandomState(seed).permutation(n)`` cut into train / val / test
 (the reference's ``split_data``). Its indices point into an *ordered* list of structures: the table order

@@ -1,4 +1,4 @@
-"""Voronoi featurizer: ASE ``Atoms`` -> :class:`Graph` of SCANN neighbours (spec §2)."""
+"""Voronoi featurizer: ASE ``Atoms`` -> :class:`Graph` of SCANN neighbours (docs/model-spec.md §2)."""
 
 from __future__ import annotations
 

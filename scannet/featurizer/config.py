@@ -1,4 +1,4 @@
-"""Featurizer settings: the Voronoi neighbour filter of SCANN (spec §2.1) and the molecule treatment."""
+"""Featurizer settings: the Voronoi neighbour filter of SCANN (docs/model-spec.md §2.1) and the molecule treatment."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ MoleculeMode = Literal["exact", "box10"]
 class FeaturizerConfig:
     """How the neighbours of each atom are chosen.
 
-    A Voronoi facet (i, j) is kept as the edge i <- j when all three hold (spec §2.1):
+    A Voronoi facet (i, j) is kept as the edge i <- j when all three hold (docs/model-spec.md §2.1):
     ``solid_angle >= solid_angle_threshold``, ``solid_angle / max_facet_solid_angle(i) >=
     relative_threshold`` and ``distance <= distance_threshold``.
 

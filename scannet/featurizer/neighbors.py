@@ -1,4 +1,4 @@
-"""The SCANN neighbour filter (spec §2.1): from all Voronoi facets to the kept edges of the graph."""
+"""The SCANN neighbour filter (docs/model-spec.md §2.1): from all Voronoi facets to the kept edges of the graph."""
 
 from __future__ import annotations
 

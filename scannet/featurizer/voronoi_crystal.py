@@ -1,6 +1,6 @@
 """Voronoi facets of periodic structures, reproducing pymatgen's ``VoronoiNN`` as the reference uses it.
 
-The reference SCANN preprocessing (spec §2.1–2.2) runs pymatgen's ``VoronoiNN(weight="solid_angle",
+The reference SCANN preprocessing (docs/model-spec.md §2.1–2.2) runs pymatgen's ``VoronoiNN(weight="solid_angle",
 cutoff=7, allow_pathological=True, compute_adj_neighbors=False).get_voronoi_polyhedra(structure, i)``
 for every site i of a ``Structure``; molecules are first boxed with ``Molecule.get_boxed_structure(a, b,
 c, reorder=False)``. This module re-implements both in numpy/scipy, read from pymatgen's source, so that

@@ -1,6 +1,6 @@
 """Voronoi facets of a free molecule (no box, no periodicity), exactly invariant by construction.
 
-Definition (``shared/reference/molecule-voronoi.md``): the cell of atom i is {x : |x - r_i| <= |x - r_j|
+Definition (``docs/molecule-voronoi.md``): the cell of atom i is {x : |x - r_i| <= |x - r_j|
 for all j}; the facet (i, j) is the part of the cell on the bisector plane of i and j, and its solid
 angle Ω_ij is the measure of the unit directions u whose ray r_i + t u leaves the cell through it.
 For bounded facets this is the solid angle pymatgen's ``VoronoiNN`` computes; unbounded facets of

@@ -1,4 +1,4 @@
-"""Gaussian expansion of scalar edge features (spec §3.2)."""
+"""Gaussian expansion of scalar edge features (docs/model-spec.md §3.2)."""
 
 from __future__ import annotations
 

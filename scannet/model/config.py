@@ -1,4 +1,4 @@
-"""The typed configuration of a SCANN / SCANN+ model (spec §3, §4.6)."""
+"""The typed configuration of a SCANN / SCANN+ model (docs/model-spec.md §3, §4.6)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class SCANNConfig:
         return replace(self, **overrides)
 
 
-#: Named presets (spec §3.9, §4.6). Applied as: dataclass defaults, then the preset, then overrides.
+#: Named presets (docs/model-spec.md §3.9, §4.6). Applied as: dataclass defaults, then the preset, then overrides.
 PRESETS: dict[str, dict[str, Any]] = {
     "qm9-scann+": {},
     "qm9-scann": {"g_update": False},

@@ -1,4 +1,4 @@
-"""Self-consistent global attention (GA), spec §3.6.
+"""Self-consistent global attention (GA), docs/model-spec.md §3.6.
 
 Alphabet: A atoms in the batch, B structures, D global dim.
 

@@ -1,4 +1,4 @@
-"""Local attention (LA) over Voronoi neighbours, spec §3.3.
+"""Local attention (LA) over Voronoi neighbours, docs/model-spec.md §3.3.
 
 Alphabet: A atoms in the batch, E edges (centre i <- neighbour j), d local dim, H heads,
 d_h = d / H head dim, K basis size.
@@ -20,7 +20,7 @@ from scannet.model.ops import segment_softmax, segment_sum
 
 
 class ResidualNorm(nn.Module):
-    """h'' = LN(h' + Dropout(W_2 σ(W_1 h'))) with an FFN of the same width (spec §3.3 step 8)."""
+    """h'' = LN(h' + Dropout(W_2 σ(W_1 h'))) with an FFN of the same width (docs/model-spec.md §3.3 step 8)."""
 
     def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()

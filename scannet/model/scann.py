@@ -1,4 +1,4 @@
-"""SCANN and SCANN+ (Vu et al., npj Comput. Mater. 9, 215 (2023)), spec §3, on packed batches.
+"""SCANN and SCANN+ (Vu et al., npj Comput. Mater. 9, 215 (2023)), docs/model-spec.md §3, on packed batches.
 
 Alphabet: A atoms in the batch, E edges (centre i <- neighbour j), B structures, T targets,
 E_m embedding dim, d local dim, D global dim, K basis size.
@@ -39,7 +39,7 @@ class SCANNOutput:
 
 
 class TargetHead(nn.Module):
-    """u = σ(Dense_{D→dense_out}(R)); ŷ = Dense_{dense_out→1}(u) (spec §3.7)."""
+    """u = σ(Dense_{D→dense_out}(R)); ŷ = Dense_{dense_out→1}(u) (docs/model-spec.md §3.7)."""
 
     def __init__(self, global_dim: int, hidden: int, nonnegative: bool) -> None:
         super().__init__()
@@ -90,7 +90,7 @@ class SCANN(nn.Module):
         self.target_std.copy_(torch.as_tensor(std, dtype=self.target_std.dtype))
 
     def regularized_linears(self) -> list[nn.Linear]:
-        """The kernels carrying the 1e-4 L2 penalty (spec §3.8): LA q/k/filter, ResidualNorm, after_Lc,
+        """The kernels carrying the 1e-4 L2 penalty (docs/model-spec.md §3.8): LA q/k/filter, ResidualNorm, after_Lc,
         GA Q/K and each head's hidden layer; not the embedding, neighbor_d/w or the output layer."""
         layers = [layer for block in self.blocks for layer in block.regularized()]
         layers += [self.to_global, *self.global_attention.regularized()]

@@ -24,7 +24,7 @@ from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FIL
 from scannet.provenance import git_revision, sha256_file
 from scannet.train.run_folder import SPLIT_IDS_FILE, RunFolder
 
-#: The published SCANN+ test MAE on QM9 (Vu et al. 2023, spec §6), in report units.
+#: The published SCANN+ test MAE on QM9 (Vu et al. 2023, docs/model-spec.md §6), in report units.
 PUBLISHED_SCANN_PLUS = {"homo": 32.0, "lumo": 31.0, "gap": 52.0, "alpha": 0.115, "cv": 0.041}
 
 

@@ -8,10 +8,10 @@ preset (:data:`RUN_PRESETS`), then a YAML file, then command-line flags; every k
 Presets:
 
 - ``demo``: a 2,000-molecule QM9 slice, full SCANN+, 3 epochs: minutes on a laptop CPU.
-- ``paper``: the published training recipe (spec §4) on all of QM9 with SCANNet's defaults: the exact,
+- ``paper``: the published training recipe (docs/model-spec.md §4) on all of QM9 with SCANNet's defaults: the exact,
   box-free featurizer and the standard 110,000 / 10,000 / rest split of the table order.
 - ``reference``: the published setup exactly: the reference's box10 featurizer, local-attention dropout
-  0.05 (``--use_drop``), and the split of the list sorted by atom count (spec §4.5).
+  0.05 (``--use_drop``), and the split of the list sorted by atom count (docs/model-spec.md §4.5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the reference recipe (spec §4.2), with state for exact resume.
+"""Learning-rate schedules of the reference recipe (docs/model-spec.md §4.2), with state for exact resume.
 
 The learning rate at optimiser step t of epoch e is ``base(t, e) / (1 + decay · t)``: the base schedule
 (cosine per step, or SGDR per epoch driven by the validation MAE) times the legacy Keras Adam

@@ -1,4 +1,4 @@
-"""The plain training loop of the reference recipe (spec §4): usable alone or inside a Ray worker.
+"""The plain training loop of the reference recipe (docs/model-spec.md §4): usable alone or inside a Ray worker.
 
 Loss = RMSE of the z-scored targets + l2 · Σ‖W‖² over the kernels the spec lists; Adam (eps 1e-7);
 cosine or SGDR schedule × inverse-time decay per step; early stopping on the validation MAE (mean

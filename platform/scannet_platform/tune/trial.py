@@ -3,7 +3,7 @@ trainable, one process per trial with its own CPUs (and GPU share).
 
 Plain function trainables, not a Train ``TorchTrainer`` nested in each trial: on Ray 2.60 a nested trainer
 stopped by ASHA leaks its workers' placement groups unless the dashboard's state API is reachable, and the
-nested Ray Data ingest starves when the trials hold every CPU (``shared/reference/platform-notes.md`` §3b).
+nested Ray Data ingest starves when the trials hold every CPU (docs/tuning.md, Trials).
 A trial here reads its graph table directly (no Ray Data), so it needs exactly the resources it declares.
 """
 

@@ -1,6 +1,6 @@
 """The free-molecule Voronoi back-end against the ray definition, pymatgen and its own invariances.
 
-Ground truth is a Monte Carlo estimate of the ray definition (shared/reference/molecule-voronoi.md):
+Ground truth is a Monte Carlo estimate of the ray definition (docs/molecule-voronoi.md):
 Ω_ij is the measure of the directions u whose ray from r_i leaves the cell of i through the bisector
 plane of (i, j), i.e. j = argmin over k with u·(r_k - r_i) > 0 of |r_k - r_i|² / (2 u·(r_k - r_i)).
 """

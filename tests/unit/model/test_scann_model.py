@@ -28,7 +28,7 @@ def test_parameter_counts_match_the_reference(name, expected):
 
 def test_parameter_count_of_other_reference_configs():
     # MP2018 SCANN+ (n_atoms 95, E 128, L 9) is 1,145,089 and the old QM9 SCANN L=8 with ring 628,223
-    # (spec §3.9); our MP preset has the same layers, the ring input is not part of the library.
+    # (docs/model-spec.md §3.9); our MP preset has the same layers, the ring input is not part of the library.
     assert count_parameters(SCANN(preset("mp2018-scann+"))) == 1_145_089
 
 

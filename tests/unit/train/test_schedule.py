@@ -1,4 +1,4 @@
-"""The learning-rate schedules reproduce the reference's formulas (spec §4.2)."""
+"""The learning-rate schedules reproduce the reference's formulas (docs/model-spec.md §4.2)."""
 
 from __future__ import annotations
 
