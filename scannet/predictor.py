@@ -87,7 +87,7 @@ class Predictor:
     def compile(self) -> Predictor:
         """Run the model through ``torch.compile(dynamic=True)``: one compiled graph for every batch shape.
 
-        On QM9-sized CPU batches inference is 1.6-1.9x faster after a compilation of about 20 s (see
+        On QM9-sized CPU batches inference is faster after a compilation of about 20 s (figures:
         benchmarks/README.md), which pays off on large libraries only. It compiles now, on a small synthetic batch, so a
         machine that cannot compile (no C++ compiler) fails here with the reason and not on every batch; raises
         ConfigError. Returns ``self``.

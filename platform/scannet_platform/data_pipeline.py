@@ -175,7 +175,7 @@ def featurize_dataset(
     (:func:`structure_pieces`) and each ``map_batches`` call reads its piece and featurizes it. This keeps
     every CPU busy: ``read_parquet`` gives one block per file or row group, and with a streaming
     ``repartition`` after it Ray Data's resource budget let only about one featurize task run at a time on
-    2 CPUs (measured: 1,470 molecules/s against 3,400 for this layout). A dataset (e.g. your own
+    2 CPUs, far slower than this layout (figures: benchmarks/README.md). A dataset (e.g. your own
     ``read_parquet``) is mapped as it is, in blocks cut to ``batch_size`` rows.
 
     Args:
@@ -183,8 +183,8 @@ def featurize_dataset(
         featurizer: the settings (default ``FeaturizerConfig()``).
         units: ``{target: unit}``; default from the file's metadata (a path) or every target column with
             an empty unit (a dataset).
-        batch_size: structures per ``map_batches`` call (and per part file of :func:`write_graph_table`); on
-            2 CPUs 4,096 ran QM9 in 55-66 s and 512 in 69-75 s (more tasks to schedule, smaller files).
+        batch_size: structures per ``map_batches`` call (and per part file of :func:`write_graph_table`); larger
+            is faster on QM9 (fewer tasks to schedule, larger files; figures: benchmarks/README.md).
         compute: ``"tasks"`` (``TaskPoolStrategy``, default) or ``"actors"`` (``ActorPoolStrategy`` of a fixed
             size). The featurizer has no state worth keeping, so tasks lose nothing; with all CPUs taken by
             actors the read tasks of a ``read_parquet`` dataset got no CPU and the pipeline stalled
@@ -214,7 +214,7 @@ def featurize_dataset(
     kwargs = {"fn_constructor_kwargs": args} if compute == "actors" else {"fn_kwargs": args}
     ds = ds.map_batches(fn, batch_size=batch_size, batch_format="pyarrow", compute=pool, num_cpus=1, **kwargs)
     # Ray Data reserves a share of the CPUs per operator; on a small node that held the featurize tasks
-    # near one at a time (2 CPUs: 1,960 molecules/s with it, 2,550 without). This dataset only.
+    # near one at a time (figures: benchmarks/README.md). This dataset only.
     ds.context.op_resource_reservation_enabled = False
     return ds
 

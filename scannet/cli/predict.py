@@ -87,7 +87,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32 (default) or bf16: ~2x faster on CPUs with AMX/AVX-512-BF16 and on GPUs, a few meV apart",
+        help="fp32 (default) or bf16: faster on CPUs with AMX/AVX-512-BF16, a few meV apart (figures: benchmarks/README.md)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

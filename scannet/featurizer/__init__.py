@@ -50,8 +50,8 @@ def featurize_each(
     """Validate and featurize every structure: its :class:`Graph`, or the :class:`StructureError` naming it
     (``names``, default :func:`structure_name`) and the reason; a bad structure never stops the others.
 
-    Free molecules in the exact mode are validated and featurized together (vectorised; 2.4x faster on QM9
-    than one at a time, benchmarks/README.md; the same result); crystals and boxed molecules one at a time.
+    Free molecules in the exact mode are validated and featurized together (vectorised, faster on
+    QM9 than one at a time, the same result; figures: benchmarks/README.md); crystals and boxed molecules one at a time.
     """
     config = config or FeaturizerConfig()
     names = list(names) if names is not None else [structure_name(a, i) for i, a in enumerate(structures)]

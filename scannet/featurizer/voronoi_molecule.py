@@ -79,7 +79,7 @@ def molecules_facets(molecules: Sequence[np.ndarray]) -> Facets:
     ``offsets[b + 1] - 1``, ``offsets`` the cumulative sizes) and no facet joins two molecules. Each
     molecule is classified and triangulated on its own; the solid angles of all the 3D ones are then
     computed in one vectorised pass: the same numbers as one molecule at a time, and faster for many small
-    molecules, whose cost is mostly per-call overhead (featurization of QM9: 2.4x, benchmarks/README.md).
+    molecules, whose cost is mostly per-call overhead (figures: benchmarks/README.md).
     """
     positions = [np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in molecules]
     sizes = np.array([len(p) for p in positions], dtype=np.int64)  # [B]

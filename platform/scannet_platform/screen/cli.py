@@ -66,14 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         default=None,
-        help="torch.compile the models in each actor: 1.6-1.9x faster CPU inference after ~20 s of compiling; "
-        "for large libraries",
+        help="torch.compile the models in each actor: faster CPU inference after ~20 s of compiling; "
+        "for large libraries (figures: benchmarks/README.md)",
     )
     compute.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="fp32 (default) or bf16: matrix products in bfloat16, ~2x faster on CPUs with AMX/AVX-512-BF16 and "
-        "on GPUs; predictions move by a few meV (benchmarks/README.md)",
+        help="fp32 (default) or bf16: matrix products in bfloat16, faster on CPUs with AMX/AVX-512-BF16; "
+        "predictions move by a few meV (figures: benchmarks/README.md)",
     )
     tracking = parser.add_argument_group("tracking")
     tracking.add_argument("--no-mlflow", dest="mlflow", action="store_false", default=None, help="no MLflow run")

@@ -185,8 +185,8 @@ def make_tuner(study: StudyConfig, plan: TrialPlan, concurrency: int, callbacks:
             num_samples=study.num_samples,
             max_concurrent_trials=concurrency,
             time_budget_s=study.time_budget_s,
-            # a trial's process (torch, the library, the plan) serves the next one: measured on 2 CPUs, 4
-            # two-epoch trials one at a time took 20 s instead of 52 s (benchmarks/bench_tune.py)
+            # a trial's process (torch, the library, the plan) serves the next one: much faster for short
+            # trials (figures: benchmarks/README.md, bench_tune.py)
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
