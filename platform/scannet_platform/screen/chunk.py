@@ -6,7 +6,7 @@ the whole work of the in-process executor. For chunk ``k`` it writes
     <out>/quarantine/part-<k>.parquet     row, id, source, reason of each record that could not be screened
     <out>/predictions/part-<k>.parquet    one row per screened record (columns: :func:`output_schema`)
 
-each with :class:`~scannet.data.atomic.AtomicWrite` (staged, then one rename), the quarantine first: a chunk
+each with :class:`~scannet.io.atomic.AtomicWrite` (staged, then one rename), the quarantine first: a chunk
 is finished when its predictions part exists, and then every row of the chunk is in exactly one of the two
 parts. A chunk redone (a retried task, a killed run launched again) replaces both parts whole, so nothing is
 ever lost or written twice.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,12 @@ import pyarrow.parquet as pq
 import torch
 
 from scannet.data import schema as S
-from scannet.data.atomic import AtomicWrite
 from scannet.data.graphs_table import atom_budget_slices
 from scannet.data.importers import _over_limit
 from scannet.data.structures_table import table_to_structures_or_errors
 from scannet.featurizer import featurize_each
+from scannet.io.atomic import AtomicWrite
+from scannet.precision import Precision
 from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
 from scannet_platform.screen.library import ERROR, ROW, SMILES, Piece, read_piece
@@ -44,8 +45,36 @@ PREDICTIONS_DIR = "predictions"
 QUARANTINE_DIR = "quarantine"
 #: Leading and trailing columns of the predictions; the predictions and GA scores come between them.
 LEADING = (ROW, S.ID, S.SOURCE, "formula", "n_atoms", SMILES, "geometry")
-PROVENANCE = ("models", "featurizer_hash", "code_version", "run_id")
+
+
+@dataclass(frozen=True)
+class ScreenProvenance:
+    """The columns every prediction row ends with: what made it."""
+
+    models: str  # the model groups (and the precision when not fp32)
+    featurizer_hash: str  # the models' featurizer content hashes
+    code_version: str
+    run_id: str  # the MLflow run (a random id without tracking)
+
+
+PROVENANCE = tuple(f.name for f in fields(ScreenProvenance))
 RESERVED = (*LEADING, *PROVENANCE)
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """What every screening actor needs: built once by the job from its config, sent to each actor."""
+
+    out_dir: str
+    groups: tuple[ModelGroup, ...]
+    max_atoms: int  # larger structures are quarantined
+    atom_budget: int  # most atoms per model batch
+    device: str
+    threads: int  # torch threads per actor
+    compile: bool
+    precision: Precision
+    seed: int  # RDKit embedding seed
+    provenance: ScreenProvenance
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -137,19 +166,15 @@ class ChunkResult:
 class ChunkScreener:
     """Loads the models once; :meth:`screen` does one chunk, ``__call__`` a batch of chunk descriptors."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScreenSpec) -> None:
         import scannet
 
         self.spec = spec
-        if spec.get("threads"):
-            torch.set_num_threads(int(spec["threads"]))
-        self.out = Path(spec["out_dir"])
-        self.groups = [ModelGroup.from_dict(g) for g in spec["groups"]]
-        self.predictors = [
-            [scannet.load(m.path, spec.get("device", "cpu"), spec.get("precision", "fp32")) for m in g.members]
-            for g in self.groups
-        ]
-        if spec.get("compile"):
+        torch.set_num_threads(spec.threads)
+        self.out = Path(spec.out_dir)
+        self.groups = list(spec.groups)
+        self.predictors = [[scannet.load(m.path, spec.device, spec.precision) for m in g.members] for g in self.groups]
+        if spec.compile:
             for members in self.predictors:
                 for predictor in members:
                     predictor.compile()
@@ -163,7 +188,7 @@ class ChunkScreener:
                 vocabularies.setdefault(tuple(predictor.model.config.elements), member.reference)
         self.vocabularies = vocabularies
         self.schema = output_schema(self.groups)
-        self.provenance = {name: spec["provenance"][name] for name in PROVENANCE}
+        self.provenance = asdict(spec.provenance)
         (self.out / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
         (self.out / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -197,8 +222,8 @@ class ChunkScreener:
                 if smiles[k] is not None and len(atoms) == 0:
                     atoms = self._embed(ids[k], smiles[k])
                     structures[k], geometry[k] = atoms, FORCE_FIELD_GEOMETRY
-                if len(atoms) > self.spec["max_atoms"]:
-                    raise StructureError(ids[k], _over_limit(len(atoms), self.spec["max_atoms"]))
+                if len(atoms) > self.spec.max_atoms:
+                    raise StructureError(ids[k], _over_limit(len(atoms), self.spec.max_atoms))
                 for elements, reference in self.vocabularies.items():
                     try:
                         check_vocabulary(atoms, elements, ids[k])
@@ -264,7 +289,7 @@ class ChunkScreener:
 
     def _embed(self, identifier: str, smiles: str):
         try:
-            atoms = embed_smiles(smiles, seed=int(self.spec.get("seed", 0)))
+            atoms = embed_smiles(smiles, seed=self.spec.seed)
         except EmbeddingError as exc:
             raise StructureError(identifier, str(exc)) from None
         atoms.info["id"] = identifier
@@ -283,7 +308,7 @@ class ChunkScreener:
                 results: dict[int, tuple] = {}
                 errors: dict[int, str] = {}
                 if todo:
-                    for start, end in atom_budget_slices(n_atoms, int(self.spec["atom_budget"])):
+                    for start, end in atom_budget_slices(n_atoms, self.spec.atom_budget):
                         items = [(k, graphs[key][k]) for k in todo[start:end]]
                         run_bisecting(predictor._run_model, items, results, errors)
                 prefix = f"model {member.reference}: " if len(self.predictors) > 1 or group.ensemble else ""

@@ -26,18 +26,28 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from scannet.io.atomic import AtomicWrite, write_text_atomic
 from scannet.precision import Precision
 from scannet.typed_config import ConfigError, build, to_plain
-from scannet_platform.screen.chunk import PREDICTIONS_DIR, RESERVED, ChunkResult, ChunkScreener, part_name
+from scannet_platform.screen.chunk import (
+    PREDICTIONS_DIR,
+    RESERVED,
+    ChunkResult,
+    ChunkScreener,
+    ScreenProvenance,
+    ScreenSpec,
+    part_name,
+)
 from scannet_platform.screen.library import Library, Piece, library_fingerprint, plan_library
 from scannet_platform.screen.models import ModelGroup, resolve_models
 from scannet_platform.screen.select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
+from scannet_platform.tracking.config import TrackingConfig
 
 STATE_FILE = "screen.json"
 DEFAULT_EXPERIMENT = "scannet-screening"
@@ -46,8 +56,9 @@ STATE_KEYS = ("library", "models", "precision", "chunk_size", "max_atoms", "smil
 
 
 @dataclass(frozen=True)
-class ScreenConfig:
-    """Everything a screen needs; built with :func:`build_screen_config` (every value checked)."""
+class ScreenConfig(TrackingConfig):
+    """Everything a screen needs; built with :func:`build_screen_config` (every value checked). The MLflow keys
+    are :class:`TrackingConfig`'s (a screen registers no model)."""
 
     inputs: tuple[str, ...] = ()  # structures tables, xyz/extxyz, ASE db, folders, .smi/.csv SMILES
     models: tuple[str, ...] = ()  # checkpoints, MLflow model URIs, ensemble folders
@@ -70,14 +81,14 @@ class ScreenConfig:
     compile: bool = False  # torch.compile the models in each actor (Predictor.compile): pays off on large libraries
     precision: Precision = "fp32"  # "bf16": the models under bfloat16 autocast (scannet.precision)
     mlflow: bool = True
-    tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db
     experiment: str = DEFAULT_EXPERIMENT
     progress: bool = True
-    verbose: bool = False
 
     def __post_init__(self) -> None:
         if not self.out:
             raise ValueError("out: the output folder is required")
+        if self.registered_model is not None:
+            raise ValueError("registered_model: a screen registers no model")
         for name in ("chunk_size", "atom_budget", "max_atoms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -155,10 +166,7 @@ def existing_state(out: Path, wanted: dict) -> dict | None:
 
 def create_state(out: Path, wanted: dict, run_id: str) -> dict:
     state = {**wanted, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = out / STATE_FILE
-    temporary = path.with_name(STATE_FILE + ".tmp")
-    temporary.write_text(json.dumps(state, indent=1))
-    temporary.replace(path)
+    write_text_atomic(out / STATE_FILE, json.dumps(state, indent=1))
     return state
 
 
@@ -178,9 +186,8 @@ def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
         for member in group.members:
             target = folder / f"{member.sha256[:32]}.pt"
             if not target.is_file():
-                temporary = target.with_name(target.name + ".tmp")
-                shutil.copyfile(member.path, temporary)
-                temporary.replace(target)
+                with AtomicWrite(target, file=True) as write:
+                    shutil.copyfile(member.path, write.path)
             pinned.append(replace(member, path=str(target.resolve())))
         group.members = pinned
     return groups
@@ -188,7 +195,7 @@ def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
 
 def code_version() -> str:
     import scannet
-    from scannet.provenance import git_revision
+    from scannet.io.provenance import git_revision
 
     revision = git_revision(Path(__file__).resolve().parent)
     return f"scannet {scannet.__version__}" + (f" ({revision})" if revision else "")
@@ -219,7 +226,7 @@ def _actors(config: ScreenConfig) -> tuple[int, dict]:
     return size, {"num_cpus": config.cpus_per_actor}
 
 
-def execute_ray(config: ScreenConfig, spec: dict, todo: list[Piece], bar: tqdm, totals: dict) -> None:
+def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: tqdm, totals: dict) -> None:
     """Screen ``todo`` in a Ray Data actor pool (streaming: results come back as chunks finish); Ray is started
     (or connected to) by the caller."""
     import logging
@@ -246,7 +253,7 @@ def execute_ray(config: ScreenConfig, spec: dict, todo: list[Piece], bar: tqdm, 
             _count(bar, result, totals)
 
 
-def execute_local(spec: dict, todo: list[Piece], bar: tqdm, totals: dict) -> None:
+def execute_local(spec: ScreenSpec, todo: list[Piece], bar: tqdm, totals: dict) -> None:
     """Screen ``todo`` in this process, chunk after chunk."""
     screener = ChunkScreener(spec)
     for piece in todo:
@@ -257,38 +264,33 @@ def execute_local(spec: dict, todo: list[Piece], bar: tqdm, totals: dict) -> Non
 # ------------------------------------------------------------------------------------------------ the job
 
 
-def _tracking_uri(config: ScreenConfig) -> str:
-    from scannet.home import tracking_uri
-    from scannet_platform.tracking.runs import normalized_uri
-
-    return normalized_uri(tracking_uri(config.tracking_uri))
-
-
-def _spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_id: str) -> dict:
+def screen_spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_id: str) -> ScreenSpec:
+    """What every actor needs, from the config."""
     from scannet.checkpoint import load_model
 
     hashes = []
     for group in groups:
         for member in group.members:
             hashes.append(load_model(member.path)[1].content_hash())
-    return {
-        "out_dir": str(out.resolve()),
-        "groups": [g.to_dict() for g in groups],
-        "max_atoms": config.max_atoms,
-        "atom_budget": config.atom_budget,
-        "device": config.device,
-        "threads": config.threads or max(1, int(config.cpus_per_actor)),
-        "compile": config.compile,
-        "precision": config.precision,
-        "seed": config.seed,
-        "provenance": {
-            "models": "; ".join(g.describe() for g in groups)
-            + ("" if config.precision == "fp32" else f" [{config.precision}]"),
-            "featurizer_hash": ",".join(dict.fromkeys(hashes)),
-            "code_version": code_version(),
-            "run_id": run_id,
-        },
-    }
+    provenance = ScreenProvenance(
+        models="; ".join(g.describe() for g in groups)
+        + ("" if config.precision == "fp32" else f" [{config.precision}]"),
+        featurizer_hash=",".join(dict.fromkeys(hashes)),
+        code_version=code_version(),
+        run_id=run_id,
+    )
+    return ScreenSpec(
+        out_dir=str(out.resolve()),
+        groups=tuple(groups),
+        max_atoms=config.max_atoms,
+        atom_budget=config.atom_budget,
+        device=config.device,
+        threads=config.threads or max(1, int(config.cpus_per_actor)),
+        compile=config.compile,
+        precision=config.precision,
+        seed=config.seed,
+        provenance=provenance,
+    )
 
 
 def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
@@ -301,7 +303,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     quiet_libraries(config.verbose)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    tracking_uri = _tracking_uri(config) if config.mlflow else None
+    tracking_uri = config.tracking_uri if config.mlflow else None
     groups = pin_checkpoints(resolve_models(config.models, tracking_uri, reserved=RESERVED), out)
     names = numeric_columns(groups)
     filters = [parse_filter(text, names) for text in config.filters]
@@ -319,7 +321,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     with tracked_run(tracking_uri, mlflow_run_id):
         if state is None:
             state = create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
-        spec = _spec(config, out, groups, state["run_id"])
+        spec = screen_spec(config, out, groups, state["run_id"])
         todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]
         done = len(library.pieces) - len(todo)
         print(
@@ -388,7 +390,7 @@ def _write_reports(out, config, summary, scan, rankings, groups, filters, spec, 
         **summary.__dict__,
         "structures_per_s": summary.rate,
         "config": to_plain(config),
-        "provenance": spec["provenance"],
+        "provenance": asdict(spec.provenance),
         "columns": {g.describe(): {t: g.columns[t] for t in g.targets} for g in groups},
         "quarantine_sample": scan.quarantine_sample,
     }

@@ -10,18 +10,18 @@ ensemble written by a Tune study::
 with the checkpoints beside it. Models predicting the same targets form one group: one model gives the
 predictions, several (an ensemble) give their mean and standard deviation (over members, ddof 0) as the
 uncertainty. Groups must not share a target. Prediction columns are named ``<target>_<unit>`` as in
-``scannet predict`` (:func:`scannet.predict_cli.target_columns`), the uncertainty ``<target>_<unit>_std``.
+``scannet predict`` (:func:`scannet.cli.predict.target_columns`), the uncertainty ``<target>_<unit>_std``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scannet.checkpoint import CheckpointError, resolve_checkpoint
-from scannet.provenance import sha256_file
+from scannet.io.provenance import sha256_file
 from scannet.typed_config import ConfigError
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -65,15 +65,6 @@ class ModelGroup:
         )
         return f"{','.join(self.targets)}={what}"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelGroup:
-        data = dict(data)
-        data["targets"] = tuple(data["targets"])
-        data["members"] = [Member(**m) for m in data["members"]]
-        return cls(**data)
 
 
 def ensemble_members(folder: Path) -> list[str]:
@@ -97,7 +88,7 @@ def resolve_models(
     """Resolve and inspect every model (on the driver), grouped by targets; ConfigError / CheckpointError with
     the model named for a model that cannot be used."""
     import scannet
-    from scannet.predict_cli import target_columns
+    from scannet.cli.predict import target_columns
 
     if not references:
         raise ConfigError("no model: give --model a checkpoint, an MLflow model URI or an ensemble folder")
