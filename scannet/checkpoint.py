@@ -16,6 +16,7 @@ import torch
 
 import scannet
 from scannet.featurizer.config import FeaturizerConfig
+from scannet.io.atomic import AtomicWrite
 from scannet.model.config import SCANNConfig
 from scannet.model.scann import SCANN
 
@@ -49,9 +50,8 @@ def save_model(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    with AtomicWrite(path, file=True) as write:  # a crash never leaves a half-written checkpoint
+        torch.save(payload, write.path)
     return path
 
 

@@ -255,7 +255,7 @@ def write_graph_table(
     Good rows go to ``out_dir/graphs/*.parquet`` with the graph schema (featurizer hash in the metadata),
     bad rows to ``out_dir/quarantine.parquet`` with their reason; ``out_dir`` is normally
     ``graph_cache_dir(root, featurizer)``. The folder is staged and put in place only when the run is
-    complete (:class:`scannet.data.atomic.AtomicWrite`, as the plain writer); a failed, interrupted or
+    complete (:class:`scannet.io.atomic.AtomicWrite`, as the plain writer); a failed, interrupted or
     killed run leaves an existing table as it was. The dataset is streamed once, in bounded memory.
 
     ``progress`` shows a bar of the structures done (out of ``total`` when given) as the parts come back.
@@ -276,8 +276,8 @@ def write_graph_table(
 
     import ray.data
 
-    from scannet.data.atomic import AtomicWrite
     from scannet.data.structures_table import Quarantine
+    from scannet.io.atomic import AtomicWrite
 
     start = time.perf_counter()
     summary = FeaturizeSummary(str(out_dir), featurizer.to_dict(), featurizer.content_hash())

@@ -10,7 +10,7 @@ import importlib.metadata
 import platform as stdlib_platform
 from pathlib import Path
 
-from scannet.provenance import git_revision
+from scannet.io.provenance import git_revision
 
 TRACKED_PACKAGES = ("scannet", "torch", "numpy", "scipy", "ase", "pyarrow", "ray", "mlflow")
 

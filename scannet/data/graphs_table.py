@@ -12,7 +12,7 @@ On disk a featurized dataset is a folder::
         quarantine.parquet       the structures that could not be featurized: id, source, reason (0 rows: none)
         summary.json             counts, featurizer settings and hash, seconds
 
-The folder is staged and put in place as a whole (:class:`scannet.data.atomic.AtomicWrite`), by the plain
+The folder is staged and put in place as a whole (:class:`scannet.io.atomic.AtomicWrite`), by the plain
 writer and by the Ray one alike: a folder that exists is complete.
 
 :func:`collate_arrow` packs a record batch of the table straight into a :data:`scannet.batch.Batch` from the
@@ -37,9 +37,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from scannet.data import schema as S
-from scannet.data.atomic import AtomicWrite, Writer, recover_path
 from scannet.featurizer import FeaturizerConfig, featurize_each
 from scannet.featurizer.neighbors import Graph
+from scannet.io.atomic import AtomicWrite, Writer, recover_path
 from scannet.structures import StructureError
 
 if TYPE_CHECKING:  # torch is imported where batches are made, not by featurizing workers (1 s per process)
@@ -401,7 +401,7 @@ def split_errors(table: pa.Table) -> tuple[pa.Table, pa.Table]:
 class GraphTableWriter(Writer):
     """Writes a graph table folder (``graphs/part-00000.parquet``, quarantine, summary) atomically.
 
-    The folder is staged by :class:`~scannet.data.atomic.AtomicWrite` and put in place on :meth:`close`, so a
+    The folder is staged by :class:`~scannet.io.atomic.AtomicWrite` and put in place on :meth:`close`, so a
     crashed or interrupted run never leaves a table that looks complete (nor touches an existing one);
     :meth:`abort` (or a ``with`` block that raises) discards it. Feed it :func:`featurize_records` output.
     """

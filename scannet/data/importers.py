@@ -36,7 +36,7 @@ files (a file type ASE does not know, such as ``.smi``; a file in which no struc
 its type, where it was raised and a sentence. A missing input path is an error raised before anything is
 written.
 
-``out_dir`` is written as a whole with :class:`scannet.data.atomic.AtomicWrite`: the table and its
+``out_dir`` is written as a whole with :class:`scannet.io.atomic.AtomicWrite`: the table and its
 quarantine (always written, 0 rows when nothing was quarantined) are staged in a hidden sibling folder and
 replace the previous dataset together when the import succeeds. An import that fails, is interrupted
 (Ctrl-C, ``kill``) or is killed leaves the previous dataset as it was; other files in ``out_dir`` are kept.
@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from scannet.data.atomic import AtomicWrite
 from scannet.data.structures_table import (
     DATASET_FILES,
     QUARANTINE_FILE,
@@ -65,6 +64,7 @@ from scannet.data.structures_table import (
     Quarantine,
     StructuresWriter,
 )
+from scannet.io.atomic import AtomicWrite
 from scannet.structures import StructureError, validate_structure
 
 #: File suffixes collected from a folder input.

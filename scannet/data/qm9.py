@@ -300,9 +300,8 @@ def write_qm9_table(
     """Write :func:`qm9_table` to ``out_dir/structures.parquet``; returns the file's path.
 
     ``out_dir`` is a dataset folder like ``scannet data import``'s: the table and an (empty) quarantine are
-    staged and put in place together (:class:`scannet.data.atomic.AtomicWrite`).
+    staged and put in place together (:class:`scannet.io.atomic.AtomicWrite`).
     """
-    from scannet.data.atomic import AtomicWrite
     from scannet.data.schema import table_units
     from scannet.data.structures_table import (
         DATASET_FILES,
@@ -311,6 +310,7 @@ def write_qm9_table(
         Quarantine,
         StructuresWriter,
     )
+    from scannet.io.atomic import AtomicWrite
 
     table = qm9_table(targets, limit, data_dir)
     with AtomicWrite(out_dir, DATASET_FILES) as staged:

@@ -29,7 +29,7 @@ back through ``.values`` / ``.offsets`` with one slice per structure (no Python 
 Parquet file, streamed. The file is always written, with 0 rows when nothing was quarantined, so a dataset
 folder always holds its table and its quarantine together.
 
-Both writers stage their file with :class:`scannet.data.atomic.AtomicWrite`: ``path`` changes only when the
+Both writers stage their file with :class:`scannet.io.atomic.AtomicWrite`: ``path`` changes only when the
 writer is closed, and a failed write leaves it as it was. A dataset folder (``structures.parquet`` plus
 ``quarantine.parquet``, see :func:`scannet.data.importers.import_structures`) is staged as a whole the same way.
 """
@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from ase import Atoms
 
 from scannet.data import schema as S
-from scannet.data.atomic import AtomicWrite, Writer, recover_path
+from scannet.io.atomic import AtomicWrite, Writer, recover_path
 
 #: Rows per Parquet row group of a structures table written by :class:`StructuresWriter`.
 DEFAULT_ROWS_PER_GROUP = 4096
@@ -365,7 +365,7 @@ class StructuresWriter(Writer):
 
     Each :meth:`write` (or :meth:`write_table`) appends its rows in row groups of at most ``rows_per_group``.
     Default ids continue across calls (``f"{stem}:{running index}"``). The rows go to a staged file
-    (:class:`~scannet.data.atomic.AtomicWrite`) that replaces ``path`` on :meth:`close`, so ``path`` never
+    (:class:`~scannet.io.atomic.AtomicWrite`) that replaces ``path`` on :meth:`close`, so ``path`` never
     holds a partial table; :meth:`abort` (or a ``with`` block that raises) discards it.
     """
 
@@ -448,7 +448,7 @@ QUARANTINE_SCHEMA = pa.schema(
 class Quarantine(Writer):
     """Records rejected inputs (``id``, ``source``, ``reason``, strings) in a Parquet file, streamed.
 
-    The file is staged (:class:`~scannet.data.atomic.AtomicWrite`) and replaces ``path`` on :meth:`close`,
+    The file is staged (:class:`~scannet.io.atomic.AtomicWrite`) and replaces ``path`` on :meth:`close`,
     with 0 rows when nothing was added: after a run the file always exists and holds that run's records
     only. :meth:`abort` (or a ``with`` block that raises) leaves ``path`` as it was. Records are buffered
     and written in row groups of ``flush_every``.

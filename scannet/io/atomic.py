@@ -24,8 +24,8 @@ target is as it was. SIGTERM and SIGHUP are turned into ``SystemExit(128 + signa
 SIGINT, SIGTERM and SIGHUP are held back during the renames of a commit (and raised right after). After
 a SIGKILL or a power loss at any point, :func:`recover` (run by every new write of the same target, and by the readers when the
 path they open is missing) finds either the complete old or the complete new dataset: it removes the
-staging folders of processes that are gone (``os.kill(pid, 0)``), puts an aside folder back when the
-target is missing (a crash between steps 2 and 3) and otherwise finishes step 4. Commits and recoveries
+staging folders of processes that are gone (:func:`scannet.io.process.pid_exists`), puts an aside
+folder back when the target is missing (a crash between steps 2 and 3) and otherwise finishes step 4. Commits and recoveries
 hold an exclusive ``flock`` on the parent folder, so two of them never interleave.
 
 Limits: the parent folder must be writable (the staging folder lives there); a mount point or a folder
@@ -47,6 +47,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Self
 
+from scannet.io.process import pid_exists
+
 #: Infix of staging folders (``.<name>.tmp-<pid>-<random>``) and of aside folders (``.<name>.old-...``).
 TMP_TAG = ".tmp-"
 OLD_TAG = ".old-"
@@ -55,21 +57,6 @@ EXIT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signa
 _HELD_SIGNALS = {signal.SIGINT, *EXIT_SIGNALS}
 #: Any staging or aside name (legacy writers left ``.<file>.tmp-<pid>`` and ``<folder>.tmp-<pid>``).
 _TEMP_NAME = re.compile(r"^\.?.+\.(?:tmp|old)-(\d+)(?:-[0-9a-f]+)?$")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a zombie counts as alive until reaped)."""
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists but belongs to someone else
-        return True
-    return True
 
 
 def _absolute(path: str | Path) -> Path:
@@ -226,7 +213,7 @@ def _carry_over(aside: Path, target: Path, owned: Collection[str] = ()) -> None:
     for entry in sorted(os.listdir(aside)):
         if entry in owned:
             continue
-        if _TEMP_NAME.match(entry) and entry.startswith(".") and not _pid_alive(_owner(entry)):
+        if _TEMP_NAME.match(entry) and entry.startswith(".") and not pid_exists(_owner(entry)):
             continue  # removed with the old folder
         if not os.path.lexists(target / entry):
             os.rename(aside / entry, target / entry)
@@ -242,7 +229,7 @@ def recover(target: str | Path) -> None:
     """
     target = _absolute(target)
     stages, asides = staging_names(target)
-    dead = [s for s in stages if not _pid_alive(_owner(s))]
+    dead = [s for s in stages if not pid_exists(_owner(s))]
     if not dead and not asides:
         return
     parent = target.parent
@@ -251,7 +238,7 @@ def recover(target: str | Path) -> None:
             aside = parent / name
             if not os.path.lexists(aside):
                 continue  # recovered by another process meanwhile
-            if not locked and _pid_alive(_owner(name)):
+            if not locked and pid_exists(_owner(name)):
                 continue  # without a lock an aside of a running process may be a commit in progress
             if not os.path.lexists(target):
                 os.rename(aside, target)
@@ -409,6 +396,14 @@ class AtomicWrite:
                 self.commit()
         else:
             self.discard()
+
+
+def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write a small text file (a JSON state, a summary) whole: staged and put in place by one rename with
+    :class:`AtomicWrite`, so a reader never sees a partial file. Returns ``path``."""
+    with AtomicWrite(path, file=True) as write:
+        write.path.write_text(text, encoding=encoding)
+    return Path(path)
 
 
 class Writer:

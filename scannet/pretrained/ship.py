@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scannet.io.provenance import git_revision, sha256_file
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
-from scannet.provenance import git_revision, sha256_file
 from scannet.train.run_folder import SPLIT_IDS_FILE, RunFolder
 
 #: The published SCANN+ test MAE on QM9 (Vu et al. 2023, docs/model-spec.md §6), in report units.

@@ -36,10 +36,11 @@ from scannet.data.qm9 import QM9_SIZE, QM9_STANDARD_TRAIN, QM9_STANDARD_VAL, wri
 from scannet.data.splits import Split, make_split_fractions, slice_indices, standard_split, structure_order
 from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter, read_units
 from scannet.featurizer import FeaturizerConfig
+from scannet.io.provenance import sha256_file
 from scannet.model import SCANN, SCANNConfig, count_parameters
 from scannet.model.config import preset
-from scannet.provenance import sha256_file
 from scannet.train.run_config import RunConfig
+from scannet.train.run_folder import RunFolder
 from scannet.train.trainer import predict_batches, target_statistics
 from scannet.train.worker import (
     TRAIN_STATE,
@@ -53,7 +54,6 @@ from scannet.train.worker import (
 from scannet.typed_config import ConfigError, build, to_plain
 from scannet.units import report_unit
 
-RUN_CONFIG_FILE = "run_config.json"
 #: Keys a re-run with the same name may change (anything else would silently change the run).
 RESUMABLE_KEYS = frozenset(
     {"train.epochs", "train.patience", "hooks", "threads", "device", "allow_missing_test", "precision", "compile"}
@@ -235,7 +235,7 @@ def make_run_split(
     order = structure_order(facts.n_atoms, config.split_order)  # the positions the permutation applies to
     permuted = dataset.split(n, config.split_seed, config.val_fraction, config.test_fraction)
     split = Split(order[permuted.train], order[permuted.val], order[permuted.test], n=n, seed=config.split_seed)
-    split_file = run_dir / "split.json"
+    split_file = RunFolder(run_dir).split
     if split_file.exists() and Split.load(split_file, n=n) != split:
         raise ConfigError(f"{split_file}: the run {config.name!r} was made with another split; use a new name")
     ids = facts.ids.take(pa.array(split.indices)).to_pylist()
@@ -259,10 +259,14 @@ class PreparedRun:
     featurized_sizes: dict[str, int]  # of which featurized (the rest is quarantined)
     worker: WorkerConfig
 
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
 
 def check_resume(config: RunConfig, run_dir: Path, extra_resumable: frozenset[str] = frozenset()) -> None:
     """Refuse to resume a run whose recorded config differs in anything but the resumable keys."""
-    changes = config_changes(run_dir / RUN_CONFIG_FILE, config, RESUMABLE_KEYS | extra_resumable)
+    changes = config_changes(RunFolder(run_dir).run_config, config, RESUMABLE_KEYS | extra_resumable)
     if changes:
         raise ConfigError(
             f"run {config.name!r} exists in {run_dir} with another config ({changes}); resume it unchanged "
@@ -334,14 +338,15 @@ def prepare_run(
         raise RuntimeError(f"no featurized structures to train or validate on ({featurized}); see {graphs}")
 
     run_dir.mkdir(parents=True, exist_ok=True)  # every check passed: write the run folder
-    (run_dir / RUN_CONFIG_FILE).write_text(json.dumps(to_plain(config), indent=1))
-    split_file = run_dir / "split.json"
+    folder = RunFolder(run_dir)
+    folder.run_config.write_text(json.dumps(to_plain(config), indent=1))
+    split_file = folder.split
     split.save(split_file)
-    split_ids = write_split_ids(run_dir / "split_ids.parquet", ids, parts)
+    split_ids = write_split_ids(folder.split_ids, ids, parts)
     mean, std = target_statistics(split_targets(graphs, split_ids, config.targets, "train"))
     init_weights = None
     if source is not None:
-        init_weights = run_dir / "init_weights.pt"
+        init_weights = folder.init_weights
         torch.save(source.state_dict(), init_weights)
     worker = WorkerConfig(
         graph_table=str(graphs),
@@ -450,8 +455,8 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
         "test_mae_units": {t: report[t][1] for t in prepared.config.targets},
         "test_structures": len(targets),
     }
-    checkpoint = save_model(prepared.run_dir / "best_model.pt", model, prepared.worker.featurizer, metadata)
-    launch = json.loads((prepared.run_dir / "launch.json").read_text())
+    checkpoint = save_model(prepared.folder.best_model, model, prepared.worker.featurizer, metadata)
+    launch = json.loads(prepared.folder.launch.read_text())
     summary = RunSummary(
         name=prepared.config.name,
         run_dir=str(prepared.run_dir),
@@ -469,8 +474,8 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
         report_units={t: report[t][1] for t in prepared.config.targets},
         seconds=time.perf_counter() - start,
     )
-    (prepared.run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
-    (prepared.run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+    prepared.folder.summary.write_text(json.dumps(asdict(summary), indent=1))
+    prepared.folder.history.write_text(json.dumps(state["history"], indent=1))
     return Evaluation(summary, state["history"], predictions, targets)
 
 
@@ -496,6 +501,6 @@ def run_local(config: RunConfig) -> RunSummary:
     def show(metrics: dict[str, Any]) -> None:
         print(epoch_line(metrics, prepared.dataset, config.targets), flush=True)
 
-    session = LocalSession(prepared.run_dir / "checkpoints", config.device, on_report=show)
+    session = LocalSession(prepared.folder.checkpoints, config.device, on_report=show)
     run_worker(prepared.worker, session)
     return finish_run(prepared, session.latest, start).summary

@@ -34,13 +34,13 @@ from scannet.data import schema as S
 from scannet.data.loader import GraphTableDataset, make_table_loader
 from scannet.distributed import all_gather_objects, all_reduce_sum, rank_and_world
 from scannet.featurizer import FeaturizerConfig
+from scannet.io.atomic import AtomicWrite, recover_path
 from scannet.model import SCANN, SCANNConfig
 from scannet.precision import Precision
 from scannet.train.run_config import FaultHooks
+from scannet.train.run_folder import LATEST_CHECKPOINT, MODEL_FILE, TRAIN_STATE, RunFolder
 from scannet.train.trainer import TrainConfig, TrainLoop
 
-TRAIN_STATE = "train_state.pt"
-MODEL_FILE = "model.pt"
 SPLIT_PARTS = ("train", "val", "test")
 
 
@@ -157,9 +157,10 @@ class LocalSession:
 
     @property
     def latest(self) -> Path:
-        return self.folder / "latest"
+        return self.folder / LATEST_CHECKPOINT
 
     def checkpoint_dir(self):
+        recover_path(self.latest)  # a commit cut by a kill between its renames
         return nullcontext(str(self.latest) if (self.latest / TRAIN_STATE).exists() else None)
 
     def wants_checkpoint(self, metrics: dict[str, Any]) -> bool:
@@ -170,15 +171,8 @@ class LocalSession:
         if self.on_report is not None and self.rank == 0:
             self.on_report(metrics)
         if checkpoint_dir and self.rank == 0:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".latest-", dir=self.folder))
-            shutil.copytree(checkpoint_dir, staging, dirs_exist_ok=True)
-            previous = self.folder / ".latest-previous"
-            shutil.rmtree(previous, ignore_errors=True)
-            if self.latest.exists():
-                self.latest.rename(previous)
-            staging.rename(self.latest)
-            shutil.rmtree(previous, ignore_errors=True)
+            with AtomicWrite(self.latest, owned=(TRAIN_STATE, MODEL_FILE)) as write:
+                shutil.copytree(checkpoint_dir, write.path, dirs_exist_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -244,7 +238,7 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
 
     start_epoch = loop.epoch
     if rank == 0 and config.run_dir:  # where this worker group started (read by the driver)
-        Path(config.run_dir, "launch.json").write_text(json.dumps({"start_epoch": start_epoch}))
+        RunFolder(config.run_dir).launch.write_text(json.dumps({"start_epoch": start_epoch}))
     while not loop.should_stop:
         _maybe_fail(config, loop.epoch, rank)
         train.set_epoch(loop.epoch)
@@ -277,7 +271,7 @@ def _maybe_fail(config: WorkerConfig, epoch: int, rank: int) -> None:
         time.sleep(config.hooks.epoch_delay_s)
     if config.hooks.fail_once_at_epoch != epoch or config.run_dir is None:
         return
-    marker = Path(config.run_dir, f"injected_failure.rank{rank}")
+    marker = RunFolder(config.run_dir).injected_failure(rank)
     if not marker.exists():
         marker.write_text("failed once")
         raise RuntimeError(f"injected worker failure at epoch {epoch}")

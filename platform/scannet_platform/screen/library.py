@@ -17,7 +17,7 @@ Inputs, by suffix:
 Inputs other than structures tables are staged once, streamed, into ``<out>/library/chunk-*.parquet`` (the
 structures schema plus ``smiles`` and ``error`` columns; unreadable frames keep their reason in ``error``)
 with a ``manifest.json`` naming the inputs' sizes and modification times. The folder is written with
-:class:`~scannet.data.atomic.AtomicWrite`, so it exists only when complete; a later launch reuses it while
+:class:`~scannet.io.atomic.AtomicWrite`, so it exists only when complete; a later launch reuses it while
 the inputs are unchanged. Memory holds one chunk.
 """
 
@@ -35,9 +35,9 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from scannet.data import schema as S
-from scannet.data.atomic import AtomicWrite
 from scannet.data.importers import _record_id, expand_inputs, iter_records
 from scannet.data.structures_table import open_structures, structures_to_table
+from scannet.io.atomic import AtomicWrite
 from scannet.typed_config import ConfigError
 
 ROW = "row"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from scannet.data import schema as S
+from scannet.io.atomic import write_text_atomic
 from scannet_platform.screen.library import ROW
 from scannet_platform.screen.models import ModelGroup
 from scannet_platform.screen.select import TOP_COLUMNS, Filter, Ranking, Scan
@@ -112,8 +113,4 @@ def write_histograms(out_dir: Path, scan: Scan, groups: Sequence[ModelGroup]) ->
 
 
 def write_summary(out_dir: Path, summary: dict) -> Path:
-    path = out_dir / SUMMARY_FILE
-    temporary = path.with_name(SUMMARY_FILE + ".tmp")
-    temporary.write_text(json.dumps(summary, indent=1, default=str))
-    temporary.replace(path)
-    return path
+    return write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))

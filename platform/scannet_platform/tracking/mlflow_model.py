@@ -19,7 +19,7 @@ from typing import Any
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-from scannet.provenance import sha256_file
+from scannet.io.provenance import sha256_file
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 

@@ -20,7 +20,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from scannet.checkpoint import CheckpointError
-from scannet.provenance import sha256_file
+from scannet.io.provenance import sha256_file
 from scannet_platform.metric_names import mae_metric
 
 #: The models-from-code file MLflow copies into every logged model (it only imports scannet).

@@ -104,7 +104,7 @@ class TrialLines(tune.Callback):
         return Path(self.study_dir) / OUTCOMES_FILE
 
     def _record(self, trial_id: str, outcome: str) -> None:
-        from scannet.data.atomic import AtomicWrite
+        from scannet.io.atomic import AtomicWrite
 
         outcomes = read_outcomes(Path(self.study_dir))
         outcomes[trial_id] = outcome
@@ -336,7 +336,7 @@ def run_study(study: StudyConfig) -> StudySummary:
     concurrency, reason = plan_concurrency(study, cluster_nodes())
     print(f"trials: {study.num_samples}, {reason}")
 
-    uri = runs.normalized_uri(study.tracking_uri)
+    uri = study.tracking_uri
     environment = run_environment()
     parent = runs.begin_run(
         tracking_uri=uri,
@@ -406,7 +406,7 @@ def _run_and_report(
     if not interrupted:
         _evaluate_and_export(study, prepared, plan, rows, summary, parent, uri)
     summary.seconds = time.perf_counter() - start
-    (study_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1, default=str))
+    prepared.folder.summary.write_text(json.dumps(asdict(summary), indent=1, default=str))
     return summary
 
 
@@ -472,8 +472,8 @@ def _evaluate_and_export(
 
 def export_ensemble(study: StudyConfig, evaluations, objective: str, study_dir: Path) -> Path:
     """``ensemble/``: the top-k trials' best weights (``member-XX.pt``) and ``ensemble.json``, replaced whole
-    (staged beside it and swapped in by :class:`~scannet.data.atomic.AtomicWrite`: a crash leaves the old one)."""
-    from scannet.data.atomic import AtomicWrite
+    (staged beside it and swapped in by :class:`~scannet.io.atomic.AtomicWrite`: a crash leaves the old one)."""
+    from scannet.io.atomic import AtomicWrite
 
     folder = study_dir / "ensemble"
     members = []

@@ -1,4 +1,4 @@
-"""Atomic dataset writes (:mod:`scannet.data.atomic`): a failed, interrupted or killed write of a structures
+"""Atomic dataset writes (:mod:`scannet.io.atomic`): a failed, interrupted or killed write of a structures
 or graph table folder leaves the previous dataset byte-identical, and the next run cleans up and succeeds."""
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from ase import Atoms
 from ase.build import molecule
 from ase.io import write
 
-from scannet.data import atomic
-from scannet.data.atomic import AtomicWrite, recover
 from scannet.data.graphs_table import featurize_records, featurize_table, read_graph_table, write_featurized
 from scannet.data.importers import import_structures
 from scannet.data.structures_table import (
@@ -32,6 +30,8 @@ from scannet.data.structures_table import (
     write_structures,
 )
 from scannet.featurizer import FeaturizerConfig
+from scannet.io import atomic
+from scannet.io.atomic import AtomicWrite, recover
 
 SUBPROCESS_TIMEOUT = 120
 
@@ -283,7 +283,7 @@ def test_killed_graph_featurization_leaves_the_previous_table(tmp_path, molecule
 
 _CRASH_IMPORT = """
     import os
-    import scannet.data.atomic as atomic
+    import scannet.io.atomic as atomic
     from scannet.data.importers import import_structures
     atomic.{step} = lambda *args: os._exit(7)
     import_structures([{source!r}], {out!r}, ["energy"], progress=False)
