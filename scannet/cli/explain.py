@@ -10,7 +10,7 @@ local structures: centre atom and its Voronoi neighbours, ranked by GA score), a
 unique and never resolve outside DIR. Exit codes: 0 every structure explained; 1 some files or structures
 failed (the rest written); 2 user error (model missing or unreadable, bad option, nothing explained).
 
-Faithfulness: the deletion test (:mod:`scannet.faithfulness`) on a seeded sample of the test split the
+Faithfulness: the deletion test (:mod:`scannet.explain.faithfulness`) on a seeded sample of the test split the
 model's training run recorded; prints the table. Exit codes: 0 done, 2 user error.
 """
 
@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scannet.predict_cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, MODEL_HELP, Row, positive_int
+from scannet.cli.args import add_device_argument, device_or_cpu, positive_int
+from scannet.cli.predict import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, Row, add_model_argument
 
 if TYPE_CHECKING:
     from scannet.featurizer import Graph
@@ -41,12 +42,11 @@ INDEX_FILE = "explanations.csv"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", help=MODEL_HELP)
+    add_model_argument(parser)
     parser.add_argument("files", nargs="*", help="structure files ASE can read (xyz, extxyz, cif, POSCAR, ...)")
     parser.add_argument("--out", default="explanations", help="output folder (default: explanations)")
     parser.add_argument("--top-n", type=positive_int, default=10, help="local structures per table (default 10)")
-    parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu, cuda")
+    add_device_argument(parser, "torch device for the model, e.g. cpu (default), cuda")
     test = parser.add_argument_group("faithfulness (deletion test)")
     test.add_argument("--faithfulness", action="store_true", help="run the deletion test instead of explaining files")
     test.add_argument(
@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_explanations(args: argparse.Namespace) -> int:
+    from scannet.cli.predict import open_inputs, target_columns, write_ga_files, write_table
     from scannet.explain import GA_SUFFIX
-    from scannet.predict_cli import open_inputs, target_columns, write_ga_files, write_table
     from scannet.predictor import describe_error
 
     opened = open_inputs(args, INDEX_FILE)
@@ -166,14 +166,14 @@ def write_structure_explanation(out: Path, stem: str, row: Row, graph: Graph, to
 def run_faithfulness(args: argparse.Namespace) -> int:
     import scannet
     from scannet.checkpoint import resolve_checkpoint
-    from scannet.faithfulness import (
-        SPLIT_IDS_FILE,
+    from scannet.explain import (
         DeletionConfig,
         deletion_test,
         featurize_sample,
         format_deletion_table,
         recorded_test_sample,
     )
+    from scannet.train.run_folder import SPLIT_IDS_FILE
 
     checkpoint = resolve_checkpoint(args.model)  # CheckpointError: one line, exit 2
     run_dir = Path(args.run) if args.run else checkpoint.parent
@@ -184,7 +184,7 @@ def run_faithfulness(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
-    predictor = scannet.load(checkpoint, device=args.device)
+    predictor = scannet.load(checkpoint, device=device_or_cpu(args))
     config = DeletionConfig(ks=tuple(sorted(set(args.k))), n_random=args.random_seeds, seed=args.seed)
     start = time.perf_counter()
     print(f"sampling {args.n_molecules} test structures of the run in {run_dir} ...", flush=True)

@@ -1,4 +1,4 @@
-"""``scannet predict`` and ``scannet info``: structure files in, a predictions table and GA files out.
+"""``scannet predict``: structure files in, a predictions table and GA files out.
 
 Every input is accounted for: each structure read gets a row with its predictions or its error,
 each file (or frame) that cannot be read gets a row with the reason, and every failure is also
@@ -22,9 +22,22 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from scannet.cli.args import (
+    add_batch_size_argument,
+    add_device_argument,
+    add_progress_argument,
+    device_or_cpu,
+)
 from scannet.precision import PRECISIONS
 
+HELP = "predict structure files and write GA scores for OVITO"
+DESCRIPTION = (
+    "Predict every structure in the files; write a predictions table and GA files to --out. "
+    "Exit codes: 0 all predicted, 1 some files or structures failed (the rest written), "
+    "2 user error (model missing or unreadable, no input readable, nothing predicted)."
+)
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR = 0, 1, 2
+DEFAULT_BATCH_SIZE = 128
 MODEL_HELP = (
     "a checkpoint (.pt), a shipped model's name or a models:/ URI (default: the shipped QM9 HOMO/LUMO/gap model, "
     "scannet/pretrained/)"
@@ -33,6 +46,11 @@ TABLE_FILES = {"csv": "predictions.csv", "parquet": "predictions.parquet"}
 #: The table's columns; the predicted targets (``<target>_<unit>``) come between ``n_atoms`` and ``ga_file``.
 LEADING_COLUMNS = ("name", "source_file", "frame", "formula", "n_atoms")
 TRAILING_COLUMNS = ("ga_file", "ga_frame", "error")
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model``: the checkpoint to load (``predict``, ``explain``, ``info`` takes it as its argument)."""
+    parser.add_argument("--model", help=MODEL_HELP)
 
 
 @dataclass
@@ -60,18 +78,11 @@ class Row:
             return None
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "files", nargs="+", help="structure files ASE can read (xyz, extxyz, cif, POSCAR, db, traj, ...)"
     )
-    parser.add_argument("--model", help=MODEL_HELP)
+    add_model_argument(parser)
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     parser.add_argument(
         "--format", choices=sorted(TABLE_FILES), default="csv", help="table format: predictions.csv or .parquet"
@@ -81,15 +92,15 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write all GA structures into one multi-frame ga_scores.extxyz instead of one <name>_ga.xyz each",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="structures per model call (default 128)")
-    parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu, cuda, cuda:1")
+    add_batch_size_argument(parser, f"structures per model call (default {DEFAULT_BATCH_SIZE})")
+    add_device_argument(parser, "torch device for the model, e.g. cpu (default), cuda, cuda:1")
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
         help="fp32 (default) or bf16: faster on CPUs with AMX/AVX-512-BF16, a few meV apart (figures: benchmarks/README.md)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def describe_read_error(exc: BaseException, path: str) -> str:
@@ -277,7 +288,8 @@ def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None
         )
         return None
     precision = getattr(args, "precision", "fp32")  # explain always runs in fp32
-    predictor = scannet.load(args.model, args.device, precision)  # CheckpointError, ConfigError: one line, exit 2
+    # CheckpointError, ConfigError: one line, exit 2
+    predictor = scannet.load(args.model, device_or_cpu(args), precision)
     rows = read_inputs(args.files)
     readable = [row for row in rows if row.atoms is not None]
     if not readable:
@@ -294,7 +306,8 @@ def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None
     return OpenedInputs(predictor, rows, readable, out, path)
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Exit 0: all predicted; 1: some files or structures failed (the rest written); 2: user error."""
     opened = open_inputs(args, TABLE_FILES[args.format])
     if opened is None:
         return EXIT_USER_ERROR
@@ -307,7 +320,7 @@ def run_predict(args: argparse.Namespace) -> int:
     )
 
     results = predictor.predict(
-        [row.atoms for row in readable], batch_size=args.batch_size, progress=not args.no_progress
+        [row.atoms for row in readable], batch_size=args.batch_size or DEFAULT_BATCH_SIZE, progress=args.progress
     )
     for row, result in zip(readable, results):
         if result.ok:
@@ -336,44 +349,3 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"scannet: error: no structure could be predicted (reasons in {out / table_path.name})", file=sys.stderr)
         return EXIT_USER_ERROR
     return EXIT_SOME_FAILED if n_failed else EXIT_OK
-
-
-def run_info(args: argparse.Namespace) -> int:
-    from ase.data import chemical_symbols
-
-    import scannet
-    from scannet.checkpoint import resolve_checkpoint
-
-    predictor = scannet.load(args.model)  # CheckpointError: one line, exit 2
-    config = predictor.model.config
-    metadata = dict(predictor.metadata)
-
-    def with_unit(target: str) -> str:
-        unit = predictor.unit(target)
-        return f"{target} ({unit})" if unit else target
-
-    symbols = [chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z) for z in config.elements]
-    print(f"model     : {args.model or 'default: ' + str(resolve_checkpoint(None))}")
-    print(f"targets   : {', '.join(with_unit(t) for t in config.targets)}")
-    print(f"variant   : {'SCANN+' if config.g_update else 'SCANN'}, {config.num_blocks} blocks")
-    print(f"elements  : {', '.join(symbols)}")
-    print(f"featurizer: {', '.join(f'{k}={v}' for k, v in predictor.featurizer_config.to_dict().items())}")
-    dataset = metadata.pop("dataset", None)
-    print(f"trained on: {dataset if dataset is not None else 'not recorded in the checkpoint'}")
-    test_mae = metadata.pop("test_mae", None)
-    mae_units = metadata.pop("test_mae_units", None) or {}
-    if isinstance(test_mae, dict) and test_mae:
-        parts = []
-        for target, value in test_mae.items():
-            unit = mae_units.get(target) if isinstance(mae_units, dict) else None
-            unit = unit or predictor.unit(target) or ""
-            parts.append(
-                f"{target} {value:.4g} {unit}".rstrip() if isinstance(value, int | float) else f"{target} {value}"
-            )
-        print(f"test MAE  : {', '.join(parts)}")
-    else:
-        print("test MAE  : not recorded in the checkpoint")
-    metadata.pop("units", None)
-    if metadata:
-        print(f"metadata  : {', '.join(f'{k}={v}' for k, v in metadata.items())}")
-    return EXIT_OK

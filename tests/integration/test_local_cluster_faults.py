@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from scannet.data.qm9 import write_qm9_table
+from scannet.io.process import cmdline, is_running, process_tree
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +78,7 @@ def cluster():
             [*command, "stop", "--grace", "10"], env=env, capture_output=True, text=True, timeout=300
         )
         log(stopped.stdout.strip() + stopped.stderr.strip())
-        survivors = {p: local_cluster.cmdline(p) for p, t in recorded.items() if local_cluster.alive(p, t)}
+        survivors = {p: cmdline(p) for p, t in recorded.items() if is_running(p, t)}
         if not survivors:  # also after a failed start
             shutil.rmtree(state_dir, ignore_errors=True)
     assert stopped.returncode == 0 and not survivors, survivors
@@ -93,7 +94,7 @@ def api(cluster, path: str):
 
 def submit(cluster, name: str, submission_id: str) -> str:
     command = [RAY, "job", "submit", "--no-wait", "--submission-id", submission_id, "--working-dir", str(ROOT), "--"]
-    command += ["python", "jobs/train_qm9.py", "--data", str(cluster["table"]), "--model", "demo"]
+    command += ["python", "jobs/train_qm9.py", "--data", str(cluster["table"]), "--model-preset", "demo"]
     # a small global batch: ~80 DDP steps per epoch, seconds per epoch, so that a kill lands inside an epoch
     command += ["--epochs", str(EPOCHS), "--batch-size", "4", "--num-workers", "2", "--max-failures", "2"]
     command += ["--name", name, "--mlflow-uri", cluster["state"]["mlflow"]["uri"]]
@@ -204,8 +205,8 @@ def test_driver_killed_and_resubmitted_resumes(cluster):
     (driver,) = [
         pid
         for pid in processes
-        if re.match(r"\S*python[\d.]*\s+jobs/train_qm9\.py\s", local_cluster.cmdline(pid))
-        and f"--name {name} " in local_cluster.cmdline(pid)
+        if re.match(r"\S*python[\d.]*\s+jobs/train_qm9\.py\s", cmdline(pid))
+        and f"--name {name} " in cmdline(pid)
     ]
     os.kill(driver, signal.SIGKILL)
     done = epochs_logged(cluster, name)
@@ -230,8 +231,8 @@ def worker_node_running(state: dict, marker: str) -> tuple[str, dict[str, int]]:
     """A worker node (not the head) running a process whose command line holds ``marker``, and the count per node."""
     hosts = {}
     for entry in state["nodes"]:
-        tree = local_cluster.process_tree({entry["pgid"]: entry["start_time"]}, [entry["temp_dir"]])
-        hosts[entry["name"]] = sum(marker in local_cluster.cmdline(p) for p in tree)
+        tree = process_tree({entry["pgid"]: entry["start_time"]}, [entry["temp_dir"]])
+        hosts[entry["name"]] = sum(marker in cmdline(p) for p in tree)
     victims = [n for n, count in hosts.items() if count and n != "head"]
     assert victims, f"no {marker} on a worker node: {hosts}"
     return victims[0], hosts

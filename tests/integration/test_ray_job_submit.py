@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from scannet.data.qm9 import write_qm9_table
+from scannet.io.process import cmdline, is_running, process_tree
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,47 +34,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, process group, start time) of a live pid from /proc, or None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def cluster_processes(head: int, temp_dir: str) -> dict[int, int]:
     """pid -> start time of every process of the cluster started by ``head``: its process group (all that
     `ray start` spawns), whatever names the private temp dir on its command line, and all their descendants
     (job entrypoints run in sessions of their own)."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
-            table[int(entry.name)] = stat
-    ours = {pid for pid, (_, _, pgid, _) in table.items() if pgid == head}
-    ours |= {pid for pid in table if temp_dir in _cmdline(pid)}
-    ours.add(head)
-    grown = True
-    while grown:
-        children = {pid for pid, (_, ppid, _, _) in table.items() if ppid in ours} - ours
-        ours |= children
-        grown = bool(children)
-    return {pid: table[pid][3] for pid in ours if pid in table}
-
-
-def alive(pid: int, start_time: int) -> bool:
-    """The recorded process still runs (same pid *and* start time, so a recycled pid does not count; a
-    zombie waiting for its reaper does not run)."""
-    stat = _stat(pid)
-    return stat is not None and stat[3] == start_time and stat[0] != "Z"
+    return process_tree({head: None}, [temp_dir])
 
 
 def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 30.0) -> dict[int, int]:
@@ -87,7 +52,7 @@ def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 30.0) -> 
         except ProcessLookupError:
             pass
         for pid, start_time in recorded.items():
-            if alive(pid, start_time):
+            if is_running(pid, start_time):
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
@@ -96,7 +61,7 @@ def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 30.0) -> 
     def wait_gone(seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if head.poll() is not None and not any(alive(p, t) for p, t in recorded.items()):
+            if head.poll() is not None and not any(is_running(p, t) for p, t in recorded.items()):
                 return True
             time.sleep(0.2)
         return False
@@ -158,7 +123,7 @@ def cluster(tmp_path_factory):
     finally:
         recorded = stop_cluster(head, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
-    survivors = {pid: _cmdline(pid) for pid, start_time in recorded.items() if alive(pid, start_time)}
+    survivors = {pid: cmdline(pid) for pid, start_time in recorded.items() if is_running(pid, start_time)}
     assert len(recorded) > 3, recorded  # the head, gcs_server, raylet, dashboard, ... were found
     assert not survivors, survivors
 
@@ -187,7 +152,7 @@ def ray_job(cluster, entrypoint: list[str]) -> subprocess.CompletedProcess:
 
 
 def submit(cluster, name: str, table: Path) -> subprocess.CompletedProcess:
-    entrypoint = ["python", "jobs/train_qm9.py", "--data", str(table), "--model", "demo", "--epochs", "2"]
+    entrypoint = ["python", "jobs/train_qm9.py", "--data", str(table), "--model-preset", "demo", "--epochs", "2"]
     return ray_job(cluster, [*entrypoint, "--batch-size", "32", "--num-workers", "2", "--name", name])
 
 

@@ -11,7 +11,9 @@ import argparse
 import sys
 
 from scannet.cli import command_main
+from scannet.cli.args import add_device_argument, add_progress_argument, config_overrides
 from scannet.precision import PRECISIONS
+from scannet_platform.tracking.config import add_tracking_arguments
 
 HELP = "screen a library of structures or SMILES with trained models (Ray Data, resumable)"
 DESCRIPTION = (
@@ -27,6 +29,9 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of :class:`~scannet_platform.screen.job.ScreenConfig` (``dest``: the field)."""
+    from scannet_platform.screen.job import ScreenConfig
+
     parser.add_argument("inputs", nargs="+", help="structures tables (.parquet), structure files, folders, .smi/.csv")
     parser.add_argument(
         "--model",
@@ -60,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compute.add_argument("--actors", type=int, help="actors in the pool (default CPUs / --cpus-per-actor)")
     compute.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default 1)")
     compute.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, with --device cuda (e.g. 1 or 0.5)")
-    compute.add_argument("--device", help="torch device of the models (default cpu)")
+    add_device_argument(compute, "torch device of the models (default cpu)")
     compute.add_argument("--atom-budget", type=int, help="most atoms per model batch (default 4096)")
     compute.add_argument(
         "--compile",
@@ -75,57 +80,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fp32 (default) or bf16: matrix products in bfloat16, faster on CPUs with AMX/AVX-512-BF16; "
         "predictions move by a few meV (figures: benchmarks/README.md)",
     )
-    tracking = parser.add_argument_group("tracking")
+    tracking = add_tracking_arguments(parser, ScreenConfig)
     tracking.add_argument("--no-mlflow", dest="mlflow", action="store_false", default=None, help="no MLflow run")
-    tracking.add_argument(
-        "--mlflow-uri", dest="tracking_uri", help="default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db"
-    )
-    tracking.add_argument("--experiment", help="MLflow experiment (default scannet-screening)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
-    parser.add_argument("--verbose", action="store_true", default=None, help="show Ray's and MLflow's log lines")
-
-
-KEYS = (
-    "inputs",
-    "models",
-    "out",
-    "top_k",
-    "rank",
-    "filters",
-    "chunk_size",
-    "max_atoms",
-    "smiles_column",
-    "id_column",
-    "seed",
-    "executor",
-    "actors",
-    "cpus_per_actor",
-    "gpus_per_actor",
-    "device",
-    "atom_budget",
-    "compile",
-    "precision",
-    "mlflow",
-    "tracking_uri",
-    "experiment",
-    "progress",
-    "verbose",
-)
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from scannet.data.structures_table import TableKindError
     from scannet.pretrained import DEFAULT_MODEL
     from scannet.typed_config import ConfigError
-    from scannet_platform.screen.job import build_screen_config, print_summary, run_screen
+    from scannet_platform.screen.job import ScreenConfig, build_screen_config, print_summary, run_screen
 
-    values = {key: getattr(args, key, None) for key in KEYS}
-    if values["models"] is None:
-        values["models"] = [DEFAULT_MODEL]
+    values = config_overrides(args, ScreenConfig)
+    if "models" not in values:
+        values["models"] = (DEFAULT_MODEL,)
         print(f"model: the shipped {DEFAULT_MODEL} (give --model to use another)")
-    for key in ("inputs", "models", "rank", "filters"):
-        if values[key] is not None:
-            values[key] = tuple(values[key])
     try:
         summary, scan = run_screen(build_screen_config(values))
     except TableKindError as exc:

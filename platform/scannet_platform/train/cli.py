@@ -1,6 +1,7 @@
-"""Command line of the Ray training jobs (``jobs/train_qm9.py``, ``jobs/train.py``) and of ``scannet train --ray``.
+"""The Ray training job: ``scannet train --ray`` (this module is the ``scannet.backends: ray`` entry point) and
+``jobs/train_qm9.py``, ``jobs/train.py`` (a command module: HELP, DESCRIPTION, add_arguments, run).
 
-The run flags are the library's (``scannet.train.run_cli``); this adds scaling, retention and tracking.
+The run flags are the library's (:mod:`scannet.cli.train`); this adds scaling, retention and tracking.
 """
 
 from __future__ import annotations
@@ -8,50 +9,53 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scannet.cli import user_errors
-from scannet.train.run_cli import add_run_arguments, execute, run_overrides
-from scannet_platform.train.config import JOB_KEYS, build_config
+from scannet.cli import command_main
+from scannet.cli.args import config_overrides
+from scannet.cli.train import DESCRIPTION, add_run_arguments, execute
+from scannet_platform.tracking.config import add_tracking_arguments
+from scannet_platform.train.config import TrainJobConfig, build_config
+
+HELP = "train SCANN/SCANN+ on Ray Train (DDP), tracked in MLflow"
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "add_job_arguments", "main", "run", "train"]
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The Ray Train flags (scaling, retention, tracking)."""
-    ray = parser.add_argument_group("Ray Train (scaling, checkpoints, MLflow)")
+    ray = parser.add_argument_group("Ray Train (scaling, checkpoints)")
     ray.add_argument("--num-workers", type=int, help="DDP workers (default 2)")
     ray.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker")
     ray.add_argument("--cpus-per-worker", type=int, help="CPUs (and torch threads) per worker (default 1)")
     ray.add_argument("--keep-checkpoints", type=int, help="most recent epoch checkpoints kept (default 2)")
     ray.add_argument("--max-failures", type=int, help="worker-group restarts from the last checkpoint (default 1)")
-    ray.add_argument(
-        "--mlflow-uri", dest="mlflow_tracking_uri", help="default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db"
+    add_tracking_arguments(
+        parser, TrainJobConfig, registered_model_help="MLflow registered model name (default scannet-<data>-<targets>)"
     )
-    ray.add_argument("--experiment", help="MLflow experiment (default scannet)")
-    ray.add_argument("--registered-model", help="MLflow registered model name (default scannet-<data>-<targets>)")
-    ray.add_argument("--verbose", action="store_true", default=None, help="show Ray's and MLflow's own log lines")
 
 
-def train(args: argparse.Namespace, data: str | None = None) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser)
+    add_job_arguments(parser)
+
+
+def train(args: argparse.Namespace) -> int:
     """Build the job config from parsed flags and run it on Ray (``--print-config``: show it only)."""
-    overrides = run_overrides(args)
-    overrides.update({key: getattr(args, key, None) for key in JOB_KEYS})
-    if data is not None and overrides.get("data") is None:
-        overrides["data"] = data
 
-    def run(job):
+    def run_job(job):
         from scannet_platform.train.driver import run_training
 
         return run_training(job)
 
-    return execute(build_config(args.preset, args.config, **overrides), args.print_config, run, "training job")
+    config = build_config(args.preset, args.config, **config_overrides(args, TrainJobConfig))
+    return execute(config, args.print_config, run_job, "training job")
+
+
+run = train
 
 
 def main(argv: list[str] | None = None, data: str | None = None, description: str = "") -> int:
-    parser = argparse.ArgumentParser(description=description)
-    add_run_arguments(parser)
-    add_job_arguments(parser)
-    args = parser.parse_args(argv)
-    with user_errors() as status:
-        status.code = train(args, data)
-    return status.code
+    """``jobs/train*.py``: ``data`` is the default of ``--data``; ``description`` the script's text for --help."""
+    defaults = {"data": data} if data is not None else {}
+    return command_main(sys.modules[__name__], argv, description=description or DESCRIPTION, **defaults)
 
 
 if __name__ == "__main__":

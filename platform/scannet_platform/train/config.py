@@ -1,29 +1,25 @@
-"""The training job's config: the library's :class:`~scannet.train.run_config.RunConfig` plus scaling,
-checkpoint retention and tracking. Layered like it (defaults -> preset -> YAML -> command line, every key and
-value checked) with the same presets."""
+"""The training job's config: the library's :class:`~scannet.train.run_config.RunConfig` plus tracking
+(:class:`~scannet_platform.tracking.config.TrackingConfig`), scaling and checkpoint retention. Layered like it
+(defaults -> preset -> YAML -> command line, every key and value checked) with the same presets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from scannet.home import tracking_uri
 from scannet.train.run_config import RUN_PRESETS, RunConfig, layered_config
 from scannet.typed_config import ConfigError
+from scannet_platform.tracking.config import TrackingConfig
 
 
 @dataclass(frozen=True)
-class TrainJobConfig(RunConfig):
-    """A run on Ray Train: the run itself, then how it is scaled, kept and tracked."""
+class TrainJobConfig(TrackingConfig, RunConfig):
+    """A run on Ray Train: the run itself, how it is tracked (MLflow), then how it is scaled and kept."""
 
     num_workers: int = 2  # DDP ranks; train.batch_size is split evenly over them
     use_gpu: bool = False
     cpus_per_worker: int = 1  # also the torch threads of each worker
     keep_checkpoints: int = 2  # the most recent N epoch checkpoints (the best weights live in each)
     max_failures: int = 1  # worker-group restarts from the latest checkpoint
-    mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else $SCANNET_HOME/mlflow.db
-    experiment: str = "scannet"
-    registered_model: str | None = None  # default: scannet-<data>-<targets>
-    verbose: bool = False  # show Ray's worker logs and Ray's / MLflow's INFO messages
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -35,10 +31,6 @@ class TrainJobConfig(RunConfig):
                 f"num_workers {self.num_workers}"
             )
 
-    @property
-    def tracking_uri(self) -> str:
-        return tracking_uri(self.mlflow_tracking_uri)
-
     def model_name(self, dataset: str) -> str:
         return self.registered_model or f"scannet-{dataset}-{'-'.join(self.targets)}"
 
@@ -48,8 +40,7 @@ def build_config(preset: str | None = None, yaml_file: str | None = None, **over
     return layered_config(TrainJobConfig, RUN_PRESETS, preset, yaml_file, overrides)
 
 
-#: The keys the job adds to the run (scaling, retention, tracking).
-JOB_KEYS = tuple(f.name for f in fields(TrainJobConfig) if f.name not in {g.name for g in fields(RunConfig)})
-#: A re-run with the same name may change all of them: they never change the results (the batch size is
-#: global, so the recipe does not depend on the number of workers).
-PLATFORM_RESUMABLE_KEYS = frozenset(JOB_KEYS)
+#: The keys the job adds to the run (tracking, scaling, retention): a re-run with the same name may change all of
+#: them, since they never change the results (the batch size is global, so the recipe does not depend on the
+#: number of workers).
+PLATFORM_RESUMABLE_KEYS = frozenset(f.name for f in fields(TrainJobConfig)) - {f.name for f in fields(RunConfig)}

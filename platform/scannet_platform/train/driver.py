@@ -131,7 +131,7 @@ def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
             failure_config=FailureConfig(max_failures=job.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints),  # the most recent ones
             callbacks=[
-                epoch_printer(prepared.dataset, job.targets, prepared.run_dir / EPOCH_LOG, tracking_uri(job), run_id)
+                epoch_printer(prepared.dataset, job.targets, prepared.run_dir / EPOCH_LOG, job.tracking_uri, run_id)
             ],
         ),
     )
@@ -140,12 +140,6 @@ def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
         return trainer.fit()
     finally:  # Ray Train installs a SIGINT handler of its own and leaves it: Ctrl-C must stop the driver again
         signal.signal(signal.SIGINT, sigint)
-
-
-def tracking_uri(job: TrainJobConfig) -> str:
-    from scannet_platform.tracking.runs import normalized_uri
-
-    return normalized_uri(job.tracking_uri)
 
 
 def run_training(job: TrainJobConfig) -> RunSummary:
@@ -166,7 +160,7 @@ def run_training(job: TrainJobConfig) -> RunSummary:
         f"data: {prepared.featurized_sizes} structures (train/val/test), {prepared.quarantined} quarantined; "
         f"graphs in {prepared.graphs}"
     )
-    uri = tracking_uri(job)
+    uri = job.tracking_uri
     environment = run_environment()
     run_id = runs.begin_run(
         tracking_uri=uri,

@@ -7,7 +7,9 @@ import json
 import sys
 
 from scannet.cli import command_main
+from scannet.cli.args import add_print_config_argument, add_storage_arguments, config_overrides
 from scannet.typed_config import to_plain
+from scannet_platform.tracking.config import add_tracking_arguments
 
 HELP = "hyperparameter study on Ray Tune (ASHA, Optuna) from a tune_spaces/*.yaml file"
 DESCRIPTION = (
@@ -19,43 +21,37 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", required=True, help="the study's YAML file (e.g. tune_spaces/small_cpu.yaml)")
+    """Flags of :class:`~scannet_platform.tune.config.StudyConfig` and of its ``run`` (``dest``: the field)."""
+    from scannet_platform.tune.config import StudyConfig
+
+    parser.add_argument(
+        "--space",
+        dest="space_file",  # the file; the study's field `space` is what it declares
+        metavar="SPACE",
+        required=True,
+        help="the study's YAML file (e.g. tune_spaces/small_cpu.yaml)",
+    )
     parser.add_argument("--name", help="study name (default: the file's); re-running a name resumes it")
     parser.add_argument("--num-samples", type=int, help="trials")
     parser.add_argument("--max-concurrent-trials", type=int, help="at most this many trials at a time")
     parser.add_argument("--time-budget-s", type=float, help="no new trials after this many seconds")
-    parser.add_argument("--data", help="run.data: qm9 or a structures table")
-    parser.add_argument("--n-structures", type=int, help="run.n_structures: a seeded slice of the data")
-    parser.add_argument("--storage-path", help="run.storage_path: runs folder (default $SCANNET_HOME/runs)")
-    parser.add_argument("--data-cache", help="run.data_cache: data folder (default $SCANNET_HOME/data)")
-    parser.add_argument(
-        "--mlflow-uri", dest="mlflow_tracking_uri", help="default $MLFLOW_TRACKING_URI or $SCANNET_HOME/mlflow.db"
-    )
-    parser.add_argument("--experiment", help="MLflow experiment (default scannet-tune)")
-    parser.add_argument("--registered-model", help="MLflow registered model of the best trial")
-    parser.add_argument("--verbose", action="store_true", default=None, help="show Ray's and MLflow's own log lines")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved study and exit")
+    run = parser.add_argument_group("the trials' run (run:)")
+    run.add_argument("--data", help="run.data: qm9 or a structures table")
+    run.add_argument("--n-structures", type=int, help="run.n_structures: a seeded slice of the data")
+    add_storage_arguments(run)
+    add_tracking_arguments(parser, StudyConfig, registered_model_help="MLflow registered model of the best trial")
+    add_print_config_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from scannet_platform.tune.config import load_study
+    from dataclasses import fields
 
-    run_keys = ("data", "n_structures", "storage_path", "data_cache")
-    study_keys = (
-        "name",
-        "num_samples",
-        "max_concurrent_trials",
-        "time_budget_s",
-        "mlflow_tracking_uri",
-        "experiment",
-        "registered_model",
-        "verbose",
-    )
-    study = load_study(
-        args.space,
-        run={k: getattr(args, k) for k in run_keys},
-        **{k: getattr(args, k) for k in study_keys},
-    )
+    from scannet.train.run_config import RunConfig
+    from scannet_platform.tune.config import StudyConfig, load_study
+
+    study_keys = {f.name for f in fields(StudyConfig)}  # --name is the study's; the trials' run is named after it
+    run_values = config_overrides(args, RunConfig, exclude=study_keys)
+    study = load_study(args.space_file, run=run_values, **config_overrides(args, StudyConfig))
     if args.print_config:
         print(json.dumps(to_plain(study), indent=1))
         return 0

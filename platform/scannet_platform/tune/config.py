@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scannet.featurizer import FeaturizerConfig
-from scannet.home import tracking_uri
 from scannet.model import SCANNConfig
 from scannet.model.config import preset as model_preset
 from scannet.train.run_config import NAME_PATTERN, RUN_PRESETS, RunConfig, layered_config
 from scannet.train.trainer import TrainConfig
 from scannet.typed_config import ConfigError, build, read_yaml_mapping
+from scannet_platform.tracking.config import TrackingConfig
 
 #: The settings a parameter may reach: ``<section>.<field>``.
 SECTIONS: dict[str, type] = {"train": TrainConfig, "model": SCANNConfig, "featurizer": FeaturizerConfig}
@@ -94,8 +94,9 @@ class TrialResources:
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    """Everything a study depends on; the ``run`` mapping is a :class:`RunConfig` (plus ``preset``)."""
+class StudyConfig(TrackingConfig):
+    """Everything a study depends on; the ``run`` mapping is a :class:`RunConfig` (plus ``preset``); the MLflow
+    keys (``mlflow_tracking_uri``, ``experiment``, ``registered_model``, ``verbose``) are :class:`TrackingConfig`'s."""
 
     name: str = "scannet-study"
     run: dict[str, Any] = field(default_factory=dict)
@@ -112,10 +113,7 @@ class StudyConfig:
     checkpoint_every: int = 0  # epochs between trial checkpoints; 0: only each trial's last epoch
     top_k: int = 3  # best trials exported as an ensemble (0: none)
     evaluate_best: bool = True  # evaluate the best trial on the test split and register it
-    mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else $SCANNET_HOME/mlflow.db
-    experiment: str = "scannet-tune"
-    registered_model: str | None = None  # default: scannet-<data>-<targets>-tuned
-    verbose: bool = False
+    experiment: str = "scannet-tune"  # registered_model: default scannet-<data>-<targets>-tuned
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -165,10 +163,6 @@ class StudyConfig:
         run = self.base_run()
         base = model_preset(run.resolved_model_preset(periodic), targets=tuple(run.targets))
         return build(SCANNConfig, run.model_overrides, "run.model_overrides", base)
-
-    @property
-    def tracking_uri(self) -> str:
-        return tracking_uri(self.mlflow_tracking_uri)
 
     def model_name(self, dataset: str) -> str:
         return self.registered_model or f"scannet-{dataset}-{'-'.join(self.base_run().targets)}-tuned"

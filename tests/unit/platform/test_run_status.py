@@ -45,7 +45,7 @@ def stand_in_fit(monkeypatch, what_happens):
     seen = {}
 
     def fit(job, prepared, run_id=None):
-        run = mlflow.MlflowClient(driver.tracking_uri(job)).get_run(run_id)
+        run = mlflow.MlflowClient(job.tracking_uri).get_run(run_id)
         seen.update(status=run.info.status, params=run.data.params, run_id=run_id)
         what_happens()
 
@@ -54,7 +54,7 @@ def stand_in_fit(monkeypatch, what_happens):
 
 
 def final_status(job, run_id):
-    return runs.run_status(driver.tracking_uri(job), run_id)
+    return runs.run_status(job.tracking_uri, run_id)
 
 
 def test_running_with_parameters_during_training_then_failed_when_it_raises(job, monkeypatch):

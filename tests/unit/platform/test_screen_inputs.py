@@ -146,10 +146,10 @@ def test_models_by_mlflow_uri_version_and_alias(tmp_path):
         ("by-version", f"models:/scannet-unit-homo/{version}"),
         ("by-alias", "models:/scannet-unit-homo@best"),
     ):
-        summary, _ = screen(tmp_path / name, [table], [reference], tracking_uri=uri)
+        summary, _ = screen(tmp_path / name, [table], [reference], mlflow_tracking_uri=uri)
         predictions, _ = outputs(tmp_path / name)
         assert summary.n_screened == 5 and predictions["models"][0].as_py() == f"homo={reference}"
     by_version, by_alias = (outputs(tmp_path / n)[0].sort_by("row")["homo"] for n in ("by-version", "by-alias"))
     assert by_version.equals(by_alias), "the alias points at the same version"
     with pytest.raises(Exception, match="not found in the MLflow store"):
-        screen(tmp_path / "missing", [table], ["models:/scannet-unit-homo/99"], tracking_uri=uri)
+        screen(tmp_path / "missing", [table], ["models:/scannet-unit-homo/99"], mlflow_tracking_uri=uri)
