@@ -46,6 +46,7 @@ from pathlib import Path
 
 from _timing import add_repeats_option, load_line, machine_load
 
+from scannet.io.process import cmdline, descendants
 from scannet.precision import PRECISIONS
 
 HERE = Path(__file__).resolve().parent
@@ -207,23 +208,6 @@ def _status_kib(pid: int, key: str) -> int:
     return 0
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def run_child(arguments: list[str], sample: bool = False) -> dict:
     """Run this script as a child with ``arguments``; its RESULT line, plus the sampled memory of its tree."""
     command = [sys.executable, str(Path(__file__).resolve()), *arguments]
@@ -233,15 +217,12 @@ def run_child(arguments: list[str], sample: bool = False) -> dict:
 
     def poll() -> None:
         while not stop.wait(0.5):
-            family = [process.pid, *_descendants(process.pid)]
+            family = [process.pid, *descendants(process.pid)]
             total = sum(_status_kib(pid, "VmRSS") for pid in family) / 1024
             peaks["tree_rss_mib"] = max(peaks["tree_rss_mib"], total)
             for pid in family:
-                try:
-                    if b"ChunkScreener" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        peaks["actor_hwm_mib"] = max(peaks["actor_hwm_mib"], _status_kib(pid, "VmHWM") / 1024)
-                except OSError:
-                    continue
+                if "ChunkScreener" in cmdline(pid):
+                    peaks["actor_hwm_mib"] = max(peaks["actor_hwm_mib"], _status_kib(pid, "VmHWM") / 1024)
 
     thread = threading.Thread(target=poll, daemon=True)
     if sample:

@@ -47,6 +47,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from scannet.io.process import cmdline, is_running, proc_stat, process_tree
+
 LOOPBACK = "127.0.0.1"
 #: Ray's single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): every Ray process of a node then takes
 #: 127.0.0.1 as the node IP, and the GCS, raylet, agents, workers and metrics endpoints listen on 127.0.0.1 only
@@ -88,48 +90,7 @@ def free_port() -> int:
 
 
 # ----------------------------------------------------------------------------------------- processes
-
-
-def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, process group, start time) of a live pid, from /proc; None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int, start_time: int) -> bool:
-    """The recorded process still runs: same pid and start time (a recycled pid does not count), not a zombie."""
-    stat = proc_stat(pid)
-    return stat is not None and stat[3] == start_time and stat[0] != "Z"
-
-
-def process_tree(groups: dict[int, int], markers: list[str]) -> dict[int, int]:
-    """pid -> start time of the processes of ``groups`` (leader pid -> its start time, still the same process
-    or not), of every process whose command line names one of ``markers`` (temp dirs), and of all their
-    descendants."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) is not None:
-            table[int(entry.name)] = stat
-    ours = {pid for pid, (_, _, pgid, _) in table.items() if pgid in groups}
-    ours |= {pid for pid, stat in table.items() if pid in groups and stat[3] == groups[pid]}
-    ours |= {pid for pid in table if markers and any(m in cmdline(pid) for m in markers)}
-    grown = True
-    while grown:
-        children = {pid for pid, (_, ppid, _, _) in table.items() if ppid in ours} - ours
-        ours |= children
-        grown = bool(children)
-    return {pid: table[pid][3] for pid in ours}
+# (pids, start times, command lines and process trees come from scannet.io.process)
 
 
 def terminate(processes: dict[int, int], groups: dict[int, int], grace: float) -> dict[int, int]:
@@ -138,13 +99,13 @@ def terminate(processes: dict[int, int], groups: dict[int, int], grace: float) -
 
     def signal_all(sig: int) -> None:
         for group, start_time in groups.items():
-            if alive(group, start_time):  # the group's leader is still our process (else its members are listed)
+            if is_running(group, start_time):  # the group's leader is still our process (else its members are listed)
                 try:
                     os.killpg(group, sig)
                 except (ProcessLookupError, PermissionError):
                     pass
         for pid, start_time in processes.items():
-            if alive(pid, start_time):
+            if is_running(pid, start_time):
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
@@ -153,7 +114,7 @@ def terminate(processes: dict[int, int], groups: dict[int, int], grace: float) -
     def wait_gone(seconds: float) -> dict[int, int]:
         deadline = time.monotonic() + seconds
         while True:
-            left = {p: t for p, t in processes.items() if alive(p, t)}
+            left = {p: t for p, t in processes.items() if is_running(p, t)}
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.2)
@@ -203,7 +164,7 @@ def spawn(command: list[str], env: dict[str, str], log: Path) -> dict:
     return {
         "pid": process.pid,
         "pgid": process.pid,
-        "start_time": stat[3] if stat else 0,
+        "start_time": stat.start_time if stat else 0,
         "command": command,
         "log": str(log),
     }
@@ -299,7 +260,7 @@ def wait_until(check, what: str, timeout: float, watched: list[dict]) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         for entry in watched:
-            if not alive(entry["pid"], entry["start_time"]):
+            if not is_running(entry["pid"], entry["start_time"]):
                 tail = Path(entry["log"]).read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{entry.get('name', entry['command'][0])} exited before {what}:\n{tail}")
         if time.monotonic() > deadline:
@@ -354,7 +315,7 @@ def start_node(state: dict, env: dict[str, str], name: str, cpus: int, object_st
 def start(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     existing = read_state(state_dir)
-    if existing and any(alive(p["pid"], p["start_time"]) for p in recorded_processes(existing)):
+    if existing and any(is_running(p["pid"], p["start_time"]) for p in recorded_processes(existing)):
         print(f"a cluster of {state_dir} is running already (`status`, or `stop` first)", file=sys.stderr)
         return 1
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -463,7 +424,7 @@ def stop(args: argparse.Namespace) -> int:
 def describe(state: dict, verbose: bool = False) -> str:
     lines = []
     for entry in recorded_processes(state):
-        running = "running" if alive(entry["pid"], entry["start_time"]) else "NOT RUNNING"
+        running = "running" if is_running(entry["pid"], entry["start_time"]) else "NOT RUNNING"
         extra = f"{entry['num_cpus']} CPU, resources {entry['resources']}" if "num_cpus" in entry else entry["uri"]
         lines.append(f"  {entry['name']:<9} pid {entry['pid']:<7} {running:<11} {extra}")
     env = client_env(state)
@@ -487,7 +448,7 @@ def status(args: argparse.Namespace) -> int:
     print(f"nodes alive (state API): {alive_nodes(state, env)}")
     exposed = exposed_sockets(state)
     print(f"listening sockets off loopback: {exposed or 'none'}")
-    return 0 if all(alive(e["pid"], e["start_time"]) for e in recorded_processes(state)) else 1
+    return 0 if all(is_running(e["pid"], e["start_time"]) for e in recorded_processes(state)) else 1
 
 
 def entry_named(state: dict, name: str) -> dict:
@@ -505,7 +466,7 @@ def kill_entry(state: dict, name: str, grace: float = 0.0) -> list[int]:
     processes = process_tree({entry["pgid"]: entry["start_time"]}, markers)
     if grace <= 0:
         for pid, start_time in processes.items():
-            if alive(pid, start_time):
+            if is_running(pid, start_time):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -532,7 +493,7 @@ def kill(args: argparse.Namespace) -> int:
 def restart_mlflow(state: dict, timeout: float = 300) -> dict:
     """Stop the MLflow server (if it runs) and start it again on the same port, store and artifacts."""
     old = state["mlflow"]
-    if alive(old["pid"], old["start_time"]):
+    if is_running(old["pid"], old["start_time"]):
         kill_entry(state, "mlflow", grace=10)
     state_dir = Path(state["state_dir"])
     deadline = time.monotonic() + timeout
@@ -556,12 +517,12 @@ def restart_node(state: dict, name: str, timeout: float = 240) -> dict:
     old = entry_named(state, name)
     if name == "head" or old not in state["nodes"]:
         raise SystemExit(f"{name}: only worker nodes restart (a new head is a new cluster)")
-    if alive(old["pid"], old["start_time"]):
+    if is_running(old["pid"], old["start_time"]):
         kill_entry(state, name, grace=10)
     shutil.rmtree(old["temp_dir"], ignore_errors=True)
     state["nodes"].remove(old)
     entry = start_node(state, node_env(state), name, old["num_cpus"], old.get("object_store_mb", 256))
-    running = sum(alive(e["pid"], e["start_time"]) for e in state["nodes"])
+    running = sum(is_running(e["pid"], e["start_time"]) for e in state["nodes"])
     env = {**os.environ, **client_env(state)}
     wait_until(lambda: alive_nodes(state, env) >= running, f"{name} joins", timeout, [entry])
     return entry

@@ -23,32 +23,17 @@ CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "local" / "clus
 
 SCRIPT = r"""
 import importlib.util, json, os, sys, time
+from scannet.io.process import descendants
 from scannet_platform.runtime import ensure_ray
 
 spec = importlib.util.spec_from_file_location("local_cluster", sys.argv[1])  # infra/local/cluster.py
 cluster = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(cluster)
 
-def children(pids):
-    found = set(pids)
-    while True:
-        more = set()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) not in found:
-                try:
-                    parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                if parent in found:
-                    more.add(int(entry))
-        if not more:
-            return found
-        found |= more
-
 ensure_ray()
 time.sleep(10)  # the agents and metrics endpoints start after ray.init returns
 import ray
-print("SOCKETS " + json.dumps(cluster.listening_sockets(children({os.getpid()}))), flush=True)
+print("SOCKETS " + json.dumps(cluster.listening_sockets({os.getpid(), *descendants(os.getpid())})), flush=True)
 ray.shutdown()
 """
 

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scannet.data.structures_table import write_structures
+from scannet.io.process import cmdline, descendants, is_running
 from tests.screening import candidates, tiny_model
 
 pytest.importorskip("ray")
@@ -53,52 +54,16 @@ def _launch(folder: Path, library: Path, model: Path, out: Path, *extra: str) ->
     )
 
 
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    tree, found, todo = _children(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def kill_run(process: subprocess.Popen) -> None:
     """SIGKILL the driver's process group, then every descendant of the driver still alive (by pid)."""
     family = descendants(process.pid)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     for pid in family:
-        if _alive(pid):
+        if is_running(pid):
             os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 30
-    while any(_alive(pid) for pid in family) and time.time() < deadline:
+    while any(is_running(pid) for pid in family) and time.time() < deadline:
         time.sleep(0.2)
 
 
@@ -166,7 +131,7 @@ def test_a_worker_killed_halfway_is_replaced_and_every_row_written_exactly_once(
     process = _launch(folder, library, model, out, "--no-mlflow")
     try:
         _wait_for_parts(process, out, 5)
-        workers = [pid for pid in descendants(process.pid) if "ChunkScreener" in _command_line(pid)]
+        workers = [pid for pid in descendants(process.pid) if "ChunkScreener" in cmdline(pid)]
         assert len(workers) == 1, f"one actor process expected, found {workers}"
         os.kill(workers[0], signal.SIGKILL)
         killed_at = _parts(out)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from scannet.io.process import identity_alive, process_identity
 from scannet_platform.metric_names import Report, epoch_metrics
 
 RUN_NAME_TAG = "scannet.run_name"
@@ -82,35 +82,6 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-def _process_start(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
-
-
-def driver_id() -> str:
-    """This process: ``host:pid:start`` (the start time tells a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
-
-
-def driver_alive(driver: str | None) -> bool | None:
-    """True / False for a driver on this host, None when it cannot be checked (another host, no tag)."""
-    if not driver or driver.count(":") < 2:
-        return None
-    host, pid_text, start = driver.rsplit(":", 2)
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return start == "?" or _process_start(pid) in (start, "?")
-
-
 def find_run(client: MlflowClient, experiment: str, run_name: str, run_dir: str):
     """The MLflow run of this training run (name and folder), newest first, or None."""
     runs = client.search_runs(
@@ -145,7 +116,7 @@ def begin_run(
         run_id = run.info.run_id
         if run.info.status == "RUNNING":
             holder = run.data.tags.get(DRIVER_TAG)
-            alive = driver_alive(holder)
+            alive = identity_alive(holder)
             if alive:
                 raise RuntimeError(
                     f"MLflow run {run_id} of {run_name!r} is being trained now by the driver {holder}; wait for it "
@@ -165,7 +136,7 @@ def begin_run(
         client.log_batch(run_id, params=[Param(k, v) for k, v in items[start : start + 100]])
     for key, value in changed.items():  # MLflow parameters are immutable: a re-launch's values as tags
         client.set_tag(run_id, f"scannet.latest.{key}"[:250], value)
-    client.set_tag(run_id, DRIVER_TAG, driver_id())
+    client.set_tag(run_id, DRIVER_TAG, process_identity())
     client.set_tag(run_id, LAUNCHES_TAG, str(launches))
     return run_id
 
