@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform as stdlib_platform
-from pathlib import Path
 
-from scannet.io.provenance import git_revision
+from scannet.io.provenance import code_revision
 
 TRACKED_PACKAGES = ("scannet", "torch", "numpy", "scipy", "ase", "pyarrow", "ray", "mlflow")
 
@@ -26,11 +25,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def run_environment(folder: str | Path = ".") -> dict[str, object]:
-    """Everything worth recording about where a run happened."""
+def run_environment() -> dict[str, object]:
+    """Everything worth recording about where a run happened (``git_revision``: the scannet code's, see
+    :func:`scannet.io.provenance.code_revision`)."""
     return {
         "python": stdlib_platform.python_version(),
         "system": f"{stdlib_platform.system()} {stdlib_platform.machine()}",
         "packages": package_versions(),
-        "git_revision": git_revision(folder),
+        "git_revision": code_revision(),
     }

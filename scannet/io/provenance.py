@@ -1,4 +1,7 @@
-"""Where a result came from: file checksums and the code's git revision (library-level, no platform needed)."""
+"""Where a result came from: file checksums and the code version (library-level, no platform needed).
+
+The code version is defined once, here: :func:`code_version` (``scannet <version> (<git revision>)``), recorded in
+screening results and model cards; :func:`code_revision` is its git part, recorded with every platform run."""
 
 from __future__ import annotations
 
@@ -16,6 +19,11 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def content_fingerprint(path: str | Path) -> str:
+    """A file by its bytes: the first 16 hex digits of its SHA-256 (the cache key of everything derived from it)."""
+    return sha256_file(path)[:16]
+
+
 def git_revision(folder: str | Path = ".") -> str | None:
     """The commit of the working tree at ``folder`` (with ``-dirty`` if modified), or None outside git."""
     try:
@@ -30,3 +38,19 @@ def git_revision(folder: str | Path = ".") -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sha or None
+
+
+def code_revision() -> str | None:
+    """The git revision of the scannet code that runs (the checkout holding the imported package, ``-dirty`` if
+    modified), or None for an installed copy outside git."""
+    import scannet
+
+    return git_revision(Path(scannet.__file__).resolve().parent)
+
+
+def code_version() -> str:
+    """``scannet <version> (<git revision>)``, or ``scannet <version>`` outside git: the code that made a result."""
+    import scannet
+
+    revision = code_revision()
+    return f"scannet {scannet.__version__}" + (f" ({revision})" if revision else "")

@@ -1,7 +1,7 @@
 """Models shipped with SCANNet: each a folder ``scannet/pretrained/<name>/`` holding ``model.pt`` (a checkpoint of
 :func:`scannet.checkpoint.save_model`), ``card.json`` (the model card's facts: data, split, recipe, epochs, test
 MAE per target with the number of test structures, the fixed test subset a test re-checks) and ``README.md`` (the
-card for people, written from ``card.json`` by :mod:`scannet.pretrained.ship`).
+card for people, written from ``card.json`` by the release tool ``tools/ship_model.py``).
 
 ``scannet predict FILE``, ``scannet explain FILE``, ``scannet screen`` and ``scannet.load()`` use
 :data:`DEFAULT_MODEL` when no model is given; any of them also takes a shipped model by name.

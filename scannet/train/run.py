@@ -36,7 +36,7 @@ from scannet.data.qm9 import QM9_SIZE, QM9_STANDARD_TRAIN, QM9_STANDARD_VAL, wri
 from scannet.data.splits import Split, make_split_fractions, slice_indices, standard_split, structure_order
 from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter, read_units
 from scannet.featurizer import FeaturizerConfig
-from scannet.io.provenance import sha256_file
+from scannet.io.provenance import content_fingerprint
 from scannet.model import SCANN, SCANNConfig, count_parameters
 from scannet.model.config import preset
 from scannet.train.run_config import RunConfig
@@ -105,11 +105,6 @@ def resolve_dataset(data: str, cache: Path) -> DatasetInfo:
     return DatasetInfo(name, path, read_units(path))
 
 
-def file_fingerprint(path: Path) -> str:
-    """SHA-256 of a file's bytes (16 hex digits): the cache key of everything derived from it."""
-    return sha256_file(path)[:16]
-
-
 @dataclass(frozen=True)
 class DataFacts:
     ids: pa.Array  # [N] string
@@ -135,7 +130,7 @@ def slice_dataset(
     chosen = slice_indices(len(facts.ids), n_structures, seed)
     if len(chosen) == len(facts.ids):
         return dataset, facts
-    folder = cache / "slices" / f"{dataset.name}-{file_fingerprint(dataset.structures)}-n{len(chosen)}-seed{seed}"
+    folder = cache / "slices" / f"{dataset.name}-{content_fingerprint(dataset.structures)}-n{len(chosen)}-seed{seed}"
     path = folder / STRUCTURES_FILE
     if not path.exists():
         table = pq.read_table(dataset.structures).take(pa.array(chosen))
@@ -205,7 +200,7 @@ def graph_table_for(
     Keyed by the structures file's content fingerprint and the featurizer hash, so a different table at the
     same path (or a rewritten one) never reuses stale graphs; its ids are checked against the structures.
     """
-    folder = graph_cache_dir(cache / "graphs" / f"{dataset.name}-{file_fingerprint(dataset.structures)}", featurizer)
+    folder = graph_cache_dir(cache / "graphs" / f"{dataset.name}-{content_fingerprint(dataset.structures)}", featurizer)
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         featurize(dataset.structures, folder, featurizer)

@@ -1,7 +1,7 @@
 """The files of a training run folder (``<runs_dir>/<name>/``), named in this one place.
 
 Written by :mod:`scannet.train.run` (both runners), the worker loop (:mod:`scannet.train.worker`) and the
-platform's Ray Train driver; read by ``scannet explain --faithfulness``, :mod:`scannet.pretrained.ship` and the
+platform's Ray Train driver; read by ``scannet explain --faithfulness``, ``tools/ship_model.py`` and the
 MLflow logging. A shipped model folder (``scannet/pretrained/<name>/``) holds the run's ``run_config.json`` and
 ``split_ids.parquet`` under the same names, so it is a run folder for the faithfulness test too. A tuning study's
 folder is a run folder of the base run (its ``summary.json`` is the study's); each trial's is ``trials/<id>/``.

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from scannet.io.atomic import AtomicWrite, write_text_atomic
+from scannet.io.provenance import code_version
 from scannet.precision import Precision
 from scannet.typed_config import ConfigError, build, to_plain
 from scannet_platform.screen.chunk import (
@@ -191,14 +192,6 @@ def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
             pinned.append(replace(member, path=str(target.resolve())))
         group.members = pinned
     return groups
-
-
-def code_version() -> str:
-    import scannet
-    from scannet.io.provenance import git_revision
-
-    revision = git_revision(Path(__file__).resolve().parent)
-    return f"scannet {scannet.__version__}" + (f" ({revision})" if revision else "")
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -413,7 +406,7 @@ def _begin_tracking(
             "library": {"inputs": ", ".join(config.inputs), "records": library.total, "chunks": len(library.pieces)},
             "models": {"_".join(g.targets): g.describe() for g in groups},
             "screen": {k: v for k, v in to_plain(config).items() if k not in ("inputs", "models")},
-            "environment": run_environment(Path(__file__).resolve().parent),
+            "environment": run_environment(),
         },
     )
     print(f"MLflow run {run_id}: {tracking_uri}")

@@ -99,7 +99,8 @@ def _kind(path: Path) -> str:
     return "structures"
 
 
-def file_fingerprint(path: Path) -> dict:
+def stat_fingerprint(path: Path) -> dict:
+    """A file as its path, size and modification time (no read of its bytes: libraries can be large)."""
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
@@ -112,7 +113,7 @@ def library_fingerprint(inputs: Sequence[str | Path]) -> list[dict]:
         if not path.exists():
             raise FileNotFoundError(f"input {path} does not exist")
         files = expand_inputs([path]) if path.is_dir() else [path]
-        entries.append({"input": str(item), "kind": _kind(path), "files": [file_fingerprint(f) for f in files]})
+        entries.append({"input": str(item), "kind": _kind(path), "files": [stat_fingerprint(f) for f in files]})
     return entries
 
 

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from scannet.train.run import Evaluation, PreparedRun, RunSummary
 from scannet.train.run_config import RunConfig
+from scannet.train.run_folder import RunFolder
 from scannet_platform.metric_names import mae_metric
 from scannet_platform.tracking.plots import PLOT_DPI, learning_curve_figure, parity_figure, r_squared, save_figure
 from scannet_platform.tracking.registry import BEST_ALIAS, ModelRecord, log_model_version, update_best_alias
@@ -61,8 +62,8 @@ def log_results(
         (folder / "plots.json").write_text(json.dumps(texts, indent=1))
         for name in ("learning_curve.png", "parity.png", "plots.json"):
             client.log_artifact(run_id, str(folder / name), "plots")
-        (folder / "history.json").write_text(json.dumps(list(history), indent=1))
-        for path in [*files, folder / "history.json"]:
+        RunFolder(folder).history.write_text(json.dumps(list(history), indent=1))
+        for path in [*files, RunFolder(folder).history]:
             client.log_artifact(run_id, str(path), "run_files")
     version, new = log_model_version(client, run_id, Path(checkpoint), registered_model, record)
     best = update_best_alias(client, registered_model)
@@ -74,7 +75,7 @@ def log_results(
 
 
 def model_record(job: RunConfig, prepared: PreparedRun, summary: RunSummary, environment: dict):
-    from scannet.train.run import file_fingerprint
+    from scannet.io.provenance import content_fingerprint
     from scannet_platform.tracking.registry import ModelRecord
 
     model = prepared.worker.model
@@ -83,7 +84,7 @@ def model_record(job: RunConfig, prepared: PreparedRun, summary: RunSummary, env
     return ModelRecord(
         run_name=job.name,
         dataset=prepared.dataset.name,
-        dataset_sha256=file_fingerprint(prepared.dataset.structures),
+        dataset_sha256=content_fingerprint(prepared.dataset.structures),
         targets=tuple(job.targets),
         units={t: prepared.dataset.units[t] for t in job.targets},
         report={t: prepared.dataset.report(t) for t in job.targets},

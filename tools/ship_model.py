@@ -1,6 +1,9 @@
 """Package a finished training run as a shipped model: ``model.pt``, the split, ``card.json`` and ``README.md``.
 
-    python -m scannet.pretrained.ship RUN_DIR --label "..." [--name NAME] [--subset 500]
+    python tools/ship_model.py RUN_DIR --label "..." [--name NAME] [--subset 500]
+
+Maintainer tooling (a release step), not part of the installed package: it writes into ``scannet/pretrained/``
+of the checkout.
 
 Every number on the card is read from the run (``summary.json``, ``history.json``, ``run_config.json``) or
 measured here: the MAE on a fixed, seeded subset of the run's test split, which ``tests/unit/test_pretrained.py``
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scannet.io.provenance import git_revision, sha256_file
+from scannet.io.provenance import code_version, sha256_file
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
 from scannet.train.run_folder import SPLIT_IDS_FILE, RunFolder
 
@@ -113,7 +116,7 @@ def build_card(
         "test_subset": {"structures": len(subset.ids), "seed": subset.seed, "ids": subset.ids, "mae": subset.mae},
         "published_scann_plus": {t: PUBLISHED_SCANN_PLUS[t] for t in config["targets"] if t in PUBLISHED_SCANN_PLUS},
         "model_sha256": sha256_file(model_file),
-        "code_version": git_revision(PRETRAINED_DIR) or "unknown",
+        "code_version": code_version(),
     }
 
 
@@ -179,7 +182,7 @@ def render_readme(card: dict[str, Any]) -> str:
                 else "."
             ),
             f"- Reproduce: `scannet train --config {recipe['file']}` (the run folder then holds `best_model.pt`; "
-            "`python -m scannet.pretrained.ship <run folder> --label ...` writes this card).",
+            "`python tools/ship_model.py <run folder> --label ...` writes this card).",
             *([f"- Note: {card['note']}"] if card.get("note") else []),
             "- The published recipe on a GPU, one command: `scannet train --config "
             "scannet/pretrained/qm9-gpu-recipe.yaml` (1,000 epochs; not run for this model).",
@@ -218,7 +221,7 @@ def package(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scannet.pretrained.ship", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/ship_model.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a finished training run (holds best_model.pt and summary.json)")
     parser.add_argument("--name", help="the shipped model's name (default: the run's name)")
     parser.add_argument("--label", required=True, help="one honest line: how and how long it was trained")
