@@ -42,7 +42,7 @@ def add_tracking_arguments(
     ``config``'s."""
     experiment = next(f.default for f in fields(config) if f.name == "experiment")
     group = parser.add_argument_group("tracking (MLflow)")
-    group.add_argument("--mlflow-uri", dest="mlflow_tracking_uri", help=TRACKING_URI_HELP)
+    group.add_argument("--mlflow-uri", dest="mlflow_tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
     group.add_argument("--experiment", help=f"MLflow experiment (default {experiment})")
     if registered_model_help is not None:
         group.add_argument("--registered-model", help=registered_model_help)
