@@ -77,6 +77,7 @@ from scannet.data.graphs_table import (
     target_columns,
     write_featurized,
 )
+from scannet.data.structures_table import Piece, structure_pieces
 from scannet.featurizer.config import FeaturizerConfig
 from scannet_platform.runtime import ensure_ray
 
@@ -126,30 +127,9 @@ def read_structures_dataset(path: str | Path, **read_args: Any) -> ray.data.Data
     return ray.data.read_parquet(str(path), **read_args)
 
 
-def structure_pieces(path: str | Path, rows_per_piece: int) -> list[dict[str, Any]]:
-    """Row ranges of a structures table file, within its row groups: ``{path, row_group, start, stop}``."""
-    import pyarrow.parquet as pq
-
-    metadata = pq.ParquetFile(path).metadata
-    pieces = []
-    for group in range(metadata.num_row_groups):
-        rows = metadata.row_group(group).num_rows
-        for start in range(0, rows, rows_per_piece):
-            stop = min(rows, start + rows_per_piece)
-            pieces.append({"path": str(path), "row_group": group, "start": start, "stop": stop})
-    return pieces
-
-
-def _read_piece(piece: Mapping[str, Any]) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    table = pq.ParquetFile(piece["path"]).read_row_group(int(piece["row_group"]))
-    return table.slice(int(piece["start"]), int(piece["stop"]) - int(piece["start"]))
-
-
 def _featurize_pieces(pieces: pa.Table, featurizer: dict[str, Any], units: dict[str, str] | None) -> pa.Table:
     config = FeaturizerConfig.from_dict(featurizer)
-    return pa.concat_tables([featurize_records(_read_piece(p), config, units) for p in pieces.to_pylist()])
+    return pa.concat_tables([featurize_records(Piece(**p).read(), config, units) for p in pieces.to_pylist()])
 
 
 class FeaturizePieces(FeaturizeBatch):
@@ -157,7 +137,7 @@ class FeaturizePieces(FeaturizeBatch):
 
     def __call__(self, pieces: pa.Table) -> pa.Table:
         return pa.concat_tables(
-            [featurize_records(_read_piece(p), self.featurizer, self.units) for p in pieces.to_pylist()]
+            [featurize_records(Piece(**p).read(), self.featurizer, self.units) for p in pieces.to_pylist()]
         )
 
 
@@ -172,10 +152,10 @@ def featurize_dataset(
     """Featurize a structures dataset lazily with ``map_batches``: graph rows plus an ``error`` column.
 
     From a structures-table path, the file is cut into pieces of ``batch_size`` rows inside its row groups
-    (:func:`structure_pieces`) and each ``map_batches`` call reads its piece and featurizes it. This keeps
-    every CPU busy: ``read_parquet`` gives one block per file or row group, and with a streaming
-    ``repartition`` after it Ray Data's resource budget let only about one featurize task run at a time on
-    2 CPUs, far slower than this layout (figures: benchmarks/README.md). A dataset (e.g. your own
+    (:func:`scannet.data.structures_table.structure_pieces`) and each ``map_batches`` call reads its piece and
+    featurizes it. This keeps every CPU busy: ``read_parquet`` gives one block per file or row group, and with a
+    streaming ``repartition`` after it Ray Data's resource budget let only about one featurize task run at a time
+    on 2 CPUs, far slower than this layout (figures: benchmarks/README.md). A dataset (e.g. your own
     ``read_parquet``) is mapped as it is, in blocks cut to ``batch_size`` rows.
 
     Args:
@@ -203,7 +183,7 @@ def featurize_dataset(
 
         units = read_units(ds_or_path) if units is None else units
         pieces = structure_pieces(ds_or_path, batch_size)
-        ds = ray.data.from_items(pieces, override_num_blocks=len(pieces))
+        ds = ray.data.from_items([p.to_dict() for p in pieces], override_num_blocks=len(pieces))
         fn = FeaturizePieces if compute == "actors" else _featurize_pieces
         batch_size = 1
     else:

@@ -37,6 +37,7 @@ writer is closed, and a failed write leaves it as it was. A dataset folder (``st
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +359,48 @@ def read_structures_table(path: str | Path, columns: Sequence[str] | None = None
     """A whole structures table file in memory (for small tables; prefer the streaming readers)."""
     open_structures(path)
     return pq.read_table(path, columns=list(columns) if columns else None)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[start, stop)`` of row group ``row_group`` of the Parquet file ``path``: the unit a table is cut into
+    for parallel work (a featurization task, a screening chunk), read without touching the rest of the file.
+
+    ``chunk`` numbers the piece within its sequence and ``first_row`` is the sequence's position of its first row
+    (a screening library numbers them across all its files)."""
+
+    path: str
+    row_group: int
+    start: int
+    stop: int
+    chunk: int = 0
+    first_row: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The piece's rows (all columns by default)."""
+        table = pq.ParquetFile(self.path).read_row_group(self.row_group, columns=columns)
+        return table.slice(self.start, self.rows)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def structure_pieces(path: str | Path, rows_per_piece: int, first_chunk: int = 0, first_row: int = 0) -> list[Piece]:
+    """A table file cut into :class:`Piece` s of at most ``rows_per_piece`` rows within its row groups, numbered
+    from ``first_chunk`` and placed from ``first_row`` on."""
+    metadata = pq.ParquetFile(path).metadata
+    pieces = []
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        for start in range(0, rows, rows_per_piece):
+            stop = min(rows, start + rows_per_piece)
+            pieces.append(Piece(str(path), group, start, stop, first_chunk + len(pieces), first_row))
+            first_row += stop - start
+    return pieces
 
 
 class StructuresWriter(Writer):

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from scannet.data.structures_table import Piece
 from scannet.io.atomic import AtomicWrite, write_text_atomic
 from scannet.io.provenance import code_version
 from scannet.precision import Precision
@@ -45,7 +46,7 @@ from scannet_platform.screen.chunk import (
     ScreenSpec,
     part_name,
 )
-from scannet_platform.screen.library import Library, Piece, library_fingerprint, plan_library
+from scannet_platform.screen.library import Library, library_fingerprint, plan_library
 from scannet_platform.screen.models import ModelGroup, resolve_models
 from scannet_platform.screen.select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
 from scannet_platform.tracking.config import TrackingConfig

@@ -7,7 +7,7 @@ either in the predictions or in the quarantine.
 Inputs, by suffix:
 
 * ``.parquet``: a structures table (``scannet data import`` / ``scannet data qm9``). It is read in place: a
-  chunk is a row range inside one row group (:func:`scannet_platform.data_pipeline.structure_pieces`).
+  chunk is a row range inside one row group (:func:`scannet.data.structures_table.structure_pieces`).
 * ``.xyz`` / ``.extxyz`` (multi-frame, streamed), ``.db`` (ASE database), ``.traj``, ``.cif`` and folders of
   structure files: read by the streaming readers of ``scannet data import``
   (:func:`scannet.data.importers.iter_records`), frame by frame.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from scannet.data import schema as S
 from scannet.data.importers import _record_id, expand_inputs, iter_records
-from scannet.data.structures_table import open_structures, structures_to_table
+from scannet.data.structures_table import Piece, open_structures, structure_pieces, structures_to_table
 from scannet.io.atomic import AtomicWrite
 from scannet.typed_config import ConfigError
 
@@ -55,26 +55,6 @@ STAGED_SCHEMA = pa.schema(
     [*S.structures_schema({}), pa.field(SMILES, pa.string()), pa.field(ERROR, pa.string())],
     metadata=S.structures_schema({}).metadata,
 )
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Chunk ``chunk``: rows ``[start, stop)`` of row group ``row_group`` of ``path``; library rows from
-    ``first_row``."""
-
-    chunk: int
-    path: str
-    row_group: int
-    start: int
-    stop: int
-    first_row: int
-
-    @property
-    def rows(self) -> int:
-        return self.stop - self.start
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -262,26 +242,22 @@ def plan_library(
     library = Library(fingerprint=fingerprint, n_smiles_inputs=sum(_kind(p) == "smiles" for p in paths))
     first_row = 0
     for index, path in enumerate(paths):
+        chunk = len(library.pieces)
         if index in staged:
-            parts = [
-                {"path": str(folder / c["file"]), "row_group": 0, "start": 0, "stop": c["rows"]} for c in staged[index]
-            ]
+            parts = []
+            for c in staged[index]:
+                parts.append(Piece(str(folder / c["file"]), 0, 0, c["rows"], chunk + len(parts), first_row))
+                first_row += c["rows"]
         else:
             open_structures(path)  # TableKindError for a Parquet file that is not a structures table
-            from scannet_platform.data_pipeline import structure_pieces
-
-            parts = structure_pieces(path, chunk_size)
-        for part in parts:
-            piece = Piece(
-                len(library.pieces), str(part["path"]), part["row_group"], part["start"], part["stop"], first_row
-            )
-            library.pieces.append(piece)
-            first_row += piece.rows
+            parts = structure_pieces(path, chunk_size, chunk, first_row)
+            first_row += sum(part.rows for part in parts)
+        library.pieces.extend(parts)
     return library
 
 
 def read_piece(piece: Piece) -> pa.Table:
     """The rows of one chunk (staged or in place), with ``row`` (library positions) as the first column."""
-    table = pq.ParquetFile(piece.path).read_row_group(piece.row_group).slice(piece.start, piece.rows)
+    table = piece.read()
     rows = pa.array(range(piece.first_row, piece.first_row + piece.rows), pa.int64())
     return table.add_column(0, ROW, rows)
