@@ -47,6 +47,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from scannet.io.atomic import write_text_atomic
 from scannet.io.process import cmdline, is_running, proc_stat, process_tree
 
 LOOPBACK = "127.0.0.1"
@@ -179,10 +180,7 @@ def read_state(state_dir: Path) -> dict | None:
 
 
 def write_state(state_dir: Path, state: dict) -> None:
-    path = state_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(state_dir / STATE_FILE, json.dumps(state, indent=1))
 
 
 def recorded_processes(state: dict) -> list[dict]:
