@@ -70,6 +70,7 @@ def add_command(commands_: argparse._SubParsersAction, name: str, module: Module
         description=module.DESCRIPTION,
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter if examples else argparse.HelpFormatter,
+        allow_abbrev=False,  # a prefix never stands for a flag: `train --model` is not `--model-preset`
     )
     module.add_arguments(parser)
     parser.set_defaults(func=module.run)
@@ -108,6 +109,7 @@ def command_main(
         description=description or module.DESCRIPTION,
         epilog=getattr(module, "EXAMPLES", None),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     module.add_arguments(parser)
     parser.set_defaults(**defaults)

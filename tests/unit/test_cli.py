@@ -82,6 +82,10 @@ def test_train_model_preset(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["train", "--model-preset", "no-such-preset", "--print-config"])
     assert stop.value.code == 2
+    with pytest.raises(SystemExit) as stop:  # no prefix matching: the old flag is refused, not taken as the new
+        main(["train", "--model", "qm9-scann", "--print-config"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --model qm9-scann" in capsys.readouterr().err
 
 
 def test_flags_map_to_config_fields_by_name():
