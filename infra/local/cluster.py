@@ -48,7 +48,7 @@ import urllib.request
 from pathlib import Path
 
 from scannet.io.atomic import write_text_atomic
-from scannet.io.process import cmdline, is_running, proc_stat, process_tree
+from scannet.io.process import cmdline, is_running, proc_stat, process_tree, signal_running
 
 LOOPBACK = "127.0.0.1"
 #: Ray's single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): every Ray process of a node then takes
@@ -105,12 +105,7 @@ def terminate(processes: dict[int, int], groups: dict[int, int], grace: float) -
                     os.killpg(group, sig)
                 except (ProcessLookupError, PermissionError):
                     pass
-        for pid, start_time in processes.items():
-            if is_running(pid, start_time):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+        signal_running(processes, sig)
 
     def wait_gone(seconds: float) -> dict[int, int]:
         deadline = time.monotonic() + seconds
@@ -463,12 +458,7 @@ def kill_entry(state: dict, name: str, grace: float = 0.0) -> list[int]:
     markers = [entry["temp_dir"]] if entry.get("temp_dir") else []
     processes = process_tree({entry["pgid"]: entry["start_time"]}, markers)
     if grace <= 0:
-        for pid, start_time in processes.items():
-            if is_running(pid, start_time):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        signal_running(processes, signal.SIGKILL)
         left = terminate(processes, {entry["pgid"]: entry["start_time"]}, 10)
     else:
         left = terminate(processes, {entry["pgid"]: entry["start_time"]}, grace)

@@ -76,6 +76,17 @@ def is_running(pid: int, start_time: int | None = None) -> bool:
     return stat is not None and stat.state != "Z" and (start_time is None or stat.start_time == start_time)
 
 
+def signal_running(processes: Mapping[int, int | None], sig: int) -> None:
+    """Send ``sig`` to each recorded process (pid -> start time, None for any) that still runs (:func:`is_running`):
+    a pid that was recycled by another process is left alone."""
+    for pid, start_time in processes.items():
+        if is_running(pid, start_time):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
 # ------------------------------------------------------------------------------------------ identities
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from scannet.data.qm9 import write_qm9_table
-from scannet.io.process import cmdline, is_running, process_tree
+from scannet.io.process import cmdline, is_running, process_tree, signal_running
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,12 +51,7 @@ def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 30.0) -> 
             os.killpg(head.pid, sig)
         except ProcessLookupError:
             pass
-        for pid, start_time in recorded.items():
-            if is_running(pid, start_time):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+        signal_running(recorded, sig)
 
     def wait_gone(seconds: float) -> bool:
         deadline = time.monotonic() + seconds

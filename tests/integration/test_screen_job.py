@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scannet.data.structures_table import write_structures
-from scannet.io.process import cmdline, descendants, is_running
+from scannet.io.process import cmdline, descendants, is_running, signal_running
 from tests.screening import candidates, tiny_model
 
 pytest.importorskip("ray")
@@ -59,9 +59,7 @@ def kill_run(process: subprocess.Popen) -> None:
     family = descendants(process.pid)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    for pid in family:
-        if is_running(pid):
-            os.kill(pid, signal.SIGKILL)
+    signal_running(dict.fromkeys(family), signal.SIGKILL)
     deadline = time.time() + 30
     while any(is_running(pid) for pid in family) and time.time() < deadline:
         time.sleep(0.2)

@@ -4,6 +4,7 @@ one, a recycled pid (another start time) does not count, identities of other hos
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from scannet.io.process import (
     process_identity,
     process_start,
     process_tree,
+    signal_running,
 )
 
 
@@ -43,3 +45,16 @@ def test_identities():
     assert identity_alive(me) is True and pid_exists(os.getpid())
     assert identity_alive("another-host.invalid:1:1") is None and identity_alive(None) is None
     assert not pid_exists(0) and not pid_exists(-1)
+
+
+def test_signal_running_spares_a_recycled_pid():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start(child.pid)
+        signal_running({child.pid: start + 1}, signal.SIGKILL)  # another process under the same pid: left alone
+        assert child.poll() is None and is_running(child.pid, start)
+        signal_running({child.pid: start}, signal.SIGKILL)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()
