@@ -47,6 +47,7 @@ from scannet.data.splits import make_split_fractions
 from scannet.featurizer import FeaturizerConfig
 from scannet.model import preset
 from scannet.train import TrainConfig
+from scannet.train.run_folder import RAY_TRAIN_FOLDER, RunFolder
 from scannet.train.trainer import target_statistics
 from scannet.train.worker import LocalSession, WorkerConfig, run_worker, split_part_ids, write_split_ids
 
@@ -63,7 +64,7 @@ def prepare(root: Path, n: int, epochs: int, threads: int) -> tuple[WorkerConfig
     split = make_split_fractions(len(ids), 0.1, 0.1, seed=0)
     order = [ids[i] for i in split.indices]
     parts = [part for part in ("train", "val", "test") for _ in range(split.sizes[part])]
-    split_ids = write_split_ids(root / "split_ids.parquet", order, parts)
+    split_ids = write_split_ids(RunFolder(root).split_ids, order, parts)
     graphs = read_graph_table(root / "graphs", featurizer, columns=[S.ID, *TARGETS])
     train_ids = set(split_part_ids(split_ids, "train").to_pylist())
     keep = np.array([i in train_ids for i in graphs.column(S.ID).to_pylist()])
@@ -131,7 +132,7 @@ def run_ray(config: WorkerConfig, folder: Path, threads: int) -> tuple[float, li
         train_loop_per_worker,
         train_loop_config={"worker": config},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
-        run_config=RunConfig(name="ray_train", storage_path=str(folder), callbacks=[report_metrics_callback(metrics)]),
+        run_config=RunConfig(name=RAY_TRAIN_FOLDER, storage_path=str(folder), callbacks=[report_metrics_callback(metrics)]),
     )
     launch = time.time()
     result = trainer.fit()
@@ -139,7 +140,7 @@ def run_ray(config: WorkerConfig, folder: Path, threads: int) -> tuple[float, li
     if result.error is not None:
         raise RuntimeError(f"Ray Train run failed: {result.error}")
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    times = checkpoint_times(folder / "ray_train")
+    times = checkpoint_times(RunFolder(folder).ray_train)
     if len(times) != len(records):
         raise RuntimeError(f"{len(times)} checkpoints for {len(records)} reports in {folder}")
     return launch, [{**record, "time": t} for record, t in zip(records, times)], end

@@ -25,7 +25,8 @@ import torch
 
 from scannet.io.provenance import code_version, sha256_file
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
-from scannet.train.run_folder import SPLIT_IDS_FILE, RunFolder
+from scannet.train import metrics as M
+from scannet.train.run_folder import BEST_MODEL_FILE, SPLIT_IDS_FILE, RunFolder
 
 #: The published SCANN+ test MAE on QM9 (Vu et al. 2023, docs/model-spec.md §6), in report units.
 PUBLISHED_SCANN_PLUS = {"homo": 32.0, "lumo": 31.0, "gap": 52.0, "alpha": 0.115, "cv": 0.041}
@@ -101,7 +102,7 @@ def build_card(
         "training": {
             "epochs": summary["epochs_run"],
             "best_epoch": best + 1,
-            "best_val_mae": history[best].get("val_mae") if best < len(history) else None,
+            "best_val_mae": history[best].get(M.VAL_MAE) if best < len(history) else None,
             "seconds": summary["seconds"],  # of the last launch
             "epoch_seconds": _epoch_seconds(history),  # of every epoch, across launches
             "resumed_from_epoch": summary["resumed_from_epoch"],
@@ -122,7 +123,7 @@ def build_card(
 
 def _epoch_seconds(history: list[dict]) -> float | None:
     """Total wall time of the run's epochs, across launches; None when a record predates epoch timing."""
-    seconds = [record.get("seconds") for record in history]
+    seconds = [record.get(M.SECONDS) for record in history]
     return float(sum(seconds)) if seconds and None not in seconds else None
 
 
@@ -181,7 +182,7 @@ def render_readme(card: dict[str, Any]) -> str:
                 if train.get("epoch_seconds") is not None
                 else "."
             ),
-            f"- Reproduce: `scannet train --config {recipe['file']}` (the run folder then holds `best_model.pt`; "
+            f"- Reproduce: `scannet train --config {recipe['file']}` (the run folder then holds `{BEST_MODEL_FILE}`; "
             "`python tools/ship_model.py <run folder> --label ...` writes this card).",
             *([f"- Note: {card['note']}"] if card.get("note") else []),
             "- The published recipe on a GPU, one command: `scannet train --config "

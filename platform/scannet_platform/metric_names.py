@@ -7,6 +7,20 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from scannet.train import metrics as M
+
+STANDARDIZED = "_standardized"  # the suffix of the z-scored values' names
+#: The name of each per-epoch value that is not a per-target MAE: the z-scored ones marked, timings spelled out.
+EPOCH_NAMES = {
+    M.TRAIN_LOSS: M.TRAIN_LOSS + STANDARDIZED,
+    M.VAL_MAE: M.VAL_MAE + STANDARDIZED,  # the early-stopping metric (mean z-scored MAE)
+    M.LR: M.LR,
+}
+TIMING_NAMES = {M.SECONDS: "epoch_seconds", M.TRAIN_PER_S: "train_structures_per_s"}
+#: Logged for every epoch: the step of an epoch is logged when this is.
+EPOCH_STEP_METRIC = EPOCH_NAMES[M.TRAIN_LOSS]
+TEST_STRUCTURES = "test_structures"
+
 
 def metric_unit(unit: str) -> str:
     """A unit as a metric-name suffix: ``meV`` -> ``meV``, ``meV/atom`` -> ``meV_per_atom``, ``cal/(mol K)``
@@ -19,23 +33,31 @@ def metric_unit(unit: str) -> str:
 def mae_metric(part: str, target: str, unit: str) -> str:
     """``val_mae_homo_meV``: the MAE of ``target`` on ``part`` in its report ``unit``."""
     suffix = metric_unit(unit)
-    return f"{part}_mae_{target}_{suffix}" if suffix else f"{part}_mae_{target}"
+    return f"{M.mae_key(part, target)}_{suffix}" if suffix else M.mae_key(part, target)
 
 
 Report = Mapping[str, tuple[float, str]]  # target -> (scale, report unit), DatasetInfo.report
 
 
+def objective_metric(metric: str, report: Report) -> str:
+    """The reported name of a library metric: ``val_mae`` -> ``val_mae_standardized`` (the mean z-scored MAE
+    over targets, the early-stopping metric), ``val_mae_homo`` -> ``val_mae_homo_meV`` (report units)."""
+    target = M.mae_target(metric)
+    return EPOCH_NAMES[metric] if target is None else mae_metric("val", target, report[target][1])
+
+
+def objective_unit(metric: str, report: Report) -> str:
+    """The report unit of a library metric (none for the standardized ``val_mae``)."""
+    target = M.mae_target(metric)
+    return "" if target is None else report[target][1]
+
+
 def epoch_metrics(record: Mapping[str, Any], report: Report) -> dict[str, float]:
     """The MLflow metrics of one epoch, from a worker report or a history record (step: ``epoch + 1``)."""
-    per_target = record.get("val_mae_per_target") or {t: record[f"val_mae_{t}"] for t in report}
-    metrics = {
-        "train_loss_standardized": float(record["train_loss"]),
-        "val_mae_standardized": float(record["val_mae"]),  # the early-stopping metric (mean z-scored MAE)
-        "lr": float(record["lr"]),
-    }
+    per_target = M.per_target_mae(record, report)
+    metrics = {name: float(record[key]) for key, name in EPOCH_NAMES.items()}
     for target, (scale, unit) in report.items():
         metrics[mae_metric("val", target, unit)] = float(per_target[target]) * scale
-    if "seconds" in record:
-        metrics["epoch_seconds"] = float(record["seconds"])
-        metrics["train_structures_per_s"] = float(record["train_per_s"])
+    if M.TRAIN_PER_S in record:  # a worker's report (a history record has no rate)
+        metrics.update({name: float(record[key]) for key, name in TIMING_NAMES.items()})
     return metrics

@@ -39,6 +39,7 @@ from scannet.featurizer import FeaturizerConfig
 from scannet.io.provenance import content_fingerprint
 from scannet.model import SCANN, SCANNConfig, count_parameters
 from scannet.model.config import preset
+from scannet.train import metrics as M
 from scannet.train.run_config import RunConfig
 from scannet.train.run_folder import RunFolder
 from scannet.train.trainer import predict_batches, target_statistics
@@ -463,7 +464,7 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
         parameters=count_parameters(model),
         epochs_run=len(state["history"]),
         best_epoch=int(state["best_epoch"]),
-        resumed_from_epoch=int(launch["start_epoch"]),
+        resumed_from_epoch=int(launch[M.START_EPOCH]),
         test_evaluated=len(targets),
         test_mae=test_mae,
         report_units={t: report[t][1] for t in prepared.config.targets},
@@ -479,11 +480,11 @@ def epoch_line(metrics: dict[str, Any], dataset: DatasetInfo, targets: tuple[str
     maes = []
     for t in targets:
         scale, unit = dataset.report(t)
-        maes.append(f"{t} {metrics[f'val_mae_{t}'] * scale:.4g} {unit}")
+        maes.append(f"{t} {metrics[M.mae_key('val', t)] * scale:.4g} {unit}")
     return (
-        f"epoch {metrics['epoch'] + 1:>4}/{metrics['epochs']}  loss {metrics['train_loss']:.4f}  "
-        f"val MAE {', '.join(maes)}  lr {metrics['lr']:.2e}  {metrics['seconds']:.1f} s  "
-        f"{metrics['train_per_s']:,.0f} structures/s"
+        f"epoch {metrics[M.EPOCH] + 1:>4}/{metrics[M.EPOCHS]}  loss {metrics[M.TRAIN_LOSS]:.4f}  "
+        f"val MAE {', '.join(maes)}  lr {metrics[M.LR]:.2e}  {metrics[M.SECONDS]:.1f} s  "
+        f"{metrics[M.TRAIN_PER_S]:,.0f} structures/s"
     )
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from scannet.featurizer import FeaturizerConfig
 from scannet.io.atomic import AtomicWrite, recover_path
 from scannet.model import SCANN, SCANNConfig
 from scannet.precision import Precision
+from scannet.train import metrics as M
 from scannet.train.run_config import FaultHooks
 from scannet.train.run_folder import LATEST_CHECKPOINT, MODEL_FILE, TRAIN_STATE, RunFolder
 from scannet.train.trainer import TrainConfig, TrainLoop
@@ -238,7 +239,7 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
 
     start_epoch = loop.epoch
     if rank == 0 and config.run_dir:  # where this worker group started (read by the driver)
-        RunFolder(config.run_dir).launch.write_text(json.dumps({"start_epoch": start_epoch}))
+        RunFolder(config.run_dir).launch.write_text(json.dumps({M.START_EPOCH: start_epoch}))
     while not loop.should_stop:
         _maybe_fail(config, loop.epoch, rank)
         train.set_epoch(loop.epoch)
@@ -250,11 +251,16 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
         record = loop.end_epoch(train_loss, val_mae, lr)
 
         # [4] report: metrics from every rank (a barrier), the checkpoint from rank 0
-        metrics = {"epoch": record.epoch, "train_loss": record.train_loss, "val_mae": record.val_mae, "lr": lr}
-        metrics["last"] = loop.should_stop  # the epoch budget is spent or early stopping triggered
-        metrics.update({"start_epoch": start_epoch, "val_structures": val_count, "epochs": config.train.epochs})
-        metrics.update({"seconds": record.seconds, "train_per_s": train_rows / train_seconds})
-        metrics.update({f"val_mae_{t}": v for t, v in val_mae.items()})
+        metrics = M.epoch_report(
+            asdict(record),
+            {
+                M.LAST: loop.should_stop,
+                M.START_EPOCH: start_epoch,
+                M.VAL_STRUCTURES: val_count,
+                M.EPOCHS: config.train.epochs,
+                M.TRAIN_PER_S: train_rows / train_seconds,
+            },
+        )
         rank_rng = all_gather_objects(rng_state())
         with tempfile.TemporaryDirectory() as folder:
             keep = rank == 0 and session.wants_checkpoint(metrics)

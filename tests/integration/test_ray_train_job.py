@@ -16,7 +16,7 @@ from ase.build import molecule
 import scannet
 from scannet.data.qm9 import write_qm9_table
 from scannet.train.run_config import FaultHooks
-from scannet.train.worker import TRAIN_STATE
+from scannet.train.run_folder import TRAIN_STATE
 from scannet_platform.tracking.registry import download_checkpoint, load_registered
 from scannet_platform.train.config import build_config
 from scannet_platform.train.driver import run_training

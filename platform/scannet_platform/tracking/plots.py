@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from scannet.train import metrics as M
 from scannet_platform.metric_names import Report
 
 PLOT_DPI = 150
@@ -28,19 +29,19 @@ def learning_curve_figure(history: Sequence[Mapping[str, Any]], report: Report, 
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
-    epochs = [int(r["epoch"]) + 1 for r in history]
+    epochs = [int(r[M.EPOCH]) + 1 for r in history]
     best = best_epoch + 1
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6), sharex=True, dpi=PLOT_DPI)
     units = {unit for _, unit in report.values()}
     for target, (scale, unit) in report.items():
-        values = [r["val_mae_per_target"][target] * scale for r in history]
+        values = [r[M.VAL_MAE_PER_TARGET][target] * scale for r in history]
         label = f"validation MAE {target}" + ("" if len(units) == 1 else f" ({unit})")
         (line,) = top.plot(epochs, values, marker="o", markersize=3, label=label)
         if best in epochs:
             top.plot([best], [values[epochs.index(best)]], marker="*", markersize=12, color=line.get_color())
     top.set_ylabel(f"MAE ({units.pop()})" if len(units) == 1 else "MAE (report units)")
-    bottom.plot(epochs, [r["train_loss"] for r in history], label="train loss (RMSE + L2)")
-    bottom.plot(epochs, [r["val_mae"] for r in history], label="validation MAE (early stopping)")
+    bottom.plot(epochs, [r[M.TRAIN_LOSS] for r in history], label="train loss (RMSE + L2)")
+    bottom.plot(epochs, [r[M.VAL_MAE] for r in history], label="validation MAE (early stopping)")
     bottom.set_ylabel("standardized (z-scores)")
     bottom.set_yscale("log")
     bottom.set_xlabel("epoch")

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from scannet.train.run import Evaluation, PreparedRun, RunSummary
 from scannet.train.run_config import RunConfig
 from scannet.train.run_folder import RunFolder
-from scannet_platform.metric_names import mae_metric
+from scannet_platform.metric_names import TEST_STRUCTURES, mae_metric
 from scannet_platform.tracking.plots import PLOT_DPI, learning_curve_figure, parity_figure, r_squared, save_figure
 from scannet_platform.tracking.registry import BEST_ALIAS, ModelRecord, log_model_version, update_best_alias
 from scannet_platform.tracking.runs import log_missing_epochs
@@ -42,7 +42,7 @@ def log_results(
     log_missing_epochs(client, run_id, history, record.report, reported)
     test = {mae_metric("test", t, record.report[t][1]): record.test_mae[t] for t in record.targets}
     step = record.epochs_run
-    for key, value in {**test, "test_structures": record.test_evaluated}.items():
+    for key, value in {**test, TEST_STRUCTURES: record.test_evaluated}.items():
         client.log_metric(run_id, key, float(value), step=step)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

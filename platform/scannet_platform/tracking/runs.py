@@ -23,7 +23,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from scannet.io.process import identity_alive, process_identity
-from scannet_platform.metric_names import Report, epoch_metrics
+from scannet.train import metrics as M
+from scannet_platform.metric_names import EPOCH_STEP_METRIC, Report, epoch_metrics
 
 RUN_NAME_TAG = "scannet.run_name"
 
@@ -263,7 +264,7 @@ class EpochLogger:
 
 
 def _log_epoch(client: MlflowClient, run_id: str, record: Mapping[str, Any], report: Report) -> None:
-    step = int(record["epoch"]) + 1
+    step = int(record[M.EPOCH]) + 1
     stamp = int(1000 * time.time())
     metrics = [Metric(k, v, stamp, step) for k, v in epoch_metrics(record, report).items()]
     client.log_batch(run_id, metrics=metrics)
@@ -281,10 +282,10 @@ def log_missing_epochs(
     ``reported``: epoch (0-based) -> the record the workers reported for it; its time and rate (which the
     history does not keep) are logged with the epoch, so a backfilled epoch has every metric a live one has.
     """
-    logged = {m.step for m in client.get_metric_history(run_id, "train_loss_standardized")}
-    missing = [r for r in history if int(r["epoch"]) + 1 not in logged]
+    logged = {m.step for m in client.get_metric_history(run_id, EPOCH_STEP_METRIC)}
+    missing = [r for r in history if int(r[M.EPOCH]) + 1 not in logged]
     for record in missing:
-        live = (reported or {}).get(int(record["epoch"]), {})
-        timing = {k: live[k] for k in ("seconds", "train_per_s") if k in live}
+        live = (reported or {}).get(int(record[M.EPOCH]), {})
+        timing = {k: live[k] for k in M.TIMING if k in live}
         _log_epoch(client, run_id, {**record, **timing}, report)
     return len(missing)

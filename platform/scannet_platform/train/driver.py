@@ -30,7 +30,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from scannet.train import metrics as M
 from scannet.train.run import DatasetInfo, PreparedRun, RunSummary, epoch_line, finish_run, prepare_run
+from scannet.train.run_folder import EPOCH_RECORDS, RAY_TRAIN_FOLDER
 from scannet.typed_config import to_plain
 from scannet_platform.data_pipeline import ray_featurizer
 from scannet_platform.environment import run_environment
@@ -38,14 +40,6 @@ from scannet_platform.runtime import checkpoint_resolver, ensure_ray, quiet_libr
 from scannet_platform.tracking.results import register_model
 from scannet_platform.train.config import PLATFORM_RESUMABLE_KEYS, TrainJobConfig
 from scannet_platform.train.session import train_loop_per_worker
-
-RAY_TRAIN_FOLDER = "ray_train"  # Ray Train's storage inside the run folder
-
-
-EPOCH_LOG = "epochs.log"
-
-
-EPOCH_RECORDS = "epochs.jsonl"  # the reported metrics of each epoch, for MLflow when live logging could not
 
 
 def reported_epochs(path: Path) -> dict[int, dict[str, Any]]:
@@ -55,7 +49,7 @@ def reported_epochs(path: Path) -> dict[int, dict[str, Any]]:
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
-                records[int(record["epoch"])] = record
+                records[int(record[M.EPOCH])] = record
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a crash
     return records
@@ -131,7 +125,7 @@ def fit(job: TrainJobConfig, prepared: PreparedRun, run_id: str | None = None):
             failure_config=FailureConfig(max_failures=job.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints),  # the most recent ones
             callbacks=[
-                epoch_printer(prepared.dataset, job.targets, prepared.run_dir / EPOCH_LOG, job.tracking_uri, run_id)
+                epoch_printer(prepared.dataset, job.targets, prepared.folder.epoch_log, job.tracking_uri, run_id)
             ],
         ),
     )
@@ -182,8 +176,8 @@ def _train_and_log(
     job: TrainJobConfig, prepared: PreparedRun, run_id: str, uri: str, environment: dict, start: float
 ) -> RunSummary:
 
-    (prepared.run_dir / "launch.json").unlink(missing_ok=True)
-    with follow(prepared.run_dir / EPOCH_LOG):
+    prepared.folder.launch.unlink(missing_ok=True)
+    with follow(prepared.folder.epoch_log):
         result = fit(job, prepared, run_id)
     if result.error is not None:
         raise RuntimeError(f"training run {job.name!r} failed: {result.error}")
@@ -199,11 +193,11 @@ def _train_and_log(
         uri=uri,
         run_id=run_id,
         model_name=model_name,
-        files=[prepared.split_file, prepared.split_ids, prepared.run_dir / "run_config.json"],
+        files=[prepared.split_file, prepared.split_ids, prepared.folder.run_config],
         environment=environment,
-        reported=reported_epochs(prepared.run_dir / EPOCH_RECORDS),
+        reported=reported_epochs(prepared.folder.epoch_records),
     )
     summary.mlflow_run_id, summary.model_uri = run_id, f"models:/{model_name}/{version}"
     summary.seconds = time.perf_counter() - start
-    (prepared.run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
+    prepared.folder.summary.write_text(json.dumps(asdict(summary), indent=1))
     return summary

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANNConfig
 from scannet.model.config import preset as model_preset
+from scannet.train import metrics as M
 from scannet.train.run_config import NAME_PATTERN, RUN_PRESETS, RunConfig, layered_config
 from scannet.train.trainer import TrainConfig
 from scannet.typed_config import ConfigError, build, read_yaml_mapping
@@ -101,7 +102,7 @@ class StudyConfig(TrackingConfig):
     name: str = "scannet-study"
     run: dict[str, Any] = field(default_factory=dict)
     space: dict[str, Any] = field(default_factory=dict)
-    metric: str = "val_mae"
+    metric: str = M.VAL_MAE
     mode: Literal["min", "max"] = "min"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     searcher: SearcherConfig = field(default_factory=SearcherConfig)
@@ -140,9 +141,9 @@ class StudyConfig(TrackingConfig):
                 f"scheduler.grace_period {self.scheduler.grace_period} must be below the epoch budget "
                 f"run.train.epochs {base.train.epochs}, or ASHA never compares trials"
             )
-        targets = {f"val_mae_{t}" for t in base.targets}
-        if self.metric not in {"val_mae", *targets}:
-            raise ConfigError(f"metric {self.metric!r}: choose val_mae or one of {sorted(targets)}")
+        targets = {M.mae_key("val", t) for t in base.targets}
+        if self.metric not in {M.VAL_MAE, *targets}:
+            raise ConfigError(f"metric {self.metric!r}: choose {M.VAL_MAE} or one of {sorted(targets)}")
         self.model_grid(self.base_model())  # parses and checks the space too
 
     # ------------------------------------------------------------------------------------------ the run

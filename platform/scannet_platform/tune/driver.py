@@ -34,15 +34,17 @@ import numpy as np
 from mlflow import MlflowClient
 from ray import tune
 
+from scannet.train import metrics as M
 from scannet.train.run import PreparedRun, config_changes, data_facts, finish_run, graph_table_for, prepare_run
 from scannet.typed_config import ConfigError, to_plain
 from scannet_platform.data_pipeline import ray_featurizer
 from scannet_platform.environment import run_environment
+from scannet_platform.metric_names import objective_metric, objective_unit
 from scannet_platform.runtime import checkpoint_resolver, ensure_ray, quiet_libraries, tracked_run
 from scannet_platform.tracking.results import register_model
 from scannet_platform.tune.config import StudyConfig
 from scannet_platform.tune.resources import cluster_nodes, plan_concurrency
-from scannet_platform.tune.trial import EPOCHS_DONE, TrialPlan, objective_metric, run_trial
+from scannet_platform.tune.trial import EPOCHS_DONE, TrialPlan, run_trial
 
 STUDY_FILE = "study.json"
 
@@ -117,14 +119,14 @@ class TrialLines(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.objective)
         print(
-            f"trial {trial.trial_id} epoch {result['epoch'] + 1:>3}/{result['epochs']}  {self.objective} "
+            f"trial {trial.trial_id} epoch {result[M.EPOCH] + 1:>3}/{result[M.EPOCHS]}  {self.objective} "
             f"{value:.4g}{' ' + self.unit if self.unit else ''}  ({result.get('time_this_iter_s', 0):.1f} s)",
             flush=True,
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
-        outcome = "completed" if last.get("last") else "stopped early"
+        outcome = "completed" if last.get(M.LAST) else "stopped early"
         self._record(trial.trial_id, outcome)
         print(f"trial {trial.trial_id} {outcome} after epoch {last.get(EPOCHS_DONE, 0)}", flush=True)
 
@@ -310,11 +312,6 @@ class StudySummary:
         return lines
 
 
-def objective_unit(study: StudyConfig, plan: TrialPlan) -> str:
-    """The report unit of the study's metric (none for the standardized ``val_mae``)."""
-    return plan.report[study.metric[len("val_mae_") :]][1] if study.metric != "val_mae" else ""
-
-
 def run_study(study: StudyConfig) -> StudySummary:
     """Prepare, run (or resume) the trials, evaluate and register the best, export the top-k; MLflow throughout."""
     from scannet_platform.tracking import runs
@@ -327,7 +324,7 @@ def run_study(study: StudyConfig) -> StudySummary:
     prepared, plan = prepare_study(study)
     study_dir = prepared.run_dir
     objective = objective_metric(study.metric, plan.report)
-    unit = objective_unit(study, plan)
+    unit = objective_unit(study.metric, plan.report)
     print(
         f"study {study.name}: {study_dir}\n"
         f"data: {prepared.featurized_sizes} structures (train/val/test), {len(plan.graph_tables)} graph table(s)"
@@ -390,7 +387,7 @@ def _run_and_report(
     unfinished = any(r.outcome in ("interrupted", "not started") for r in rows) or len(rows) < study.num_samples
     interrupted = unfinished and not budget  # the time budget ends a study: its best so far is evaluated
     summary = StudySummary(
-        study.name, str(study_dir), objective, objective_unit(study, plan), counts, 0.0, reason, interrupted=interrupted
+        study.name, str(study_dir), objective, objective_unit(study.metric, plan.report), counts, 0.0, reason, interrupted=interrupted
     )
     summary.budget_reached = unfinished and budget
     summary.ended_this_launch = len(read_outcomes(study_dir)) - ended_before

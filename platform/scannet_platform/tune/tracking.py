@@ -26,7 +26,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
+from scannet.train import metrics as M
+from scannet_platform.metric_names import EPOCH_STEP_METRIC
 from scannet_platform.tracking.plots import PLOT_DPI, pyplot, save_figure
+from scannet_platform.tune.trial import PASSED_ON
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "scannet.study"
@@ -35,7 +38,7 @@ OUTCOME_TAG = "scannet.trial_outcome"
 ATTEMPT_TAG = "scannet.trial_attempt"  # 2, 3, ...: the trial restarted without a checkpoint after an interruption
 BEST_TAG = "scannet.best_trial"  # the best trial's id; its parameters as scannet.best_trial.<parameter>
 #: Result keys that are Tune's bookkeeping or ours, not metrics of the model.
-NOT_METRICS = {"epoch", "epochs", "last", "start_epoch", "done", "training_iteration", "timestamp", "pid"}
+NOT_METRICS = {*PASSED_ON, "done", "training_iteration", "timestamp", "pid"}
 
 
 class TrialRuns(tune.Callback):
@@ -92,8 +95,8 @@ class TrialRuns(tune.Callback):
         """A trial of an interrupted study that starts again before epochs it had logged (no checkpoint of them)
         gets a new child run (attempt n + 1); the old one ends KILLED, so no run holds an epoch twice."""
         run_id = self.run_id(trial)
-        logged = [m.step for m in self.client.get_metric_history(run_id, "train_loss_standardized")]
-        if not logged or int(result["epoch"]) + 1 > max(logged):
+        logged = [m.step for m in self.client.get_metric_history(run_id, EPOCH_STEP_METRIC)]
+        if not logged or int(result[M.EPOCH]) + 1 > max(logged):
             return
         attempt = int(self.client.get_run(run_id).data.tags.get(ATTEMPT_TAG, "1"))
         self.client.set_tag(run_id, OUTCOME_TAG, f"interrupted after epoch {max(logged)}, restarted")
@@ -120,7 +123,7 @@ class TrialRuns(tune.Callback):
         if trial.trial_id not in self._reported:  # its first report in this launch
             self._reported.add(trial.trial_id)
             self._restart_if_redone(trial, result)
-        step, stamp = int(result["epoch"]) + 1, int(1000 * time.time())
+        step, stamp = int(result[M.EPOCH]) + 1, int(1000 * time.time())
         metrics = [
             Metric(k, float(v), stamp, step)
             for k, v in result.items()
@@ -129,7 +132,7 @@ class TrialRuns(tune.Callback):
         self.client.log_batch(self.run_id(trial), metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        outcome = "completed" if (trial.last_result or {}).get("last") else "stopped early"
+        outcome = "completed" if (trial.last_result or {}).get(M.LAST) else "stopped early"
         self._safely(self._end, trial, "FINISHED", outcome)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

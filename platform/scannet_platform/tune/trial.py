@@ -16,22 +16,16 @@ from typing import Any
 
 import torch
 
+from scannet.train import metrics as M
 from scannet.train.worker import WorkerConfig, run_worker
-from scannet_platform.metric_names import Report, epoch_metrics, mae_metric
+from scannet_platform.metric_names import epoch_metrics
 from scannet_platform.tune.config import StudyConfig
 
 #: ASHA's clock: epochs finished, reported by the trial itself (Tune's iteration count restarts with a trial
 #: that is restarted without a checkpoint; this does not).
 EPOCHS_DONE = "epochs_done"
-
-
-def objective_metric(metric: str, report: Report) -> str:
-    """The reported metric the study optimises: ``val_mae`` -> ``val_mae_standardized`` (the mean z-scored MAE
-    over targets, the early-stopping metric), ``val_mae_homo`` -> ``val_mae_homo_meV`` (report units)."""
-    if metric == "val_mae":
-        return "val_mae_standardized"
-    target = metric[len("val_mae_") :]
-    return mae_metric("val", target, report[target][1])
+#: The worker's report keys a trial reports as they are (bookkeeping, not metrics of the model).
+PASSED_ON = (M.EPOCH, M.EPOCHS, M.LAST, M.START_EPOCH)
 
 
 @dataclass(frozen=True)
@@ -89,15 +83,13 @@ class TuneSession:
         """The last epoch of the trial, and every ``checkpoint_every`` epochs (each one costs a copy into the
         study folder; frequent ones cut the trials a study finishes)."""
         every = self.plan.study.checkpoint_every
-        return bool(metrics["last"]) or (every > 0 and (metrics["epoch"] + 1) % every == 0)
+        return bool(metrics[M.LAST]) or (every > 0 and (metrics[M.EPOCH] + 1) % every == 0)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         values = {
-            "epoch": metrics["epoch"],
-            EPOCHS_DONE: metrics["epoch"] + 1,
-            "epochs": metrics["epochs"],
-            "last": bool(metrics["last"]),
-            "start_epoch": metrics["start_epoch"],
+            **{key: metrics[key] for key in PASSED_ON},
+            M.LAST: bool(metrics[M.LAST]),
+            EPOCHS_DONE: metrics[M.EPOCH] + 1,
             **epoch_metrics(metrics, self.plan.report),
         }
         checkpoint = self._tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None

@@ -99,7 +99,8 @@ def test_backfilled_epochs_carry_every_metric_a_live_one_has(tmp_path):
     import mlflow
 
     from scannet.train.run import DatasetInfo
-    from scannet_platform.train.driver import EPOCH_RECORDS, epoch_printer, reported_epochs
+    from scannet.train.run_folder import EPOCH_RECORDS
+    from scannet_platform.train.driver import epoch_printer, reported_epochs
 
     dataset = DatasetInfo("qm9", tmp_path / "structures.parquet", {"homo": "eV"})
     callback = cloudpickle.loads(cloudpickle.dumps(epoch_printer(dataset, ("homo",), tmp_path / "epochs.log")))

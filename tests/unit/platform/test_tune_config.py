@@ -12,11 +12,11 @@ import yaml
 
 from scannet.model import SCANN
 from scannet.typed_config import ConfigError
+from scannet_platform.metric_names import objective_metric
 from scannet_platform.tune.config import load_study
 from scannet_platform.tune.driver import TrialResult, check_study_resume, to_rows
 from scannet_platform.tune.resources import plan_concurrency
 from scannet_platform.tune.tracking import parameter_importances, write_results_csv
-from scannet_platform.tune.trial import objective_metric
 
 SPACES = sorted((Path(__file__).parents[3] / "tune_spaces").glob("*.yaml"))
 

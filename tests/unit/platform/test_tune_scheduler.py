@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
+from scannet_platform.metric_names import objective_metric
 from scannet_platform.tune.config import load_study
 from scannet_platform.tune.driver import scheduler
-from scannet_platform.tune.trial import EPOCHS_DONE, objective_metric
+from scannet_platform.tune.trial import EPOCHS_DONE
 from tests.unit.platform.test_tune_config import write
 
 REPORT = {"homo": ("eV", "meV")}

@@ -24,10 +24,9 @@ from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANNConfig
 from scannet.train import TrainConfig
 from scannet.train.run_config import FaultHooks
+from scannet.train.run_folder import MODEL_FILE, TRAIN_STATE
 from scannet.train.trainer import NonFiniteLossError
 from scannet.train.worker import (
-    MODEL_FILE,
-    TRAIN_STATE,
     LocalSession,
     WorkerConfig,
     per_rank_batch_size,
