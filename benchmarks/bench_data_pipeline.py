@@ -90,7 +90,7 @@ def plain_ingest(graphs: Path, batch_size: int, max_atoms: int | None = None) ->
 
 
 def ray_ingest(graphs: Path, batch_size: int, max_atoms: int | None = None) -> tuple[int, int, float]:
-    from scannet_platform.data_pipeline import iter_graph_batches, read_graph_dataset
+    from _ray_data_ingest import iter_graph_batches, read_graph_dataset
 
     ds = read_graph_dataset(graphs)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Ray Data pipelines: featurize a structures table into a graph table, and stream graph batches to training.
+"""Ray Data pipelines: featurize a structures table into a graph table (the featurize step of training).
 
 Import as ``scannet_platform.data_pipeline`` (the ``platform/`` folder is installed under that name). Nothing
 here calls ``ray.init``; the caller (a job script, a test fixture) does.
@@ -17,29 +17,8 @@ featurized. :func:`write_graph_table` splits the stream: each task writes its go
 graph table (schema with the featurizer hash), the driver writes the bad rows to ``quarantine.parquet`` and
 returns the counts.
 
-Training ingest::
-
-    for batch in iter_graph_batches(ds, targets=["homo"], batch_size=128, local_shuffle_buffer_size=4096):
-        ...  # batch: dict of tensors, exactly scannet.batch.collate_graphs's layout
-
-``ds`` is a graph table read with :func:`read_graph_dataset` (hash-checked), or featurized on the fly with
-:func:`training_dataset` (streaming straight into training without writing; bad records dropped).
-
-Inside a Ray Train worker (Train V2)::
-
-    trainer = TorchTrainer(train_loop, datasets={"train": read_graph_dataset(path, featurizer, rows_per_block=512)},
-                           dataset_config=ray.train.DataConfig(datasets_to_split=["train"]), ...)
-
-    def train_loop(config):
-        shard = ray.train.get_dataset_shard("train")   # a DataIterator: this worker's rows, each row once
-        for epoch in range(config["epochs"]):
-            for batch in iter_graph_batches(shard, targets=config["targets"], batch_size=128,
-                                            local_shuffle_buffer_size=4096, seed=epoch):
-                ...  # device="auto": already on the worker's GPU
-
-``rows_per_block`` gives the split several blocks per worker (a graph table is read as one block per row
-group). Shards of a Ray split may differ by a few rows (``equal=False``); the DDP loop must tolerate uneven
-batch counts, or use ``streaming_split(n, equal=True)``.
+Training reads the graph table with the library's :class:`scannet.data.loader.GraphTableDataset` (the worker
+loop's one ingest path); :func:`ray_featurizer` is the featurize step of the training and tuning drivers.
 """
 
 from __future__ import annotations
@@ -49,30 +28,23 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from scannet.data import schema as S
 from scannet.data.graphs_table import (
     DEFAULT_ROW_GROUP_SIZE,
-    ERROR,
     GRAPH_TABLE_ENTRIES,
     GRAPHS_SUBDIR,
     QUARANTINE_FILE,
     SUMMARY_FILE,
     FeaturizeSummary,
-    atom_budget_slices,
-    check_featurizer,
-    collate_arrow,
     featurize_records,
-    graph_table_files,
     graph_table_schema,
-    row_atom_counts,
     split_errors,
     target_columns,
     write_featurized,
@@ -84,12 +56,6 @@ from scannet_platform.runtime import ensure_ray
 if TYPE_CHECKING:
     import ray.data
 
-    from scannet.batch import Batch
-
-try:  # a DeveloperAPI base class: with it iter_torch_batches hands the collate a pyarrow.Table
-    from ray.data.collate_fn import ArrowBatchCollateFn as _ArrowCollateBase
-except ImportError:  # pragma: no cover - older Ray
-    _ArrowCollateBase = object
 
 Compute = Literal["actors", "tasks"]
 
@@ -286,139 +252,6 @@ def write_graph_table(
         summary.seconds = time.perf_counter() - start
         (staged.path / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
     return summary
-
-
-def _drop_errors(batch: pa.Table) -> pa.Table:
-    return batch.filter(pc.is_null(batch[ERROR])).drop_columns([ERROR])
-
-
-def read_graph_dataset(
-    path: str | Path,
-    featurizer: FeaturizerConfig | None = None,
-    rows_per_block: int | None = None,
-    **read_args: Any,
-) -> ray.data.Dataset:
-    """A graph table as a Ray dataset; refuses a table made with other settings than ``featurizer``.
-
-    Parquet is read one row group per block at the finest; ``rows_per_block`` re-cuts the stream into
-    smaller blocks (streaming), e.g. so that ``streaming_split`` / Ray Train shards get several blocks each.
-    """
-    import pyarrow.parquet as pq
-    import ray.data
-
-    files = graph_table_files(path)
-    if featurizer is not None:
-        for file in files:
-            check_featurizer(pq.read_schema(file), featurizer, file)
-    ds = ray.data.read_parquet([str(f) for f in files], **read_args)
-    return ds.repartition(target_num_rows_per_block=rows_per_block) if rows_per_block else ds
-
-
-def training_dataset(
-    source: ray.data.Dataset | str | Path,
-    featurizer: FeaturizerConfig | None = None,
-    units: Mapping[str, str] | None = None,
-    featurize: bool | None = None,
-    **featurize_args: Any,
-) -> ray.data.Dataset:
-    """The graph rows to train on, from a graph table or straight from structures (no write).
-
-    ``source`` is a graph table folder/file (read, hash-checked when ``featurizer`` is given), or a
-    structures table path / dataset that is featurized on the fly (``featurize=True``, the default for a
-    dataset); bad records are dropped from the stream (use :func:`write_graph_table` to keep them).
-    """
-    if featurize is None:
-        featurize = not isinstance(source, str | Path) or not _is_graph_table(source)
-    if not featurize:
-        return read_graph_dataset(source, featurizer)
-    ds = featurize_dataset(source, featurizer, units, **featurize_args)
-    return ds.map_batches(_drop_errors, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
-
-
-def _is_graph_table(path: str | Path) -> bool:
-    import pyarrow.parquet as pq
-
-    try:
-        files = graph_table_files(path)
-    except FileNotFoundError:
-        return False
-    return (pq.read_schema(files[0]).metadata or {}).get(S.META_TABLE) == b"graphs"
-
-
-# ---------------------------------------------------------------------------------------- batch ingest
-
-
-class GraphCollate(_ArrowCollateBase):
-    """``iter_torch_batches`` collate: a pyarrow batch of graph rows -> the packed dict of tensors."""
-
-    def __init__(self, targets: Sequence[str] = ()) -> None:
-        self.targets = list(targets)
-
-    def __call__(self, batch: pa.Table) -> Batch:
-        return collate_arrow(batch, self.targets)
-
-
-def _resolve_device(device: Any) -> Any:
-    if device != "auto":
-        return device
-    from ray.train.torch import get_device
-    from ray.train.utils import _in_ray_train_worker
-
-    return get_device() if _in_ray_train_worker() else "cpu"
-
-
-def iter_graph_batches(
-    ds: Any,
-    targets: Sequence[str] = (),
-    batch_size: int = 128,
-    max_atoms: int | None = None,
-    local_shuffle_buffer_size: int | None = None,
-    seed: int | None = None,
-    device: Any = "auto",
-    prefetch_batches: int = 2,
-    drop_last: bool = False,
-) -> Iterator[Batch]:
-    """Packed graph batches (dict of tensors, on ``device``) from a Ray dataset or a ``DataIterator`` shard.
-
-    Args:
-        ds: a ``ray.data.Dataset`` of graph rows, or the ``DataIterator`` of ``ray.train.get_dataset_shard``
-            or ``Dataset.streaming_split``.
-        targets: target columns, in order, for ``batch["targets"]`` [B, T].
-        batch_size: structures per batch (fixed-count mode) — through ``iter_torch_batches(collate_fn=...)``.
-        max_atoms: atom budget per batch instead; rows are fetched in chunks of ``batch_size`` and re-cut
-            (structures never split, one larger than the budget alone in its batch).
-        local_shuffle_buffer_size: rows in Ray's local shuffle buffer (None: no shuffle).
-        seed: seed of the local shuffle.
-        device: ``"auto"`` (the Ray Train worker's device, else CPU) or a torch device.
-    """
-    shuffle = {"local_shuffle_buffer_size": local_shuffle_buffer_size, "local_shuffle_seed": seed}
-    if max_atoms is None:
-        yield from ds.iter_torch_batches(
-            batch_size=batch_size,
-            collate_fn=GraphCollate(targets),
-            device=device,
-            prefetch_batches=prefetch_batches,
-            drop_last=drop_last,
-            **shuffle,
-        )
-        return
-    from scannet.batch import batch_to
-
-    device = _resolve_device(device)
-    carry: pa.Table | None = None
-    chunks = ds.iter_batches(
-        batch_size=batch_size, batch_format="pyarrow", prefetch_batches=prefetch_batches, **shuffle
-    )
-    for chunk in chunks:
-        table = pa.concat_tables([carry, chunk]) if carry is not None else chunk
-        table = table.combine_chunks()
-        slices = atom_budget_slices(row_atom_counts(table), max_atoms)
-        for start, end in slices[:-1]:
-            yield batch_to(collate_arrow(table.slice(start, end - start), targets), device)
-        start, end = slices[-1]
-        carry = table.slice(start, end - start)
-    if carry is not None and carry.num_rows:
-        yield batch_to(collate_arrow(carry, targets), device)
 
 
 def ray_featurizer(verbose: bool = False):

@@ -1,4 +1,4 @@
-"""Ray Data pipeline against the plain one: same graphs and quarantine, streaming batches, disjoint shards.
+"""Ray Data pipeline against the plain one: same graphs and quarantine; an interrupted write leaves the old table.
 
 One local Ray instance (2 CPUs, no dashboard) is started for the module and shut down after it.
 """
@@ -6,16 +6,12 @@ One local Ray instance (2 CPUs, no dashboard) is started for the module and shut
 from __future__ import annotations
 
 import importlib.util
-from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from scannet.batch import collate_graphs
 from scannet.data.graphs_table import (
-    FeaturizerMismatchError,
     featurize_table,
     graph_cache_dir,
     read_graph_table,
@@ -99,10 +95,6 @@ def test_ray_and_plain_pipelines_give_identical_graphs_and_quarantine(plain_tabl
     quarantined = [sorted(pq.read_table(d / "quarantine.parquet").to_pylist(), key=str) for d in (plain_dir, ray_dir)]
     assert quarantined[0] == quarantined[1]
     assert {row["id"] for row in quarantined[0]} == {"m0100", "m0201"}
-    with pytest.raises(FeaturizerMismatchError):
-        from scannet_platform.data_pipeline import read_graph_dataset
-
-        read_graph_dataset(ray_dir, FeaturizerConfig.crystals())
 
 
 def test_interrupted_ray_write_leaves_the_previous_table(ray_table, structures_path, tmp_path, monkeypatch):
@@ -131,53 +123,3 @@ def test_interrupted_ray_write_leaves_the_previous_table(ray_table, structures_p
         write_graph_table(featurize_dataset(structures_path, config, batch_size=64), out, config, UNITS, overwrite=True)
     after = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
-
-
-def test_streaming_from_structures_into_batches_without_writing(ray_local, structures_path, plain_table):
-    from scannet_platform.data_pipeline import iter_graph_batches, training_dataset
-
-    ds = training_dataset(structures_path, FeaturizerConfig.molecules(), batch_size=64)
-    batches = list(iter_graph_batches(ds, targets=list(UNITS), batch_size=50))
-    assert sum(int(b["n_atoms"].shape[0]) for b in batches) == N_MOLECULES
-    # same packed batches as collate_graphs on the plain table's graphs, whatever the block order
-    plain = by_id(read_graph_table(plain_table[0]))
-    ordered = [plain[key] for key in sorted(plain)]
-    got = torch.cat([b["targets"] for b in batches])
-    expected = collate_graphs([g for g, _ in ordered], np.stack([t for _, t in ordered]))
-    assert sorted(got[:, 0].tolist()) == sorted(expected["targets"][:, 0].tolist())
-    assert int(sum(b["edge_center"].shape[0] for b in batches)) == int(expected["edge_center"].shape[0])
-
-
-def test_atom_budget_batches_from_the_graph_table(ray_table):
-    from scannet_platform.data_pipeline import iter_graph_batches, read_graph_dataset
-
-    ds = read_graph_dataset(ray_table[0], FeaturizerConfig.molecules())
-    budget = 200
-    n = 0
-    for batch in iter_graph_batches(
-        ds, targets=["homo"], max_atoms=budget, batch_size=64, local_shuffle_buffer_size=128, seed=0
-    ):
-        assert int(batch["n_atoms"].sum()) <= budget
-        assert batch["targets"].shape == (batch["n_atoms"].shape[0], 1)
-        n += int(batch["n_atoms"].shape[0])
-    assert n == N_MOLECULES
-
-
-def test_streaming_split_shards_cover_each_id_once(ray_table):
-    from scannet_platform.data_pipeline import read_graph_dataset
-
-    ds = read_graph_dataset(ray_table[0], rows_per_block=32)
-    shards = ds.streaming_split(2, equal=True)  # 300 rows: 150 each, nothing dropped
-    seen: Counter = Counter()
-
-    @ray.remote(num_cpus=0)
-    def consume(shard):
-        return [
-            i for batch in shard.iter_batches(batch_size=32, batch_format="pyarrow") for i in batch["id"].to_pylist()
-        ]
-
-    for ids in ray.get([consume.remote(shard) for shard in shards]):
-        assert len(ids) == N_MOLECULES // 2
-        seen.update(ids)
-    expected = read_graph_table(ray_table[0])["id"].to_pylist()
-    assert seen == Counter(expected)
