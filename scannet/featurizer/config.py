@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 MoleculeMode = Literal["exact", "box10"]
+#: The reference settings a model is made for (:meth:`FeaturizerConfig.for_kind`).
+FeaturizerKind = Literal["molecules", "crystals"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,37 @@ class FeaturizerConfig:
     def crystals(cls, **overrides: Any) -> FeaturizerConfig:
         """The reference settings for crystals (MP2018, SmFe12): d_t = 6 Å, w_t = 0.4 sr."""
         return cls(**{"distance_threshold": 6.0, "solid_angle_threshold": 0.4, **overrides})
+
+    @classmethod
+    def for_kind(cls, kind: FeaturizerKind, **overrides: Any) -> FeaturizerConfig:
+        """The reference settings of ``kind``: :meth:`molecules` or :meth:`crystals`."""
+        if kind not in ("molecules", "crystals"):
+            raise ValueError(f"featurizer kind must be 'molecules' or 'crystals', got {kind!r}")
+        return cls.molecules(**overrides) if kind == "molecules" else cls.crystals(**overrides)
+
+    @property
+    def given(self) -> frozenset[str] | None:
+        """The keys a partial override set (:meth:`partial`); None for settings given in full."""
+        return self.__dict__.get("_given")
+
+    def partial(self, given: Iterable[str]) -> FeaturizerConfig:
+        """These settings as a partial override: only the ``given`` keys were asked for, the others are the
+        dataclass defaults (the molecule settings) and give way to what the model and the data imply
+        (:meth:`over`). Equality, hashing and :meth:`to_dict` ignore the mark."""
+        given = frozenset(given)
+        unknown = given - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown FeaturizerConfig keys {sorted(unknown)}")
+        marked = replace(self)
+        object.__setattr__(marked, "_given", given)
+        return marked
+
+    def over(self, implied: FeaturizerConfig) -> FeaturizerConfig:
+        """The settings to use where ``implied`` is what the model preset and the data call for: ``implied``
+        with the keys of a partial override, or these settings unchanged when they were given in full."""
+        if self.given is None:
+            return self
+        return replace(implied, **{name: getattr(self, name) for name in sorted(self.given)})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

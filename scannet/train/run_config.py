@@ -17,20 +17,22 @@ Presets:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from scannet.data.splits import SplitOrder
 from scannet.featurizer import FeaturizerConfig
+from scannet.featurizer.config import FeaturizerKind
 from scannet.home import default_data_cache, default_runs_dir
 from scannet.model.config import PRESETS as MODEL_PRESETS
 from scannet.precision import Precision
 from scannet.train.trainer import TrainConfig
 from scannet.typed_config import ConfigError, build, read_yaml_mapping
 
-#: The featurizer settings each model preset was made for (its distance basis matches d_t).
-MODEL_FEATURIZERS: dict[str, str] = {
+#: The featurizer settings each model preset was made for (its distance basis matches d_t); covers every preset.
+MODEL_FEATURIZERS: dict[str, FeaturizerKind] = {
     "qm9-scann+": "molecules",
     "qm9-scann": "molecules",
     "demo": "molecules",
@@ -61,7 +63,7 @@ class RunConfig:
     model_preset: str | None = None  # scannet.model.PRESETS; None: qm9-scann+ (molecules) / mp2018-scann+ (periodic)
     model_overrides: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    featurizer: FeaturizerConfig | None = None  # None: the settings the model preset was made for
+    featurizer: FeaturizerConfig | None = None  # None: the preset's settings; a mapping layers over them
     split_seed: int = 0  # seeds the slice and the split
     split_order: SplitOrder = "table"  # "atom_count": the reference's QM9 order
     val_fraction: float = 0.1  # datasets without a standard split; QM9 uses 110,000 / 10,000 / rest
@@ -105,11 +107,11 @@ class RunConfig:
         return self.model_preset or DEFAULT_MODEL[periodic]
 
     def resolved_featurizer(self, periodic: bool) -> FeaturizerConfig:
-        """The explicit settings, else those the model preset was made for (crystal settings for periodic data)."""
-        if self.featurizer is not None:
-            return self.featurizer
-        kind = MODEL_FEATURIZERS.get(self.resolved_model_preset(periodic), "molecules")
-        return FeaturizerConfig.crystals() if periodic or kind == "crystals" else FeaturizerConfig.molecules()
+        """The settings the model preset was made for (crystal settings for periodic data) with the keys of a
+        partial ``featurizer:`` mapping over them; a FeaturizerConfig given as such is used as it is."""
+        kind = "crystals" if periodic else MODEL_FEATURIZERS[self.resolved_model_preset(periodic)]
+        implied = FeaturizerConfig.for_kind(kind)
+        return implied if self.featurizer is None else self.featurizer.over(implied)
 
 
 #: Named run presets, applied over the defaults (command-line values and YAML override them).
@@ -151,11 +153,19 @@ def layered_config(
 
 
 def _apply(config, values: dict[str, Any], where: str):
-    """A partial ``featurizer:`` mapping fills in from the molecule settings (give distance_threshold for crystals)."""
+    """``values`` over ``config``. A ``featurizer:`` mapping is a partial override: its keys (with those of the
+    earlier layers) are marked, so that :meth:`RunConfig.resolved_featurizer` lays them over the settings the
+    model preset and the data imply rather than over the molecule defaults the dataclass fills in."""
     try:
-        return build(type(config), values, base=config)
+        built = build(type(config), values, base=config)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    given = values.get("featurizer")
+    if isinstance(given, Mapping) and built.featurizer is not None:
+        earlier = config.featurizer.given if config.featurizer is not None else frozenset()
+        if earlier is not None:  # None: a full FeaturizerConfig below, which the mapping only amends
+            built = replace(built, featurizer=built.featurizer.partial(earlier | set(given)))
+    return built
 
 
 def build_run_config(preset: str | None = None, yaml_file: str | None = None, **overrides: Any) -> RunConfig:
