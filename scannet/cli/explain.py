@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scannet.cli.args import add_device_argument, device_or_cpu, positive_int
-from scannet.cli.predict import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, Row, add_model_argument
+from scannet.cli.predict import EXIT_OK, EXIT_USER_ERROR, Row, add_model_argument
 
 if TYPE_CHECKING:
     from scannet.featurizer import Graph
@@ -75,20 +75,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_explanations(args: argparse.Namespace) -> int:
-    from scannet.cli.predict import open_inputs, target_columns, write_ga_files, write_table
+    from scannet.cli.predict import finish_rows, open_inputs, write_ga_files
     from scannet.explain import GA_SUFFIX
     from scannet.predictor import describe_error
 
     opened = open_inputs(args, INDEX_FILE)
     if opened is None:
         return EXIT_USER_ERROR
-    predictor, rows, readable, out, index_path = (
-        opened.predictor,
-        opened.rows,
-        opened.readable,
-        opened.out,
-        opened.main_file,
-    )
+    predictor, rows, readable, out = opened.predictor, opened.rows, opened.readable, opened.out
 
     graphs = {}
     for row, (graph, error) in zip(
@@ -116,26 +110,8 @@ def run_explanations(args: argparse.Namespace) -> int:
             f"{stem}{GA_SUFFIX}, _ga.png, _top.csv, _top.md",
             flush=True,
         )
-    for row in readable:
-        if row.error is not None:
-            print(f"{row.where}: structure {row.name!r}: {row.error}", file=sys.stderr)
-
-    try:
-        write_table(index_path, rows, target_columns(predictor), {t: predictor.unit(t) for t in predictor.targets})
-    except OSError as exc:
-        print(f"scannet: error: cannot write {index_path}: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
     n_ok = sum(row.error is None for row in rows)
-    n_failed = len(rows) - n_ok
-    print(
-        f"explained {n_ok} of {len(rows)} structures"
-        + (f" ({n_failed} failed, named above and in {INDEX_FILE})" if n_failed else "")
-        + f"; files in {out}"
-    )
-    if n_ok == 0:
-        print(f"scannet: error: no structure could be explained (reasons in {out / INDEX_FILE})", file=sys.stderr)
-        return EXIT_USER_ERROR
-    return EXIT_SOME_FAILED if n_failed else EXIT_OK
+    return finish_rows(opened, verb="explained", n_ok=n_ok, failed_in=INDEX_FILE, written=f"files in {out}")
 
 
 def write_structure_explanation(out: Path, stem: str, row: Row, graph: Graph, top_n: int, predictor: Predictor) -> str:

@@ -328,24 +328,36 @@ def run(args: argparse.Namespace) -> int:
         else:
             row.error = result.error
     write_ga_files(out, rows, args.ga_multiframe)
-    for row in readable:
+    return finish_rows(
+        opened,
+        verb="predicted",
+        n_ok=sum(row.values is not None for row in rows),
+        failed_in="the table",
+        written=f"table {out / table_path.name}, GA scores in {out}",
+    )
+
+
+def finish_rows(opened: OpenedInputs, verb: str, n_ok: int, failed_in: str, written: str) -> int:
+    """Name each failed structure on stderr, write the table of every row, print the counts; the exit code
+    (2 when the table cannot be written or no structure succeeded, 1 when some failed, else 0)."""
+    rows, table_path = opened.rows, opened.main_file
+    for row in opened.readable:
         if row.error is not None:
             print(f"{row.where}: structure {row.name!r}: {row.error}", file=sys.stderr)
-
-    columns = target_columns(predictor)
+    predictor = opened.predictor
     try:
-        write_table(table_path, rows, columns, {t: predictor.unit(t) for t in predictor.targets})
+        write_table(table_path, rows, target_columns(predictor), {t: predictor.unit(t) for t in predictor.targets})
     except OSError as exc:
         print(f"scannet: error: cannot write {table_path}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    n_ok = sum(row.values is not None for row in rows)
-    n_failed = len(rows) - sum(row.error is None for row in rows)
+    n_failed = sum(row.error is not None for row in rows)
     print(
-        f"predicted {n_ok} of {len(rows)} structures"
-        + (f" ({n_failed} failed, named above and in the table)" if n_failed else "")
-        + f"; table {out / table_path.name}, GA scores in {out}"
+        f"{verb} {n_ok} of {len(rows)} structures"
+        + (f" ({n_failed} failed, named above and in {failed_in})" if n_failed else "")
+        + f"; {written}"
     )
     if n_ok == 0:
-        print(f"scannet: error: no structure could be predicted (reasons in {out / table_path.name})", file=sys.stderr)
+        reasons = opened.out / table_path.name
+        print(f"scannet: error: no structure could be {verb} (reasons in {reasons})", file=sys.stderr)
         return EXIT_USER_ERROR
     return EXIT_SOME_FAILED if n_failed else EXIT_OK
