@@ -97,25 +97,46 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: What torch's safe load says when a file holds something other than tensors and plain data: a global it does not
+#: allow or blocks, an object it cannot build, a function it will not call, a TorchScript archive (code).
+_OBJECT_REFUSALS = (
+    "Unsupported global:",
+    "is blocked",
+    "Can only create new object",
+    "Can only build",
+    "Trying to call reduce",
+    "TorchScript archive",
+)
+
+#: The one reason given for such a file (after its name); never torch's advice on how to load it anyway.
+REFUSED_OBJECTS = "scannet refuses it because it holds objects other than tensors"
+
+
 def _unreadable_reason(exc: BaseException) -> str:
     """One short line for a file ``torch.load(weights_only=True)`` refused (torch's advice text dropped)."""
     text = str(exc)
     if isinstance(exc, EOFError) or not text.strip() and isinstance(exc, pickle.UnpicklingError):
         return "not a readable checkpoint: the file is empty or ends early"
+    if any(marker in text for marker in _OBJECT_REFUSALS):
+        return REFUSED_OBJECTS
     if "WeightsUnpickler error:" in text:
         detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
-        if detail.startswith("Unsupported global:"):
-            global_name = detail.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
-            return (
-                f"not a readable checkpoint: it holds a Python object ({global_name}) that the safe "
-                "(weights-only) load refuses; SCANNet checkpoints hold only tensors and plain data"
-            )
         detail = detail.split(" Check the documentation", 1)[0]
-        return f"not a PyTorch checkpoint file (unpickling failed: {detail[:150]})"
+        return f"not a PyTorch checkpoint file (unpickling failed: {_without_advice(detail)[:150]})"
     if "PytorchStreamReader" in text or "zip archive" in text:
         detail = text.split(".", 1)[0].replace("PytorchStreamReader failed reading zip archive: ", "")
         return f"not a readable checkpoint: the file is truncated or corrupted ({detail[:150]})"
-    return f"not a readable checkpoint ({_first_line(exc)})"
+    if "legacy .tar format" in text:
+        return "not a readable checkpoint: an old PyTorch .tar file, which scannet does not read"
+    return f"not a readable checkpoint ({_without_advice(_first_line(exc))})"
+
+
+def _without_advice(text: str) -> str:
+    """``text`` up to torch's advice on loading the file unsafely (``weights_only=False``), if it gives any."""
+    for advice in ("Weights only load failed.", "In PyTorch 2.6", "Please use `torch.serialization", "Re-running"):
+        text = text.split(advice, 1)[0]
+    text = text.strip().rstrip(":").strip()
+    return text if text and "weights_only" not in text else "the safe load refused it"
 
 
 #: Model references resolved through the platform's MLflow registry (entry point ``scannet.resolvers: mlflow``).

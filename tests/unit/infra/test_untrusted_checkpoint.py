@@ -80,3 +80,35 @@ def test_cli_refuses_without_running_it(crafted, which, command, tmp_path, capsy
     assert code == 2 and "refuses" in err, err
     assert not marker.exists()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+class SystemPayload:
+    """Unpickling this calls ``os.system`` (a module torch blocks by name, with its own advice text)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {str(self.marker)!r}",)
+
+
+REFUSED = "scannet refuses it because it holds objects other than tensors"
+
+
+@pytest.mark.parametrize("kind", ["exec", "os.system", "object", "torchscript"])
+def test_the_refusal_says_why_and_nothing_else(tmp_path, kind):
+    """The message is the file and the reason, never torch's advice to load it with ``weights_only=False``."""
+    marker = tmp_path / "PAYLOAD_RAN"
+    path = tmp_path / "model.pt"
+    if kind == "torchscript":
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
+    else:
+        payload = {"exec": Payload, "os.system": SystemPayload, "object": lambda _: FeaturizerConfig()}[kind](marker)
+        torch.save({"format": "scannet-model", "metadata": {"x": payload}}, path)
+    with pytest.raises(CheckpointError) as refused:
+        load_model(path)
+    assert str(refused.value) == f"{path}: {REFUSED}"
+    assert "weights_only" not in str(refused.value)
+    assert not marker.exists()
