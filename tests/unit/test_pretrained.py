@@ -115,3 +115,51 @@ def test_the_readme_gives_the_epochs_total_time_when_the_history_has_it():
     assert "over all launches" not in render_readme(card)  # the shipped run predates epoch timing
     card["training"]["epoch_seconds"] = 4242.0
     assert "its epochs, over all launches, 1.18 h." in render_readme(card)
+
+
+def _tampered_copy(tmp_path: Path, name: str = pretrained.DEFAULT_MODEL) -> tuple[Path, str]:
+    """A copy of the shipped folder ``name`` under ``tmp_path`` whose model.pt has one byte flipped; (its model.pt,
+    the card's SHA-256)."""
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(pretrained.PRETRAINED_DIR / name, folder)
+    model = folder / pretrained.MODEL_FILE
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    return model, json.loads((folder / pretrained.CARD_FILE).read_text())["model_sha256"]
+
+
+def test_a_shipped_model_that_differs_from_its_card_is_refused(tmp_path, monkeypatch):
+    """The card's SHA-256 is checked before torch reads the file, however the shipped model is reached."""
+    import scannet
+    from scannet.checkpoint import CheckpointError, load_model, resolve_checkpoint
+
+    model, recorded = _tampered_copy(tmp_path)
+    actual = hashlib.sha256(model.read_bytes()).hexdigest()
+    read = []
+    monkeypatch.setattr("torch.load", lambda *a, **k: read.append(a) or {})
+    with monkeypatch.context() as package:
+        package.setattr(pretrained, "PRETRAINED_DIR", tmp_path)  # the package folder, tampered
+        for load in (lambda: scannet.load(), lambda: scannet.load(pretrained.DEFAULT_MODEL), resolve_checkpoint):
+            with pytest.raises(CheckpointError, match=actual):
+                load()
+    with pytest.raises(CheckpointError) as refused:
+        pretrained.model_path(pretrained.DEFAULT_MODEL, root=tmp_path)
+    message = str(refused.value)
+    assert "\n" not in message and str(model) in message and actual in message and recorded in message
+    assert not read
+    monkeypatch.undo()
+    load_model(pretrained.model_path())  # the real shipped file still passes
+
+
+def test_a_shipped_model_without_a_recorded_sha256_is_refused(tmp_path):
+    from scannet.checkpoint import CheckpointError
+
+    model, _ = _tampered_copy(tmp_path)
+    card = json.loads((model.parent / pretrained.CARD_FILE).read_text())
+    del card["model_sha256"]
+    (model.parent / pretrained.CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="no recorded SHA-256"):
+        pretrained.model_path(pretrained.DEFAULT_MODEL, root=tmp_path)
