@@ -37,9 +37,10 @@ def _user_error_types() -> tuple[type[Exception], ...]:
     from scannet.checkpoint import CheckpointError
     from scannet.data.graphs_table import FeaturizerMismatchError
     from scannet.data.splits import SplitMismatchError
+    from scannet.io.paths import OutputPathError
     from scannet.typed_config import ConfigError
 
-    return ConfigError, FileNotFoundError, CheckpointError, SplitMismatchError, FeaturizerMismatchError
+    return ConfigError, FileNotFoundError, CheckpointError, SplitMismatchError, FeaturizerMismatchError, OutputPathError
 
 
 @contextmanager

@@ -120,12 +120,12 @@ def write_structure_explanation(out: Path, stem: str, row: Row, graph: Graph, to
         PNG_SUFFIX,
         TOP_CSV_SUFFIX,
         TOP_MARKDOWN_SUFFIX,
-        path_inside,
         plot_ga_structure,
         top_local_structures,
         write_local_structures_csv,
         write_local_structures_markdown,
     )
+    from scannet.io.paths import path_inside
 
     predicted = ", ".join(
         f"{target} {value:.4g} {predictor.unit(target) or ''}".rstrip() for target, value in row.values.items()

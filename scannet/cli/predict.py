@@ -226,12 +226,12 @@ def write_ga_files(out: Path, rows: list[Row], multiframe: bool) -> None:
     from scannet.explain import (
         GA_MULTIFRAME_FILE,
         GA_SUFFIX,
-        path_inside,
         unique_file_stems,
         with_ga_scores,
         write_ga_multiframe,
         write_ga_xyz,
     )
+    from scannet.io.paths import path_inside
     from scannet.predictor import Prediction, describe_error
 
     readable = [row for row in rows if row.atoms is not None]
@@ -278,7 +278,7 @@ def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None
     """Load ``args.model``, read ``args.files``, create ``args.out`` (``predict`` and ``explain``); None after
     printing the one-line user error (no readable input, an unusable output folder)."""
     import scannet
-    from scannet.explain import path_inside
+    from scannet.io.paths import path_inside
 
     checkpoints = [f for f in args.files if Path(f).suffix == ".pt"]
     if checkpoints:

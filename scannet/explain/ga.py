@@ -9,8 +9,8 @@ structures (centre atom and its Voronoi neighbours) ranked by score as CSV and M
 Atom indices count from 0, in file order, as in ASE.
 
 File names derived from structure names (which come from the input and may be hostile) go through
-:func:`safe_file_stem` and :func:`unique_file_stems`, and :func:`path_inside` refuses any path that
-would resolve outside the output folder.
+:func:`safe_file_stem` and :func:`unique_file_stems`, and the commands write them through
+:func:`scannet.io.paths.path_inside`, which refuses a symbolic link or any path outside the output folder.
 """
 
 from __future__ import annotations
@@ -67,16 +67,6 @@ def unique_file_stems(names: Iterable[str]) -> list[str]:
         used.add(stem.casefold())
         stems.append(stem)
     return stems
-
-
-def path_inside(folder: str | Path, file_name: str) -> Path:
-    """``folder / file_name`` after checking, on resolved paths (symbolic links followed), that it lies
-    directly inside ``folder``; raises ``ValueError`` otherwise."""
-    folder = Path(folder).resolve()
-    path = folder / file_name
-    if path.resolve().parent != folder:
-        raise ValueError(f"refusing to write {file_name!r}: it resolves to {path.resolve()}, outside {folder}")
-    return path
 
 
 def with_ga_scores(atoms: Atoms, prediction: Prediction, info: dict | None = None) -> Atoms:
