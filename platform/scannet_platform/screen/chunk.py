@@ -34,6 +34,7 @@ from scannet.data.importers import _over_limit
 from scannet.data.structures_table import Piece, table_to_structures_or_errors
 from scannet.featurizer import featurize_each
 from scannet.io.atomic import AtomicWrite
+from scannet.io.paths import OutputFolder
 from scannet.precision import Precision
 from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
@@ -189,8 +190,9 @@ class ChunkScreener:
         self.vocabularies = vocabularies
         self.schema = output_schema(self.groups)
         self.provenance = asdict(spec.provenance)
-        (self.out / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
-        (self.out / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
+        self.folder = OutputFolder(self.out)  # every path written below out is checked: no symbolic link
+        self.folder.folder(PREDICTIONS_DIR)
+        self.folder.folder(QUARANTINE_DIR)
 
     def __call__(self, pieces: pa.Table) -> pa.Table:
         results = [asdict(self.screen(Piece(**piece))) for piece in pieces.to_pylist()]
@@ -276,8 +278,8 @@ class ChunkScreener:
         for name, value in self.provenance.items():
             columns[name] = [value] * len(screened)
         predictions = pa.table({f.name: pa.array(columns[f.name], f.type) for f in self.schema}, schema=self.schema)
-        write_part(quarantine, self.out / QUARANTINE_DIR / part_name(piece.chunk))
-        write_part(predictions, self.out / PREDICTIONS_DIR / part_name(piece.chunk))  # the commit of the chunk
+        write_part(quarantine, self.folder.path(QUARANTINE_DIR, part_name(piece.chunk)))
+        write_part(predictions, self.folder.path(PREDICTIONS_DIR, part_name(piece.chunk)))  # the commit of the chunk
         return ChunkResult(
             piece.chunk,
             n_input=len(rows),

@@ -34,11 +34,13 @@ from tqdm.auto import tqdm
 
 from scannet.data.structures_table import Piece
 from scannet.io.atomic import AtomicWrite, write_text_atomic
+from scannet.io.paths import OutputFolder
 from scannet.io.provenance import code_version
 from scannet.precision import Precision
 from scannet.typed_config import ConfigError, build, to_plain
 from scannet_platform.screen.chunk import (
     PREDICTIONS_DIR,
+    QUARANTINE_DIR,
     RESERVED,
     ChunkResult,
     ChunkScreener,
@@ -168,8 +170,22 @@ def existing_state(out: Path, wanted: dict) -> dict | None:
 
 def create_state(out: Path, wanted: dict, run_id: str) -> dict:
     state = {**wanted, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_text_atomic(out / STATE_FILE, json.dumps(state, indent=1))
+    write_text_atomic(OutputFolder(out).path(STATE_FILE), json.dumps(state, indent=1))
     return state
+
+
+def check_layout(out: Path, rankings: list) -> None:
+    """Before anything is written: no entry of the screen's layout under ``out`` (nor anything inside its
+    sub-folders) is a symbolic link (:class:`~scannet.io.paths.OutputPathError`, exit code 2); every write checks
+    its own path again (:class:`~scannet.io.paths.OutputFolder`)."""
+    from scannet_platform.screen.library import STAGED_DIR
+    from scannet_platform.screen.report import DUPLICATES_FILE, PLOTS_DIR, SUMMARY_FILE, top_file_stem
+
+    folder = OutputFolder(out)
+    files = [STATE_FILE, DUPLICATES_FILE, SUMMARY_FILE]
+    files += [f"{top_file_stem(r)}{suffix}" for r in rankings for suffix in (".csv", ".md")]
+    folder.check(*files)
+    folder.check_tree(MODELS_DIR, PREDICTIONS_DIR, QUARANTINE_DIR, PLOTS_DIR, STAGED_DIR)
 
 
 MODELS_DIR = "models"
@@ -181,12 +197,12 @@ def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
     import shutil
     from dataclasses import replace
 
-    folder = out / MODELS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    output = OutputFolder(out)
+    output.folder(MODELS_DIR)
     for group in groups:
         pinned = []
         for member in group.members:
-            target = folder / f"{member.sha256[:32]}.pt"
+            target = output.path(MODELS_DIR, f"{member.sha256[:32]}.pt")
             if not target.is_file():
                 with AtomicWrite(target, file=True) as write:
                     shutil.copyfile(member.path, write.path)
@@ -296,16 +312,19 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     started = time.perf_counter()
     quiet_libraries(config.verbose)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    OutputFolder(out)  # a file: one line, exit 2, before anything is written
     tracking_uri = config.tracking_uri if config.mlflow else None
-    groups = pin_checkpoints(resolve_models(config.models, tracking_uri, reserved=RESERVED), out)
+    groups = resolve_models(config.models, tracking_uri, reserved=RESERVED)
     names = numeric_columns(groups)
     filters = [parse_filter(text, names) for text in config.filters]
     rankings = parse_rankings(config.rank, groups) if config.top_k else []
     if any(Path(p).suffix.lower() in SMILES_SUFFIXES for p in config.inputs):
         require_rdkit()
     wanted = _state(config, library_fingerprint(config.inputs), groups)
-    state = existing_state(out, wanted)  # before anything is staged into a folder that holds another screen
+    check_layout(out, rankings)  # no symbolic link under out
+    state = existing_state(out, wanted)  # before anything is written into a folder that holds another screen
+    OutputFolder(out, create=True)
+    groups = pin_checkpoints(groups, out)
     library = plan_library(
         config.inputs, out, config.chunk_size, config.max_atoms, config.smiles_column, config.id_column, config.progress
     )

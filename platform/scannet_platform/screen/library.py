@@ -38,6 +38,7 @@ from scannet.data import schema as S
 from scannet.data.importers import _record_id, expand_inputs, iter_records
 from scannet.data.structures_table import Piece, open_structures, structure_pieces, structures_to_table
 from scannet.io.atomic import AtomicWrite
+from scannet.io.paths import OutputFolder
 from scannet.typed_config import ConfigError
 
 ROW = "row"
@@ -222,7 +223,7 @@ def plan_library(
         raise ConfigError("no input: give structures tables, structure files, folders or SMILES files")
     fingerprint = library_fingerprint(inputs)
     paths = [Path(item) for item in inputs]
-    folder = Path(out_dir) / STAGED_DIR
+    folder = OutputFolder(out_dir).path(STAGED_DIR)  # written whole (AtomicWrite), never through a link
     to_stage = [(k, p) for k, p in enumerate(paths) if _kind(p) != "table"]
     staged: dict[int, list[dict]] = {}
     if to_stage:

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from scannet.data import schema as S
 from scannet.io.atomic import write_text_atomic
+from scannet.io.paths import OutputFolder
 from scannet_platform.screen.library import ROW
 from scannet_platform.screen.models import ModelGroup
 from scannet_platform.screen.select import TOP_COLUMNS, Filter, Ranking, Scan
@@ -51,11 +52,13 @@ def write_top_tables(
 ) -> list[Path]:
     """``top-<column>-<max|min>.csv`` and ``.md`` per ranking (written also when no row passed)."""
     written = []
+    folder = OutputFolder(out_dir)
     for ranking in rankings:
         table = scan.tops.get(ranking.column)
         header, rows = _top_rows(table, groups) if table is not None else (["rank", *TOP_COLUMNS], [])
         stem = top_file_stem(ranking)
-        with open(out_dir / f"{stem}.csv", "w", newline="") as handle:
+        csv_path, markdown_path = folder.path(f"{stem}.csv"), folder.path(f"{stem}.md")
+        with open(csv_path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows([[_cell(v) for v in row] for row in rows])
@@ -73,14 +76,14 @@ def write_top_tables(
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in rows]
-        (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
-        written += [out_dir / f"{stem}.csv", out_dir / f"{stem}.md"]
+        markdown_path.write_text("\n".join(lines) + "\n")
+        written += [csv_path, markdown_path]
     return written
 
 
 def write_duplicates(out_dir: Path, scan: Scan) -> Path:
     """``duplicates.csv``: id, row, source and where (predictions / quarantine) of every row of a repeated id."""
-    path = out_dir / DUPLICATES_FILE
+    path = OutputFolder(out_dir).path(DUPLICATES_FILE)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([S.ID, ROW, S.SOURCE, "where"])
@@ -94,8 +97,8 @@ def write_histograms(out_dir: Path, scan: Scan, groups: Sequence[ModelGroup]) ->
     from scannet_platform.tracking.plots import PLOT_DPI, pyplot, save_figure
 
     plt = pyplot()
-    folder = out_dir / PLOTS_DIR
-    folder.mkdir(exist_ok=True)
+    output = OutputFolder(out_dir)
+    folder = output.folder(PLOTS_DIR)
     units = {g.columns[t]: g.units[t] for g in groups for t in g.targets}
     units |= {g.std_column(t): g.units[t] for g in groups if g.ensemble for t in g.targets}
     paths = []
@@ -108,9 +111,10 @@ def write_histograms(out_dir: Path, scan: Scan, groups: Sequence[ModelGroup]) ->
         axis.set_title(f"{column}: {int(counts.sum()):,} screened structures")
         axis.grid(alpha=0.3)
         figure.tight_layout()
-        paths.append(save_figure(figure, folder, f"{safe_file_stem(f'hist-{column}')}.png"))
+        path = output.path(PLOTS_DIR, f"{safe_file_stem(f'hist-{column}')}.png")
+        paths.append(save_figure(figure, folder, path.name))
     return paths
 
 
 def write_summary(out_dir: Path, summary: dict) -> Path:
-    return write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
+    return write_text_atomic(OutputFolder(out_dir).path(SUMMARY_FILE), json.dumps(summary, indent=1, default=str))
