@@ -65,6 +65,7 @@ from scannet.data.structures_table import (
     StructuresWriter,
 )
 from scannet.io.atomic import AtomicWrite
+from scannet.io.paths import OutputFolder
 from scannet.structures import StructureError, validate_structure
 
 #: File suffixes collected from a folder input.
@@ -536,6 +537,8 @@ def import_structures(
 
     if isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1:
         raise ValueError(f"max_atoms must be a positive integer, got {max_atoms!r}")
+    # before anything is written: out is a folder (or missing) and none of the dataset's entries is a link
+    OutputFolder(out_dir).check_tree(*DATASET_FILES)
     start_time = time.perf_counter()
     files, n_ignored = _collect_inputs(inputs)
     names = list(dict.fromkeys(targets))
