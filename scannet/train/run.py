@@ -41,7 +41,7 @@ from scannet.model import SCANN, SCANNConfig, count_parameters
 from scannet.model.config import preset
 from scannet.train import metrics as M
 from scannet.train.run_config import RunConfig
-from scannet.train.run_folder import RunFolder
+from scannet.train.run_folder import RunFolder, checked_run_dir
 from scannet.train.trainer import predict_batches, target_statistics
 from scannet.train.worker import (
     TRAIN_STATE,
@@ -303,7 +303,7 @@ def prepare_run(
     extra_resumable: frozenset[str] = frozenset(),
 ) -> PreparedRun:
     """Steps [1]: everything checked, then the run folder written (config, split)."""
-    run_dir = config.runs_dir / config.name
+    run_dir = checked_run_dir(config.runs_dir, config.name)  # no symbolic link where the run writes
     check_resume(config, run_dir, extra_resumable)
     dataset = resolve_dataset(config.data, config.cache_dir)
     missing = [t for t in config.targets if t not in dataset.units]

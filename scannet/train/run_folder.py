@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from scannet.io.paths import OutputFolder
+
 RUN_CONFIG_FILE = "run_config.json"
 SPLIT_FILE = "split.json"
 SPLIT_IDS_FILE = "split_ids.parquet"
@@ -29,6 +31,33 @@ SUMMARY_FILE = "summary.json"
 LATEST_CHECKPOINT = "latest"
 TRAIN_STATE = "train_state.pt"
 MODEL_FILE = "model.pt"
+
+#: What a run writes in its folder: none of it may be a symbolic link (:func:`checked_run_dir`).
+RUN_ENTRIES = (
+    RUN_CONFIG_FILE,
+    SPLIT_FILE,
+    SPLIT_IDS_FILE,
+    INIT_WEIGHTS_FILE,
+    LAUNCH_FILE,
+    RAY_TRAIN_FOLDER,
+    EPOCH_LOG,
+    EPOCH_RECORDS,
+    BEST_MODEL_FILE,
+    HISTORY_FILE,
+    SUMMARY_FILE,
+)
+
+
+def checked_run_dir(runs_dir: str | Path, name: str, entries: tuple[str, ...] = ()) -> Path:
+    """``runs_dir / name`` under the one rule for output folders (:class:`scannet.io.paths.OutputFolder`): the runs
+    folder is a folder (or missing), and neither the run folder, nor what a run writes there (:data:`RUN_ENTRIES`,
+    ``entries``, anything in ``checkpoints/``) is a symbolic link; raises
+    :class:`~scannet.io.paths.OutputPathError` (one line, exit code 2) before anything is read or written."""
+    run_dir = OutputFolder(runs_dir).path(name)
+    folder = OutputFolder(run_dir)
+    folder.check(*RUN_ENTRIES, *entries)
+    folder.check_tree(CHECKPOINTS_FOLDER)
+    return run_dir
 
 
 def _file(name: str, doc: str) -> property:

@@ -34,8 +34,10 @@ import numpy as np
 from mlflow import MlflowClient
 from ray import tune
 
+from scannet.io.paths import OutputFolder
 from scannet.train import metrics as M
 from scannet.train.run import PreparedRun, config_changes, data_facts, finish_run, graph_table_for, prepare_run
+from scannet.train.run_folder import checked_run_dir
 from scannet.typed_config import ConfigError, to_plain
 from scannet_platform.data_pipeline import ray_featurizer
 from scannet_platform.environment import run_environment
@@ -53,6 +55,8 @@ OUTCOMES_FILE = "outcomes.json"
 
 
 TUNE_FOLDER = "tune"  # Ray Tune's experiment inside the study folder
+#: What a study writes in its folder besides the base run's files (no symbolic link allowed, checked_run_dir).
+STUDY_ENTRIES = (STUDY_FILE, OUTCOMES_FILE, TUNE_FOLDER, "trials", "results.csv", "ensemble")
 
 
 #: Keys a resumed study may change; anything else would make it another study.
@@ -72,7 +76,7 @@ def check_study_resume(study: StudyConfig, study_dir: Path) -> None:
 def prepare_study(study: StudyConfig) -> tuple[PreparedRun, TrialPlan]:
     """Step [1]: the base run prepared (shared split and statistics), a graph table per featurizer choice."""
     base = study.base_run()
-    study_dir = base.runs_dir / study.name
+    study_dir = checked_run_dir(base.runs_dir, study.name, STUDY_ENTRIES)  # before anything is read or written
     check_study_resume(study, study_dir)
     featurize = ray_featurizer(study.verbose)
     prepared = prepare_run(base, featurize=featurize, resolve=checkpoint_resolver(study.tracking_uri))
@@ -85,7 +89,7 @@ def prepare_study(study: StudyConfig) -> tuple[PreparedRun, TrialPlan]:
             facts = facts or data_facts(prepared.dataset.structures)
             folder, _, _ = graph_table_for(prepared.dataset, facts, featurizer, base.cache_dir, featurize)
             tables[featurizer.content_hash()] = str(folder)
-    (study_dir / STUDY_FILE).write_text(json.dumps(to_plain(study), indent=1))
+    OutputFolder(study_dir).path(STUDY_FILE).write_text(json.dumps(to_plain(study), indent=1))
     report = {t: prepared.dataset.report(t) for t in base.targets}
     plan = TrialPlan(study, worker, tables, report, str(study_dir / "trials"))
     return prepared, plan
