@@ -2,7 +2,10 @@
 versions with tags that say what the model is, the alias ``best``, and verified reading back.
 
 The logged model's one checkpoint has a recorded name and SHA-256 (model version tags), checked by
-:func:`download_checkpoint` and :func:`load_registered` before anything reads it. A version carries a
+:func:`download_checkpoint` and :func:`load_registered` before anything reads it. Every file of the logged model
+(``MLmodel``, which tells MLflow what code to run, the code, the environment files) has its SHA-256 in a manifest
+whose own SHA-256 is recorded too: :func:`load_registered` refuses a model with any file added, changed or removed,
+or an ``MLmodel`` that names other code, before MLflow reads it, and MLflow loads it with pickle deserialization off. A version carries a
 description and tags (targets, units, dataset, split SHA-256, test MAE, elements, featurizer hash, run); the alias
 ``best`` points at the version with the lowest test MAE of the first target. A run re-launched without a new
 checkpoint adds no version.
@@ -10,9 +13,14 @@ checkpoint adds no version.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.metadata
+import json
+import os
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -37,6 +45,23 @@ CHECKPOINT_PATH_TAG = "scannet.checkpoint_path"  # inside the logged model, e.g.
 
 
 MODEL_CODE_SHA_TAG = "scannet.model_code_sha256"
+
+
+MODEL_MANIFEST_SHA_TAG = "scannet.model_manifest_sha256"  # of the manifest: every file of the logged model
+
+
+MODEL_MANIFEST_TAG = "scannet.model_manifest"  # the manifest itself (JSON: path -> SHA-256), to name what differs
+
+
+#: Written by MLflow into every ``models:/`` download (the name and version): no part of the logged model.
+DOWNLOAD_NOTE = "registered_model_meta"
+
+
+#: The MLflow loader of a model logged as code, the only one our models use.
+CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"
+
+
+PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
 
 BEST_METRIC_TAG = "scannet.best_metric"  # the tag the alias `best` ranks versions by
@@ -209,6 +234,44 @@ def update_best_alias(client: MlflowClient, model_name: str) -> str | None:
     return str(best.version)
 
 
+def model_manifest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (a logged model), by its path inside it; a link is recorded as
+    its target, so one added anywhere differs."""
+    manifest = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if relative == DOWNLOAD_NOTE:
+            continue
+        if path.is_symlink():
+            manifest[relative] = f"link {os.readlink(path)}"
+        elif path.is_file():
+            manifest[relative] = sha256_file(path)
+    return manifest
+
+
+def manifest_sha(manifest: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def pickle_deserialization_off() -> Iterator[None]:
+    """``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` for the block (MLflow then refuses a cloudpickled model)."""
+    previous = os.environ.get(PICKLE_SWITCH)
+    os.environ[PICKLE_SWITCH] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PICKLE_SWITCH, None)
+        else:
+            os.environ[PICKLE_SWITCH] = previous
+
+
+def _download(model_uri: str, into: str | None = None) -> Path:
+    """The logged model; with ``into``, a copy there (a local store otherwise gives its own folder)."""
+    return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=into))
+
+
 def log_model_version(
     client: MlflowClient, run_id: str, checkpoint: Path, model_name: str, record: ModelRecord
 ) -> tuple[str, bool]:
@@ -219,7 +282,7 @@ def log_model_version(
     if previous is not None and previous.tags.get(CHECKPOINT_SHA_TAG) == checkpoint_sha:
         return str(previous.version), False
     checkpoint_path = f"artifacts/{checkpoint.name}"  # where MLflow puts the artifact inside the model
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), pickle_deserialization_off():
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
@@ -235,13 +298,21 @@ def log_model_version(
             description=f"SCANNet models of {record.dataset}: {', '.join(record.targets)}. Alias '{BEST_ALIAS}': the "
             f"version with the lowest test MAE of {record.targets[0]}.",
         )
+    with tempfile.TemporaryDirectory(prefix="scannet-model-") as copy:  # as stored: every file MLflow reads back
+        manifest = model_manifest(_download(info.model_uri, copy))
     tags = version_tags(record, checkpoint_sha, checkpoint_path)
+    tags[MODEL_MANIFEST_SHA_TAG] = manifest_sha(manifest)
+    tags[MODEL_MANIFEST_TAG] = json.dumps(manifest, sort_keys=True)
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
     client.update_model_version(
         model_name, version.version, version_description(record, checkpoint_sha, checkpoint_path)
     )
     client.set_tag(run_id, CHECKPOINT_SHA_TAG, checkpoint_sha)
     client.set_tag(run_id, CHECKPOINT_PATH_TAG, checkpoint_path)
+    client.set_tag(run_id, MODEL_MANIFEST_SHA_TAG, tags[MODEL_MANIFEST_SHA_TAG])
+    client.set_tag(run_id, MODEL_CODE_SHA_TAG, tags[MODEL_CODE_SHA_TAG])
+    if len(tags[MODEL_MANIFEST_TAG]) <= 8000:  # a run tag's limit; the version tag always has it
+        client.set_tag(run_id, MODEL_MANIFEST_TAG, tags[MODEL_MANIFEST_TAG])
     return str(version.version), True
 
 
@@ -253,9 +324,9 @@ def _model_exists(client: MlflowClient, model_name: str) -> bool:
     return True
 
 
-def recorded_checkpoint(client: MlflowClient, model_uri: str) -> tuple[str, str, str | None]:
-    """(SHA-256, path inside the model, model code SHA-256) recorded for ``model_uri`` in the tracking store
-    (model version tags for ``models:/name/version`` and ``models:/name@alias``, run tags for ``runs:/``)."""
+def recorded_tags(client: MlflowClient, model_uri: str) -> dict[str, str]:
+    """The tags recorded for ``model_uri`` in the tracking store (model version tags for ``models:/name/version``
+    and ``models:/name@alias``, run tags for ``runs:/``)."""
     if model_uri.startswith("models:/"):
         ref = model_uri[len("models:/") :].strip("/")
         if "@" in ref:
@@ -270,6 +341,15 @@ def recorded_checkpoint(client: MlflowClient, model_uri: str) -> tuple[str, str,
         tags = client.get_run(model_uri[len("runs:/") :].split("/", 1)[0]).data.tags
     else:
         raise CheckpointIntegrityError(f"{model_uri}: only models:/ and runs:/ URIs carry a recorded checkpoint")
+    return dict(tags)
+
+
+def recorded_checkpoint(client: MlflowClient, model_uri: str) -> tuple[str, str, str | None]:
+    """(SHA-256, path inside the model, model code SHA-256) recorded for ``model_uri`` in the tracking store."""
+    return _recorded_checkpoint(model_uri, recorded_tags(client, model_uri))
+
+
+def _recorded_checkpoint(model_uri: str, tags: dict[str, str]) -> tuple[str, str, str | None]:
     sha, path = tags.get(CHECKPOINT_SHA_TAG), tags.get(CHECKPOINT_PATH_TAG)
     if not sha or not path:
         raise CheckpointIntegrityError(
@@ -285,12 +365,16 @@ def _inside(folder: Path, relative: str) -> Path:
     return folder.joinpath(*parts.parts)
 
 
-def _download_verified(model_uri: str, tracking_uri: str | None) -> tuple[Path, Path, str | None]:
+def _download_verified(
+    model_uri: str, tracking_uri: str | None, into: str | None = None
+) -> tuple[Path, Path, dict[str, str]]:
+    """(the downloaded model folder, its checkpoint checked against the recorded SHA-256, the recorded tags)."""
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    expected, relative, code_sha = recorded_checkpoint(client, model_uri)
-    folder = Path(mlflow.artifacts.download_artifacts(model_uri))
+    tags = recorded_tags(client, model_uri)
+    expected, relative, _ = _recorded_checkpoint(model_uri, tags)
+    folder = _download(model_uri, into)
     path = _inside(folder, relative)
     if not path.is_file():
         raise CheckpointIntegrityError(f"{model_uri}: the recorded checkpoint {relative} is missing from the model")
@@ -300,7 +384,56 @@ def _download_verified(model_uri: str, tracking_uri: str | None) -> tuple[Path, 
             f"{model_uri}: the checkpoint {relative} has SHA-256 {actual}, the registry recorded {expected}: it "
             "changed after it was logged; refusing to load it"
         )
-    return folder, path, code_sha
+    return folder, path, tags
+
+
+def _check_manifest(model_uri: str, folder: Path, tags: dict[str, str]) -> None:
+    """Every file of the downloaded model is the one logged: none added, changed or removed (``MLmodel`` included,
+    which names the code MLflow runs)."""
+    expected = tags.get(MODEL_MANIFEST_SHA_TAG)
+    if not expected:
+        raise CheckpointIntegrityError(
+            f"{model_uri}: no recorded manifest of the model's files (logged by an older scannet?); refusing to load "
+            "it (its checkpoint still loads: download_checkpoint, then scannet.load)"
+        )
+    manifest = model_manifest(folder)
+    if manifest_sha(manifest) == expected:
+        return
+    what = "its files differ"
+    try:
+        logged = json.loads(tags.get(MODEL_MANIFEST_TAG) or "")
+    except ValueError:
+        logged = None
+    if isinstance(logged, dict) and manifest_sha(logged) == expected:
+        changes = [f"added {p}" for p in sorted(set(manifest) - set(logged))]
+        changes += [f"removed {p}" for p in sorted(set(logged) - set(manifest))]
+        changes += [f"changed {p}" for p in sorted(set(logged) & set(manifest)) if logged[p] != manifest[p]]
+        what = ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
+    raise CheckpointIntegrityError(
+        f"{model_uri}: the model's files differ from the manifest recorded when it was logged ({what}); refusing "
+        "to load it"
+    )
+
+
+def _check_mlmodel(model_uri: str, folder: Path) -> None:
+    """``MLmodel`` names our loader and our code file only (no other code folder, no pickled model)."""
+    try:
+        flavor = mlflow.models.Model.load(str(folder / "MLmodel")).flavors["python_function"]
+    except Exception as exc:
+        raise CheckpointIntegrityError(f"{model_uri}: no readable MLmodel with a python_function flavor") from exc
+    code_path = flavor.get("model_code_path")
+    if (
+        flavor.get("loader_module") != CODE_MODEL_LOADER
+        or not isinstance(code_path, str)
+        or PurePosixPath(code_path.replace("\\", "/")).name != MODEL_CODE.name
+        or flavor.get("code")
+        or flavor.get("data")
+        or "python_model" in flavor
+    ):
+        raise CheckpointIntegrityError(
+            f"{model_uri}: its MLmodel names other code than {MODEL_CODE.name} through {CODE_MODEL_LOADER} "
+            "(loader_module, model_code_path, code, data or python_model); refusing to load it"
+        )
 
 
 def download_checkpoint(model_uri: str, tracking_uri: str | None = None) -> Path:
@@ -320,12 +453,18 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> Path:
 
 
 def load_registered(model_uri: str, tracking_uri: str | None = None):
-    """The model as an MLflow pyfunc, after checking the checkpoint's and the model code's SHA-256 against
-    the tracking store (MLflow runs the model's code file when it loads it)."""
-    folder, _, code_sha = _download_verified(model_uri, tracking_uri)
+    """The model as an MLflow pyfunc, after checking the checkpoint's, the model code's and every other file's
+    SHA-256 against the tracking store (MLflow runs the code ``MLmodel`` names when it loads the model), and that
+    ``MLmodel`` names only our code; MLflow loads it with pickle deserialization off."""
+    # a private copy (never a local store's own folder): what is checked is what MLflow then reads
+    folder, _, tags = _download_verified(model_uri, tracking_uri, tempfile.mkdtemp(prefix="scannet-model-"))
+    code_sha = tags.get(MODEL_CODE_SHA_TAG)
     code = folder / MODEL_CODE.name
     if code_sha is None or not code.is_file() or sha256_file(code) != code_sha:
         raise CheckpointIntegrityError(f"{model_uri}: the model's code {MODEL_CODE.name} differs from the one logged")
     if (folder / "python_model.pkl").exists():
         raise CheckpointIntegrityError(f"{model_uri}: holds a pickled python_model.pkl; refusing to load it")
-    return mlflow.pyfunc.load_model(str(folder))
+    _check_manifest(model_uri, folder, tags)
+    _check_mlmodel(model_uri, folder)
+    with pickle_deserialization_off():
+        return mlflow.pyfunc.load_model(str(folder))

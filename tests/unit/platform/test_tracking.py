@@ -4,7 +4,10 @@ MLflow run, epochs are logged live, plots carry their numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from ase.build import molecule
 
 import scannet
@@ -29,6 +33,7 @@ from scannet_platform.tracking import plots, registry, results, runs
 from scannet_platform.tracking.registry import CheckpointIntegrityError, ModelRecord
 
 REPORT = {"homo": (1000.0, "meV")}
+PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
 
 def make_checkpoint(path: Path, seed: int) -> Path:
@@ -161,6 +166,136 @@ def test_tampered_model_code_is_refused_before_mlflow_runs_it(logged):
             registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
     finally:
         code.write_text(original)
+
+
+@contextlib.contextmanager
+def restored(folder: Path):
+    """The stored model folder, put back as it was (every file) after the block tampers with it."""
+    backup = folder.with_name(folder.name + ".backup")
+    shutil.copytree(folder, backup)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+        backup.rename(folder)
+
+
+def _edit_mlmodel(folder: Path, edit) -> None:
+    meta = yaml.safe_load((folder / "MLmodel").read_text())
+    edit(meta["flavors"]["python_function"])
+    (folder / "MLmodel").write_text(yaml.safe_dump(meta))
+
+
+class _PickledPayload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pickle ran')",)
+
+
+def _tamper(kind: str, folder: Path, marker: Path) -> None:
+    """Change the stored model as an attacker with write access to the artifact store would."""
+    evil = f"open({str(marker)!r}, 'w').write('evil code ran')\n"
+    if kind == "model_code_path":  # MLflow runs <folder>/<basename of model_code_path>
+        (folder / "evil.py").write_text(evil + "import mlflow\nmlflow.models.set_model(lambda x: x)\n")
+        _edit_mlmodel(folder, lambda flavor: flavor.update(model_code_path="/elsewhere/evil.py"))
+    elif kind == "loader_module+code":  # MLflow puts <folder>/<code> on sys.path and imports loader_module
+        (folder / "code").mkdir()
+        (folder / "code" / "evil_loader.py").write_text(evil + "def _load_pyfunc(*args):\n    return None\n")
+        _edit_mlmodel(folder, lambda flavor: flavor.update(loader_module="evil_loader", code="code"))
+    elif kind == "loader_module+pickle":  # the cloudpickle loader, under a name other than python_model.pkl
+        (folder / "model.bin").write_bytes(cloudpickle.dumps(_PickledPayload(marker)))
+        _edit_mlmodel(
+            folder,
+            lambda flavor: (
+                flavor.pop("model_code_path"),
+                flavor.update(loader_module="mlflow.pyfunc.model", python_model="model.bin"),
+            ),
+        )
+    elif kind == "added file":
+        (folder / "notes.txt").write_text("harmless, but not logged\n")
+    elif kind == "changed file":
+        (folder / "requirements.txt").write_text((folder / "requirements.txt").read_text() + "evil-package==1.0\n")
+    elif kind == "removed file":
+        (folder / "input_example.json").unlink()
+    else:
+        raise AssertionError(kind)
+
+
+TAMPERS = ["model_code_path", "loader_module+code", "loader_module+pickle", "added file", "changed file", "removed file"]
+
+
+@pytest.mark.parametrize("kind", TAMPERS)
+def test_every_tampered_model_file_is_refused_before_mlflow_reads_it(logged, tmp_path, kind):
+    """MLflow decides what code to run from MLmodel (loader_module, model_code_path, code) and the files it names:
+    every file of the logged model is checked against the manifest recorded when it was logged."""
+    _, uri, _, version, _ = logged
+    marker = tmp_path / "EVIL_RAN"
+    with restored(stored_model_folder(uri, version)) as folder:
+        _tamper(kind, folder, marker)
+        with pytest.raises(CheckpointIntegrityError) as refused:
+            registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
+    assert not marker.exists()
+    message = str(refused.value)
+    assert "\n" not in message and "manifest" in message and f"models:/scannet-unit-homo/{version}" in message
+    registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)  # put back: it loads
+
+
+def test_the_refusal_names_what_changed(logged, tmp_path):
+    _, uri, _, version, _ = logged
+    with restored(stored_model_folder(uri, version)) as folder:
+        _tamper("model_code_path", folder, tmp_path / "EVIL_RAN")
+        with pytest.raises(CheckpointIntegrityError, match=r"\(added evil.py, changed MLmodel\)"):
+            registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
+
+
+@pytest.mark.parametrize("kind", ["model_code_path", "loader_module+code", "loader_module+pickle"])
+def test_an_mlmodel_naming_other_code_is_refused_even_when_recorded(logged, tmp_path, kind):
+    """Should the recorded manifest itself be rewritten to match, MLmodel must still name our loader and file."""
+    _, uri, _, version, _ = logged
+    client = mlflow.MlflowClient(uri)
+    tags = client.get_model_version("scannet-unit-homo", version).tags
+    marker = tmp_path / "EVIL_RAN"
+    with restored(stored_model_folder(uri, version)) as folder:
+        _tamper(kind, folder, marker)
+        manifest = registry.model_manifest(folder)
+        client.set_model_version_tag(
+            "scannet-unit-homo", version, registry.MODEL_MANIFEST_SHA_TAG, registry.manifest_sha(manifest)
+        )
+        try:
+            with pytest.raises(CheckpointIntegrityError, match="names other code"):
+                registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
+        finally:
+            client.set_model_version_tag(
+                "scannet-unit-homo", version, registry.MODEL_MANIFEST_SHA_TAG, tags[registry.MODEL_MANIFEST_SHA_TAG]
+            )
+    assert not marker.exists()
+
+
+def test_a_version_without_a_recorded_manifest_is_refused(logged):
+    _, uri, _, version, _ = logged
+    client = mlflow.MlflowClient(uri)
+    manifest = client.get_model_version("scannet-unit-homo", version).tags[registry.MODEL_MANIFEST_SHA_TAG]
+    assert len(manifest) == 64
+    client.delete_model_version_tag("scannet-unit-homo", version, registry.MODEL_MANIFEST_SHA_TAG)
+    try:
+        with pytest.raises(CheckpointIntegrityError, match="no recorded manifest"):
+            registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
+    finally:
+        client.set_model_version_tag("scannet-unit-homo", version, registry.MODEL_MANIFEST_SHA_TAG, manifest)
+
+
+def test_mlflow_loads_the_model_with_pickle_deserialization_off(logged, monkeypatch):
+    _, uri, _, version, _ = logged
+    seen = []
+    real = mlflow.pyfunc.load_model
+    monkeypatch.setattr(
+        mlflow.pyfunc, "load_model", lambda *a, **k: seen.append(os.environ.get(PICKLE_SWITCH)) or real(*a, **k)
+    )
+    monkeypatch.setenv(PICKLE_SWITCH, "true")
+    registry.load_registered(f"models:/scannet-unit-homo/{version}", uri)
+    assert seen == ["false"] and os.environ[PICKLE_SWITCH] == "true"  # for the load only
 
 
 def test_the_registered_pyfunc_predicts_from_plain_columns(logged):
