@@ -4,7 +4,8 @@
 the model and runs it on ``mlflow.pyfunc.load_model``, where it only imports ``scannet`` (installed from the
 repository or its wheel). The one checkpoint is the artifact ``checkpoint``; its SHA-256 (``model_config``)
 is checked before ``torch.load(weights_only=True)`` reads it. ``scannet_platform.tracking.load_registered``
-also checks this file's own SHA-256 against the registry before MLflow runs it.
+also checks this file's own SHA-256, and every other file of the model (``MLmodel`` included), against the
+registry before MLflow runs it.
 
 Input, one structure per row (a pandas DataFrame or a list of dicts): ``numbers`` (atomic numbers),
 ``positions`` ([x, y, z] per atom, Å), optionally ``cell`` (3 x [x, y, z]) and ``pbc`` (3 booleans), ``name``.
