@@ -43,6 +43,22 @@ def add_batch_size_argument(group, help: str) -> None:
     group.add_argument("--batch-size", type=positive_int, default=None, help=help)
 
 
+def add_max_atoms_argument(group, config_default: int | None = None) -> None:
+    """``--max-atoms`` (``args.max_atoms``): most atoms per structure; a larger one gets the reason instead of a
+    result. Default :data:`scannet.data.importers.DEFAULT_MAX_ATOMS` (``predict``, ``explain``, ``data import``);
+    a command whose config holds the default (``screen``) gives it as ``config_default`` and gets None ("not
+    given": the config's value stands)."""
+    from scannet.data.importers import DEFAULT_MAX_ATOMS
+
+    group.add_argument(
+        "--max-atoms",
+        type=positive_int,
+        default=DEFAULT_MAX_ATOMS if config_default is None else None,
+        help=f"most atoms per structure (default {config_default or DEFAULT_MAX_ATOMS}); a larger one is refused "
+        "with the reason, an xyz frame before its atom lines are read",
+    )
+
+
 def add_storage_arguments(group) -> None:
     """Where runs and data live (:attr:`RunConfig.storage_path <scannet.train.run_config.RunConfig>`, ``data_cache``)."""
     group.add_argument("--storage-path", default=None, help="runs folder (default $SCANNET_HOME/runs)")

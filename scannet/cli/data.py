@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scannet.cli.args import add_batch_size_argument, add_progress_argument, positive_int
+from scannet.cli.args import add_batch_size_argument, add_max_atoms_argument, add_progress_argument
 
 HELP = "build structures tables (Parquet) from QM9 or structure files"
 DESCRIPTION = None  # --help: the two subcommands
@@ -13,8 +13,6 @@ DEFAULT_IMPORT_BATCH_SIZE = 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from scannet.data.importers import DEFAULT_MAX_ATOMS
-
     data_commands = parser.add_subparsers(dest="data_command", required=True)
     qm9 = data_commands.add_parser("qm9", help="the QM9 structures table (130,831 molecules) from qm9pack")
     qm9.add_argument("--out", required=True, help="output folder (structures.parquet is written there)")
@@ -35,13 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--units", nargs="+", metavar="NAME=UNIT", help="units of the targets, e.g. energy=eV")
     imp.add_argument("--require-targets", action="store_true", help="quarantine structures that miss a target")
     add_batch_size_argument(imp, f"structures per write (default {DEFAULT_IMPORT_BATCH_SIZE})")
-    imp.add_argument(
-        "--max-atoms",
-        type=positive_int,
-        default=DEFAULT_MAX_ATOMS,
-        help=f"most atoms per structure (default {DEFAULT_MAX_ATOMS}); a larger one is quarantined, "
-        "an xyz frame before its atom lines are read",
-    )
+    add_max_atoms_argument(imp)
     add_progress_argument(imp)
 
 

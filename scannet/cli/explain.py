@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scannet.cli.args import add_device_argument, device_or_cpu, positive_int
+from scannet.cli.args import add_device_argument, add_max_atoms_argument, device_or_cpu, positive_int
 from scannet.cli.predict import EXIT_OK, EXIT_USER_ERROR, Row, add_model_argument
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="explanations", help="output folder (default: explanations)")
     parser.add_argument("--top-n", type=positive_int, default=10, help="local structures per table (default 10)")
     add_device_argument(parser, "torch device for the model, e.g. cpu (default), cuda")
+    add_max_atoms_argument(parser)
     test = parser.add_argument_group("faithfulness (deletion test)")
     test.add_argument("--faithfulness", action="store_true", help="run the deletion test instead of explaining files")
     test.add_argument(

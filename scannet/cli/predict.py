@@ -25,6 +25,7 @@ from ase import Atoms
 from scannet.cli.args import (
     add_batch_size_argument,
     add_device_argument,
+    add_max_atoms_argument,
     add_progress_argument,
     device_or_cpu,
 )
@@ -100,6 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="fp32 (default) or bf16: faster on CPUs with AMX/AVX-512-BF16, a few meV apart (figures: benchmarks/README.md)",
     )
+    add_max_atoms_argument(parser)
     add_progress_argument(parser)
 
 
@@ -133,40 +135,53 @@ def describe_read_error(exc: BaseException, path: str) -> str:
     return describe_error(exc)
 
 
-def read_inputs(paths: list[str]) -> list[Row]:
-    """Every frame of every file as a row; a file (or the frame) that cannot be read as a row with the reason.
+def read_inputs(paths: list[str], max_atoms: int | None = None) -> list[Row]:
+    """Every frame of every file as a row; a file or a frame that cannot be read as a row with the reason.
 
-    Names: ``Atoms.info["name"]`` when present, else the file stem (``<stem>-<k>`` for frame k of a
-    multi-frame file). Read failures and reader warnings are printed on stderr, naming the file.
+    Files are read by the streaming reader of ``scannet data import`` and ``scannet screen``
+    (:func:`scannet.data.importers.iter_records`): a structure of more than ``max_atoms`` atoms (default
+    :data:`~scannet.data.importers.DEFAULT_MAX_ATOMS`; an xyz frame is refused before its atom lines are kept)
+    or with an oversized ``info`` or a line over the length limit gets a row with the reason, and a frame that
+    cannot be parsed does not stop the frames after it. Names: ``Atoms.info["name"]`` when present, else the file
+    stem (``<stem>-<k>`` for frame k of a multi-frame file). Read failures and reader warnings are printed on
+    stderr, naming the file.
     """
-    from ase.io import iread
+    from scannet.data.importers import DEFAULT_MAX_ATOMS, iter_records
 
+    limit = DEFAULT_MAX_ATOMS if max_atoms is None else max_atoms
     rows: list[Row] = []
     for path in paths:
         stem = Path(path).stem or Path(path).name or "structure"
-        frames: list[Atoms] = []
-        error = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                for atoms in iread(path, index=":"):
-                    frames.append(atoms)
-            except Exception as exc:  # an unreadable file is reported, the others still predicted
-                error = describe_read_error(exc, path)
-        multi = len(frames) + (error is not None) > 1
-        for k, atoms in enumerate(frames):
-            name = str(atoms.info.get("name", "")).strip() or (f"{stem}-{k}" if multi else stem)
-            atoms.info["name"] = name
-            rows.append(Row(name, path, k, atoms))
-        if error is not None:
-            frame = len(frames) if frames else None  # known when the reader yielded frames before failing
-            row = Row(f"{stem}-{frame}" if frame else stem, path, frame, error=error)
+            records = list(iter_records(Path(path), limit))
+        multi = len(records) > 1
+        for k, record in enumerate(records):
+            if record.atoms is not None:
+                atoms = record.atoms
+                name = str(atoms.info.get("name", "")).strip() or (f"{stem}-{k}" if multi else stem)
+                atoms.info["name"] = name
+                rows.append(Row(name, path, k, atoms))
+                continue
+            error = record_error(record, path)
+            row = Row(f"{stem}-{k}" if multi else stem, path, k if multi else None, error=error)
             rows.append(row)
             print(f"{row.where}: cannot read: {error}", file=sys.stderr)
-        else:
-            for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
-                print(f"{path}: warning while reading: {message}", file=sys.stderr)
+        for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+            print(f"{path}: warning while reading: {message}", file=sys.stderr)
     return rows
+
+
+def record_error(record, path: str) -> str:
+    """The reason of an error record of :func:`~scannet.data.importers.iter_records`, for a person: a file that
+    cannot be read as :func:`describe_read_error` says it; a frame's reason with ASE's own words added."""
+    if not record.key and record.exc is not None:
+        return describe_read_error(record.exc, path)
+    if record.exc is not None:
+        detail = describe_read_error(record.exc, path)
+        if detail not in record.error:
+            return f"{record.error}; {detail}"
+    return record.error
 
 
 def target_columns(predictor) -> dict[str, str]:
@@ -290,7 +305,7 @@ def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None
     precision = getattr(args, "precision", "fp32")  # explain always runs in fp32
     # CheckpointError, ConfigError: one line, exit 2
     predictor = scannet.load(args.model, device_or_cpu(args), precision)
-    rows = read_inputs(args.files)
+    rows = read_inputs(args.files, getattr(args, "max_atoms", None))
     readable = [row for row in rows if row.atoms is not None]
     if not readable:
         n = len(args.files)

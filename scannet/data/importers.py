@@ -76,6 +76,15 @@ _DB_SUFFIXES = (".db",)
 DEFAULT_MAX_ATOMS = 100_000
 #: Quarantine messages kept in :attr:`ImportSummary.messages` (all of them are in the quarantine file).
 MAX_MESSAGES = 10
+#: Longest line of an xyz file (characters, without the newline). A longer line is never held whole (it is read
+#: in bounded pieces and dropped): its frame is quarantined with the reason and reading goes on after the frame;
+#: a count line that long ends the file.
+MAX_LINE_LENGTH = 1 << 20
+#: Largest ``Atoms.info`` of a structure (bytes, estimated: strings, arrays, nested values; for an xyz frame the
+#: comment line's key=value pairs); a structure with more is quarantined with the reason.
+MAX_INFO_SIZE = 1 << 16
+#: Characters read at a time while dropping the rest of a line over :data:`MAX_LINE_LENGTH`.
+_SKIP_CHUNK = 1 << 16
 #: A line that can only be a count line (where an atom line is expected: the next frame starts there).
 _COUNT_LINE = re.compile(r"[0-9]+")
 #: Sentences for exceptions that ASE raises without a message, by the function that raised them.
@@ -157,6 +166,9 @@ class _Record:
     extra: tuple[Mapping[str, Any], ...] = ()  # database key-value pairs and data, looked up after info
     error: str | None = None
     unit: str = "frame"  # what ``key`` counts: "frame", or "row" for a database
+    #: the exception behind ``error`` (without its traceback): a file that cannot be read, or what ASE's parser
+    #: says of a truncated frame's lines
+    exc: BaseException | None = field(default=None, repr=False)
 
     @property
     def where(self) -> str:
@@ -215,29 +227,47 @@ def _iter_xyz(path: Path, source: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> It
 
     The lines are read here, one by one, up to the end of the file: a count line is never trusted to size
     anything, a frame of more than ``max_atoms`` atoms is skipped (its lines are not kept), and a frame
-    cut short by the end of the file or by the next frame's count line is reported as truncated.
+    cut short by the end of the file or by the next frame's count line is reported as truncated. No line is
+    held longer than :data:`MAX_LINE_LENGTH`: a longer comment or atom line quarantines its frame (the rest of
+    the frame is skipped and reading goes on with the next one); a longer line where a count line belongs ends
+    the file.
     """
     from ase.io.extxyz import read_xyz
 
+    limit = MAX_LINE_LENGTH
+    too_long = f"longer than {limit} characters"
     with open(path) as handle:
         frame = 0
         n_lines = 0  # lines read so far (the line number of the last one)
-        pending: str | None = None  # a line read ahead (already counted)
+        nothing = object()
+        pending: Any = nothing  # a line read ahead (already counted)
 
-        def read_line() -> str:
+        def read_line() -> str | None:
+            """The next line ("" at the end of the file); None for a line over the limit (its rest is dropped)."""
             nonlocal n_lines
-            line = handle.readline()
+            line = handle.readline(limit + 1)
             n_lines += line != ""
-            return line
+            if len(line) <= limit or line.endswith("\n"):
+                return line
+            while (rest := handle.readline(_SKIP_CHUNK)) and not rest.endswith("\n"):
+                pass
+            return None
 
         while True:
-            line = pending if pending is not None else read_line()
-            pending = None
+            line = read_line() if pending is nothing else pending
+            pending = nothing
             if line == "":
+                return
+            where = f"frame {frame} (line {n_lines})"
+            if line is None:
+                yield _Record(
+                    source,
+                    str(frame),
+                    error=f"{where}: line {too_long} where an atom count belongs; the rest of the file is skipped",
+                )
                 return
             if not line.strip():
                 continue
-            where = f"frame {frame} (line {n_lines})"
             text = line.strip()
             try:
                 n_atoms = int(text)
@@ -251,21 +281,30 @@ def _iter_xyz(path: Path, source: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> It
                 )
                 return
             over = n_atoms > max_atoms
+            problem: str | None = None  # a line over the limit: the frame is quarantined, its lines dropped
             lines = [line]
             n_read = 0
             comment = read_line()
             ended = "file" if comment == "" else None
-            lines.append(comment)
+            if comment is None:
+                problem = f"comment line {too_long}"
+            else:
+                lines.append(comment)
             while ended is None and n_read < n_atoms:
                 atom_line = read_line()
                 if atom_line == "":
                     ended = "file"
+                elif atom_line is None:
+                    n_read += 1
+                    problem = problem or f"atom line {n_read} (line {n_lines}) {too_long}"
                 elif _COUNT_LINE.fullmatch(atom_line.strip()):
                     ended, pending = "frame", atom_line
                 else:
                     n_read += 1
-                    if not over:
+                    if not over and problem is None:
                         lines.append(atom_line)
+            if problem is not None:
+                lines = []
             if ended is not None:
                 if ended == "file":
                     cut = (
@@ -277,20 +316,25 @@ def _iter_xyz(path: Path, source: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> It
                 reason = f"{where}: truncated: count line says {n_atoms} atoms but {cut}"
                 if over:
                     reason += f"; {_over_limit(n_atoms, max_atoms)}"
-                yield _Record(source, str(frame), error=reason)
+                if problem is not None:
+                    reason += f"; {problem}"
+                yield _Record(source, str(frame), error=reason, exc=None if over else _parser_error(lines, n_atoms))
                 if ended == "file":
                     return
                 frame += 1
                 continue
             while True:  # up to three VEC lines follow a frame
                 after = read_line()
-                if after.lstrip().startswith("VEC"):
-                    lines.append(after)
+                if after is not None and after.lstrip().startswith("VEC"):
+                    if not over and problem is None:
+                        lines.append(after)
                 else:
                     pending = after
                     break
             if over:
                 yield _Record(source, str(frame), error=f"{where}: {_over_limit(n_atoms, max_atoms)}")
+            elif problem is not None:
+                yield _Record(source, str(frame), error=f"{where}: {problem}")
             else:
                 try:
                     atoms = next(read_xyz(io.StringIO("".join(lines)), 0))
@@ -298,6 +342,24 @@ def _iter_xyz(path: Path, source: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> It
                 except Exception as exc:
                     yield _Record(source, str(frame), error=f"{where}: cannot parse: {_error_text(exc)}")
             frame += 1
+
+
+def _parser_error(lines: list[str], n_atoms: int) -> BaseException | None:
+    """What ASE's parser says of a truncated frame's lines (its own words: "Frame has 5 atoms, expected 9", or a
+    coordinate that is not a number); None when it has nothing to say or the lines were not kept. ASE's frame
+    parser is given the lines directly: its file reader would first skip ``n_atoms`` lines one by one."""
+    try:
+        from ase.io.extxyz import _read_xyz_frame
+    except ImportError:  # a private function of ASE: without it, the reason stands alone
+        return None
+
+    if len(lines) < 2:
+        return None
+    try:
+        _read_xyz_frame(io.StringIO("".join(lines[1:])), n_atoms)
+    except Exception as exc:
+        return exc.with_traceback(None)
+    return None
 
 
 def _iter_traj(path: Path, source: str) -> Iterator[_Record]:
@@ -334,8 +396,47 @@ def _iter_other(path: Path, source: str) -> Iterator[_Record]:
         yield _Record(source, str(frame), atoms)
 
 
+def _info_size(value: Any) -> int:
+    """About how many bytes ``value`` (an ``Atoms.info`` and what it holds) takes: strings and bytes by length,
+    arrays by ``nbytes``, containers by their items, anything else 8."""
+    if isinstance(value, str | bytes | bytearray):
+        return len(value)
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, Mapping):
+        return sum(_info_size(k) + _info_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return sum(_info_size(item) for item in value)
+    return 8
+
+
+def _checked(record: _Record, max_atoms: int) -> _Record:
+    """``record``, or an error record in its place when its structure has more than ``max_atoms`` atoms or an
+    ``info`` over :data:`MAX_INFO_SIZE` (formats other than xyz are read before they can be counted)."""
+    atoms = record.atoms
+    if atoms is None:
+        return record
+    reason = None
+    if len(atoms) > max_atoms:
+        reason = _over_limit(len(atoms), max_atoms)
+    elif (size := _info_size(atoms.info)) > MAX_INFO_SIZE:
+        reason = (
+            f"info holds about {size} bytes (for xyz: the comment line's key=value pairs), over the limit of "
+            f"{MAX_INFO_SIZE} bytes"
+        )
+    if reason is None:
+        return record
+    return _Record(record.source, record.key, error=f"{record.where}: {reason}", unit=record.unit)
+
+
 def iter_records(path: Path, max_atoms: int = DEFAULT_MAX_ATOMS) -> Iterator[_Record]:
-    """The structures of one file as records; a file that cannot be opened is one error record."""
+    """The structures of one file as records; a file that cannot be opened is one error record.
+
+    The one streaming reader of every entry point (``data import``, ``screen``, ``predict``, ``explain``): a
+    structure of more than ``max_atoms`` atoms or with an ``info`` over :data:`MAX_INFO_SIZE` is an error record
+    with the reason (an xyz frame is counted before its atom lines are kept); a frame that cannot be read is an
+    error record and the frames after it are still read.
+    """
     from ase.io.formats import UnknownFileTypeError
 
     source = str(path)
@@ -353,7 +454,7 @@ def iter_records(path: Path, max_atoms: int = DEFAULT_MAX_ATOMS) -> Iterator[_Re
     try:
         for record in records:
             n += 1
-            yield record
+            yield _checked(record, max_atoms)
     except Exception as exc:  # the file (or its remainder) cannot be read
         where = "cannot read the file" if n == 0 else f"cannot read the file after {n} records"
         if isinstance(exc, UnknownFileTypeError):
@@ -364,7 +465,7 @@ def iter_records(path: Path, max_atoms: int = DEFAULT_MAX_ATOMS) -> Iterator[_Re
             )
         else:
             reason = _error_text(exc)
-        yield _Record(source, "", error=f"{where}: {reason}")
+        yield _Record(source, "", error=f"{where}: {reason}", exc=exc.with_traceback(None))
         return
     if n == 0:
         yield _Record(source, "", error="cannot read the file: no structure found in it")
