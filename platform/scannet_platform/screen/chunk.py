@@ -291,7 +291,7 @@ class ChunkScreener:
 
     def _embed(self, identifier: str, smiles: str):
         try:
-            atoms = embed_smiles(smiles, seed=self.spec.seed)
+            atoms = embed_smiles(smiles, seed=self.spec.seed, max_atoms=self.spec.max_atoms)
         except EmbeddingError as exc:
             raise StructureError(identifier, str(exc)) from None
         atoms.info["id"] = identifier

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from scannet.cli import command_main
-from scannet.cli.args import add_device_argument, add_progress_argument, config_overrides
+from scannet.cli.args import add_device_argument, add_max_atoms_argument, add_progress_argument, config_overrides
 from scannet.precision import PRECISIONS
 from scannet_platform.tracking.config import add_tracking_arguments
 
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     library = parser.add_argument_group("library")
     library.add_argument("--chunk-size", type=int, help="records per chunk and shard (default 1024)")
-    library.add_argument("--max-atoms", type=int, help="larger structures are quarantined (default 1000)")
+    add_max_atoms_argument(library, ScreenConfig.max_atoms)
     library.add_argument("--smiles-column", help="CSV column with the SMILES (default smiles/SMILES)")
     library.add_argument("--id-column", help="CSV column with the ids (default id/name, else <file>:<line>)")
     library.add_argument("--seed", type=int, help="RDKit embedding seed (default 0)")

@@ -257,3 +257,21 @@ def test_screen_staging_quarantines_a_long_comment_line(tmp_path):
     records = list(_structure_records(path, 1000))
     assert [r.error is None for r in records] == [True, False, True]
     assert "comment line longer than" in records[1].error
+
+
+def test_screen_takes_the_same_max_atoms_flag():
+    import argparse
+
+    pytest.importorskip("scannet_platform")
+    from scannet.cli.args import positive_int
+    from scannet_platform.screen import cli as screen_cli
+    from scannet_platform.screen.job import ScreenConfig
+
+    parser = argparse.ArgumentParser()
+    screen_cli.add_arguments(parser)
+    action = next(a for a in parser._actions if "--max-atoms" in a.option_strings)
+    assert (action.dest, action.type, action.default) == ("max_atoms", positive_int, None)  # None: the config's
+    assert f"(default {ScreenConfig.max_atoms})" in action.help
+    assert parser.parse_args(["x.smi", "--out", "o", "--max-atoms", "7"]).max_atoms == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args(["x.smi", "--out", "o", "--max-atoms", "0"])
