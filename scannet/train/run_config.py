@@ -90,6 +90,10 @@ class RunConfig:
             raise ConfigError(f"model_preset {self.model_preset!r}: choose from {sorted(MODEL_PRESETS)}")
         if self.n_structures is not None and self.n_structures < 3:
             raise ConfigError(f"n_structures {self.n_structures}: need at least 3 (train, val and test)")
+        if not 0 <= self.split_seed < 2**32:
+            raise ConfigError(f"split_seed: must be between 0 and 2**32 - 1, got {self.split_seed}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: must be >= 1 when given, got {self.threads}")
         if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(
                 f"val_fraction {self.val_fraction}, test_fraction {self.test_fraction}: need > 0, sum < 1"

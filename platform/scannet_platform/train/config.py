@@ -23,8 +23,9 @@ class TrainJobConfig(TrackingConfig, RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_workers < 1 or self.cpus_per_worker < 1 or self.keep_checkpoints < 1 or self.max_failures < 0:
-            raise ConfigError("num_workers, cpus_per_worker and keep_checkpoints must be >= 1, max_failures >= 0")
+        for name, least in (("num_workers", 1), ("cpus_per_worker", 1), ("keep_checkpoints", 1), ("max_failures", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name}: must be >= {least}, got {getattr(self, name)}")
         if self.train.batch_size % self.num_workers:
             raise ConfigError(
                 f"train.batch_size {self.train.batch_size} is the global batch and must divide evenly over "

@@ -127,8 +127,14 @@ class StudyConfig(TrackingConfig):
             raise ConfigError(f"resources_per_trial: need cpu > 0 and gpu >= 0, got {self.resources_per_trial}")
         if self.resources_per_trial.gpu > 1 and self.resources_per_trial.gpu != int(self.resources_per_trial.gpu):
             raise ConfigError(f"resources_per_trial.gpu {self.resources_per_trial.gpu}: above 1, whole GPUs only")
-        if self.reserve_cpus < 0 or self.checkpoint_every < 0 or self.top_k < 0:
-            raise ConfigError("reserve_cpus, checkpoint_every and top_k must be >= 0")
+        for name in ("reserve_cpus", "checkpoint_every", "top_k"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.searcher.seed < 2**32 or self.searcher.startup_trials < 0:
+            raise ConfigError(
+                f"searcher.seed {self.searcher.seed} must be between 0 and 2**32 - 1 and searcher.startup_trials "
+                f"{self.searcher.startup_trials} >= 0"
+            )
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"time_budget_s: must be > 0, got {self.time_budget_s}")
         if self.scheduler.grace_period < 1 or self.scheduler.reduction_factor < 2:
