@@ -2,7 +2,8 @@
 
 Exit codes: 0 every record screened, no duplicate id; 1 some records quarantined or some ids repeated (the
 rest screened, all listed); 2 user error (a model or input missing or unusable, a bad option) or nothing
-screened.
+screened; 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (``ray job stop``, ``kill``): one line says so, the
+finished chunks are kept and the same command resumes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ DESCRIPTION = (
     "(CSV and Markdown), duplicates.csv, plots/hist-*.png and summary.json beside them, and an MLflow run. "
     "Launching again into the same --out resumes: finished chunks are skipped, every record is written exactly "
     "once. Exit codes: 0 all screened; 1 some quarantined or duplicate ids (the rest screened); 2 user error or "
-    "nothing screened."
+    "nothing screened; 130 interrupted by Ctrl-C, 143 by SIGTERM (the finished chunks are kept: run the same "
+    "command again to resume)."
 )
 
 
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from scannet.data.structures_table import TableKindError
     from scannet.pretrained import DEFAULT_MODEL
     from scannet.typed_config import ConfigError
+    from scannet_platform.runtime import DriverTerminated, sigterm_unwinds
     from scannet_platform.screen.job import ScreenConfig, build_screen_config, print_summary, run_screen
 
     values = config_overrides(args, ScreenConfig)
@@ -96,9 +99,19 @@ def run(args: argparse.Namespace) -> int:
         values["models"] = (DEFAULT_MODEL,)
         print(f"model: the shipped {DEFAULT_MODEL} (give --model to use another)")
     try:
-        summary, scan = run_screen(build_screen_config(values))
+        with sigterm_unwinds():
+            summary, scan = run_screen(build_screen_config(values))
     except TableKindError as exc:
         raise ConfigError(str(exc)) from exc
+    except (KeyboardInterrupt, DriverTerminated) as exc:
+        code = 143 if isinstance(exc, DriverTerminated) else 130
+        what = "SIGTERM" if code == 143 else "Ctrl-C (SIGINT)"
+        print(
+            f"scannet screen: interrupted by {what}; the finished chunks are kept in {values['out']}: run the same "
+            "command again to resume",
+            file=sys.stderr,
+        )
+        return code
     print_summary(summary, scan)
     if summary.n_screened == 0:
         print("scannet: error: no structure could be screened (reasons in the quarantine parts)", file=sys.stderr)

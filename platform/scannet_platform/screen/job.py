@@ -100,6 +100,10 @@ class ScreenConfig(TrackingConfig):
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.actors is not None and self.actors < 1:
             raise ValueError(f"actors must be at least 1, got {self.actors}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 when given, got {self.threads}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed must be between 0 and 2**31 - 1 (RDKit's), got {self.seed}")
         if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise ValueError("cpus_per_actor must be > 0 and gpus_per_actor >= 0")
         if self.device.startswith("cuda") and self.executor == "ray" and self.gpus_per_actor == 0:
@@ -263,10 +267,18 @@ def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: 
             _count(bar, result, totals)
 
 
+#: Tests only: seconds to sleep before each chunk of the in-process executor (a screen slow enough to interrupt).
+CHUNK_DELAY_VARIABLE = "SCANNET_TEST_CHUNK_DELAY_S"
+
+
 def execute_local(spec: ScreenSpec, todo: list[Piece], bar: tqdm, totals: dict) -> None:
     """Screen ``todo`` in this process, chunk after chunk."""
+    import os
+
+    delay = float(os.environ.get(CHUNK_DELAY_VARIABLE) or 0)
     screener = ChunkScreener(spec)
     for piece in todo:
+        time.sleep(delay)
         result: ChunkResult = screener.screen(piece)
         _count(bar, result.__dict__, totals)
 
