@@ -4,12 +4,14 @@ token, libraries kept quiet, SIGTERM unwinding like Ctrl-C, and an MLflow run en
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import signal
 import stat
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +75,111 @@ def loopback_node() -> Iterator[None]:
             os.environ[RAY_LOCAL_ONLY_VARIABLE] = saved_env
 
 
+# ------------------------------------------------------------------------- leftovers of a killed local Ray
+#
+# A local Ray's processes (GCS, raylet, dashboard, log monitor, the dashboard and runtime-env agents) are the
+# driver's descendants. ray.init stops them when the driver exits; after a SIGKILL of the driver some (the
+# dashboard and the agents) were seen alive 25 s and more later. Every local start records what it started in
+# $SCANNET_HOME/ray/local-<pid>-<start>.json; the next local start stops the processes a dead driver recorded,
+# identified by pid and start time (a recycled pid is left alone), and never any other process.
+
+LOCAL_RAY_DIR = "ray"
+
+
+def _local_ray_dir(folder: Path | None) -> Path:
+    from scannet.home import scannet_home
+
+    return Path(folder) if folder is not None else scannet_home() / LOCAL_RAY_DIR
+
+
+def local_ray_records(folder: Path | None = None) -> list[Path]:
+    """The records of local Rays started from this ``$SCANNET_HOME`` (``folder``: their folder)."""
+    directory = _local_ray_dir(folder)
+    return sorted(directory.glob("local-*.json")) if directory.is_dir() else []
+
+
+def record_local_ray(
+    processes: dict[int, int | None],
+    driver: str | None = None,
+    session_dir: str | None = None,
+    folder: Path | None = None,
+) -> Path:
+    """Record the processes (pid -> start time) a local Ray start made, with the driver's identity
+    (:func:`~scannet.io.process.process_identity`, this process by default) and Ray's session folder."""
+    from scannet.io.atomic import write_text_atomic
+    from scannet.io.process import process_identity
+
+    driver = driver or process_identity()
+    directory = _local_ray_dir(folder)
+    directory.mkdir(parents=True, exist_ok=True)
+    _, pid, start = driver.rsplit(":", 2)
+    path = directory / f"local-{pid}-{start}.json"
+    record = {
+        "driver": driver,
+        "session_dir": session_dir,
+        "processes": {str(p): t for p, t in sorted(processes.items()) if t is not None},
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_text_atomic(path, json.dumps(record, indent=1))
+    return path
+
+
+def stop_local_leftovers(folder: Path | None = None, grace_s: float = 3.0) -> list[str]:
+    """Stop what a local Ray of a dead driver left running: for each record whose driver is gone (on this host),
+    SIGTERM the recorded processes that still run (same pid and start time), SIGKILL those alive after
+    ``grace_s``; the record is removed. Records of live drivers, of other hosts or unreadable ones are kept.
+    Returns one line per record that had processes left."""
+    from scannet.io.process import identity_alive, is_running, signal_running
+
+    lines = []
+    for path in local_ray_records(folder):
+        try:
+            record = json.loads(path.read_text())
+            driver = record["driver"]
+            processes = {int(p): int(t) for p, t in record.get("processes", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if identity_alive(driver) is not False:
+            continue
+        left = {p: t for p, t in processes.items() if is_running(p, t)}
+        if left:
+            signal_running(left, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while any(is_running(p, t) for p, t in left.items()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            stubborn = {p: t for p, t in left.items() if is_running(p, t)}
+            signal_running(stubborn, signal.SIGKILL)
+            n = len(left)
+            lines.append(
+                f"local Ray: stopped {n} process{'es' if n != 1 else ''} left running by the driver {driver}, "
+                f"which is gone (pids {', '.join(map(str, sorted(left)))}"
+                + (f"; {len(stubborn)} killed after {grace_s:g} s" if stubborn else "")
+                + (f"; session {record['session_dir']}" if record.get("session_dir") else "")
+                + ")"
+            )
+        path.unlink(missing_ok=True)
+    return lines
+
+
+def _record_this_local_ray() -> None:
+    """Record the local Ray this driver just started: its descendants now whose command line names Ray (the GCS,
+    raylet, dashboard, log monitor and agents) and the session folder."""
+    from scannet.io.process import cmdline, descendants, process_table
+
+    try:
+        import ray
+
+        session_dir = ray._private.worker._global_node.get_session_dir_path()
+    except Exception:  # noqa: BLE001 - the session folder is informative only
+        session_dir = None
+    try:
+        table = process_table()
+        ours = [pid for pid in descendants(os.getpid(), table) if "ray" in cmdline(pid).lower()]
+        record_local_ray({pid: table[pid].start_time for pid in ours}, None, session_dir)
+    except OSError as exc:
+        print(f"local Ray: could not record its processes ({exc}); a killed driver's leftovers are not cleaned")
+
+
 def ensure_ray(verbose: bool = False) -> None:
     """Connect to the cluster of ``$RAY_ADDRESS`` (``ray job submit`` sets it), else start a local Ray bound to
     loopback, with its token file at mode 0600. Unless ``verbose``, the workers' logs stay in Ray's log files
@@ -85,11 +192,14 @@ def ensure_ray(verbose: bool = False) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
         return
+    for leftover in stop_local_leftovers():
+        print(leftover)
     line = secure_ray_token()
     if line:
         print(line)
     with loopback_node():
         ray.init(dashboard_host=LOOPBACK, **quiet)
+    _record_this_local_ray()
     fixed = secure_ray_token()  # in case Ray wrote the token itself
     if fixed and "set to 0600" in fixed:
         print(fixed)
