@@ -157,7 +157,10 @@ def stop_local_leftovers(folder: Path | None = None, grace_s: float = 3.0) -> li
                 + (f"; session {record['session_dir']}" if record.get("session_dir") else "")
                 + ")"
             )
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
     return lines
 
 
