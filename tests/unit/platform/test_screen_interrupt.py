@@ -65,6 +65,7 @@ def _mlflow_status(folder: Path) -> str:
     return run.info.status
 
 
+@pytest.mark.slow  # two screening subprocesses, 40-90 s
 def test_an_interrupted_screen_says_how_to_resume_in_one_line_and_the_next_launch_completes_it(tmp_path):
     write_structures(tmp_path / "lib.parquet", candidates(N_MOLECULES), {})
     tiny_model(tmp_path / "model.pt")
