@@ -311,7 +311,9 @@ def write_qm9_table(
         StructuresWriter,
     )
     from scannet.io.atomic import AtomicWrite
+    from scannet.io.paths import OutputFolder
 
+    OutputFolder(out_dir).check_tree(*DATASET_FILES)  # before reading: nothing is written through a link
     table = qm9_table(targets, limit, data_dir)
     with AtomicWrite(out_dir, DATASET_FILES) as staged:
         with StructuresWriter(staged.path / STRUCTURES_FILE, table_units(table.schema)) as writer:

@@ -61,3 +61,22 @@ def test_a_linked_out_folder_itself_is_written_through(tmp_path, inputs, capsys)
     (tmp_path / "out").symlink_to(real, target_is_directory=True)
     assert main(["data", "import", str(inputs), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert (real / "structures.parquet").is_file()
+
+
+@pytest.mark.parametrize("make", ["file", "link"])
+def test_data_qm9_out_refuses_a_file_or_a_link_before_reading_anything(tmp_path, capsys, make):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if make == "file":
+        out = tmp_path / "qm9.parquet"
+        out.write_text("not a folder")
+        expected = "not a folder"
+    else:
+        out = tmp_path / "qm9"
+        out.mkdir()
+        os.symlink(elsewhere / "structures.parquet", out / "structures.parquet")
+        expected = "is a symbolic link"
+    assert main(["data", "qm9", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not any(elsewhere.iterdir())
