@@ -485,9 +485,11 @@ def restart_mlflow(state: dict, timeout: float = 300) -> dict:
         kill_entry(state, "mlflow", grace=10)
     state_dir = Path(state["state_dir"])
     deadline = time.monotonic() + timeout
-    while True:  # the port is free again once the old server's sockets are closed
+    while True:  # the port is free again once the old server's listening socket is closed
         try:
             with socket.socket() as s:
+                # as the server binds: connections of the old server left in TIME_WAIT (60 s) do not hold the port
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind((LOOPBACK, old["port"]))
             break
         except OSError:

@@ -41,9 +41,10 @@ def cluster_processes(head: int, temp_dir: str) -> dict[int, int]:
     return process_tree({head: None}, [temp_dir])
 
 
-def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 30.0) -> dict[int, int]:
-    """SIGTERM the cluster's process group and every recorded process, wait, then SIGKILL what is left.
-    Returns the processes it recorded."""
+def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 10.0) -> dict[int, int]:
+    """SIGTERM the cluster's process group and every recorded process, wait, then SIGKILL what is left (Ray's
+    dashboard and runtime-env agents ignore SIGTERM: a long grace only waits for them). Returns the processes it
+    recorded."""
     recorded = cluster_processes(head.pid, temp_dir)
 
     def signal_all(sig: int) -> None:
