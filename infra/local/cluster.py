@@ -48,7 +48,15 @@ import urllib.request
 from pathlib import Path
 
 from scannet.io.atomic import write_text_atomic
-from scannet.io.process import cmdline, is_running, proc_stat, process_tree, signal_running
+from scannet.io.process import (
+    cmdline,
+    is_running,
+    proc_stat,
+    process_tree,
+    signal_running,
+    terminate_running,
+    wait_ended,
+)
 
 LOOPBACK = "127.0.0.1"
 #: Ray's single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): every Ray process of a node then takes
@@ -97,30 +105,8 @@ def free_port() -> int:
 def terminate(processes: dict[int, int], groups: dict[int, int], grace: float) -> dict[int, int]:
     """SIGTERM ``processes`` and the process ``groups`` (leader pid -> start time); after ``grace`` s SIGKILL
     what is left. Returns the processes still alive at the end (empty when all went)."""
-
-    def signal_all(sig: int) -> None:
-        for group, start_time in groups.items():
-            if is_running(group, start_time):  # the group's leader is still our process (else its members are listed)
-                try:
-                    os.killpg(group, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        signal_running(processes, sig)
-
-    def wait_gone(seconds: float) -> dict[int, int]:
-        deadline = time.monotonic() + seconds
-        while True:
-            left = {p: t for p, t in processes.items() if is_running(p, t)}
-            if not left or time.monotonic() > deadline:
-                return left
-            time.sleep(0.2)
-
-    signal_all(signal.SIGTERM)
-    left = wait_gone(grace)
-    if left:
-        signal_all(signal.SIGKILL)
-        left = wait_gone(10)
-    return left
+    killed = terminate_running(processes, grace, groups)
+    return wait_ended(killed, 10) if killed else {}
 
 
 def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:

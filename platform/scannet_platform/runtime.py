@@ -129,7 +129,7 @@ def stop_local_leftovers(folder: Path | None = None, grace_s: float = 3.0) -> li
     SIGTERM the recorded processes that still run (same pid and start time), SIGKILL those alive after
     ``grace_s``; the record is removed. Records of live drivers, of other hosts or unreadable ones are kept.
     Returns one line per record that had processes left."""
-    from scannet.io.process import identity_alive, is_running, signal_running
+    from scannet.io.process import identity_alive, is_running, terminate_running
 
     lines = []
     for path in local_ray_records(folder):
@@ -143,12 +143,7 @@ def stop_local_leftovers(folder: Path | None = None, grace_s: float = 3.0) -> li
             continue
         left = {p: t for p, t in processes.items() if is_running(p, t)}
         if left:
-            signal_running(left, signal.SIGTERM)
-            deadline = time.monotonic() + grace_s
-            while any(is_running(p, t) for p, t in left.items()) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            stubborn = {p: t for p, t in left.items() if is_running(p, t)}
-            signal_running(stubborn, signal.SIGKILL)
+            stubborn = terminate_running(left, grace_s)
             n = len(left)
             lines.append(
                 f"local Ray: stopped {n} process{'es' if n != 1 else ''} left running by the driver {driver}, "

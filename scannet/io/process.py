@@ -15,7 +15,9 @@ find the processes a launch started (its process groups, command lines and all t
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -85,6 +87,39 @@ def signal_running(processes: Mapping[int, int | None], sig: int) -> None:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+
+def wait_ended(processes: Mapping[int, int | None], seconds: float) -> dict[int, int | None]:
+    """Wait up to ``seconds`` for the recorded processes to end; returns those still running."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = {p: t for p, t in processes.items() if is_running(p, t)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def terminate_running(
+    processes: Mapping[int, int | None], grace_s: float, groups: Mapping[int, int | None] | None = None
+) -> dict[int, int | None]:
+    """SIGTERM the recorded processes that still run (and the process ``groups``, leader pid -> start time, whose
+    leader is still the recorded one), wait up to ``grace_s`` for them to end, then SIGKILL the same; returns the
+    processes that were still running after the grace (those sent SIGKILL)."""
+
+    def signal_all(sig: int, targets: Mapping[int, int | None]) -> None:
+        for leader, start_time in (groups or {}).items():
+            if is_running(leader, start_time):  # else the group's members are in ``processes``
+                try:
+                    os.killpg(leader, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        signal_running(targets, sig)
+
+    signal_all(signal.SIGTERM, processes)
+    left = wait_ended(processes, grace_s)
+    if left:
+        signal_all(signal.SIGKILL, left)
+    return left
 
 
 # ------------------------------------------------------------------------------------------ identities

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from scannet.data.qm9 import write_qm9_table
-from scannet.io.process import cmdline, is_running, process_tree, signal_running
+from scannet.io.process import cmdline, is_running, process_tree, terminate_running, wait_ended
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,26 +45,8 @@ def stop_cluster(head: subprocess.Popen, temp_dir: str, grace: float = 10.0) -> 
     dashboard and runtime-env agents ignore SIGTERM: a long grace only waits for them). Returns the processes it
     recorded."""
     recorded = cluster_processes(head.pid, temp_dir)
-
-    def signal_all(sig: int) -> None:
-        try:
-            os.killpg(head.pid, sig)
-        except ProcessLookupError:
-            pass
-        signal_running(recorded, sig)
-
-    def wait_gone(seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if head.poll() is not None and not any(is_running(p, t) for p, t in recorded.items()):
-                return True
-            time.sleep(0.2)
-        return False
-
-    signal_all(signal.SIGTERM)
-    if not wait_gone(grace):
-        signal_all(signal.SIGKILL)
-        wait_gone(grace)
+    if terminate_running(recorded, grace, {head.pid: None}):
+        wait_ended(recorded, grace)
     head.wait(timeout=grace)
     return recorded
 
