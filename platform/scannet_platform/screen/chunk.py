@@ -31,6 +31,7 @@ import torch
 from scannet.data import schema as S
 from scannet.data.graphs_table import atom_budget_slices
 from scannet.data.importers import _over_limit
+from scannet.data.smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
 from scannet.data.structures_table import Piece, table_to_structures_or_errors
 from scannet.featurizer import featurize_each
 from scannet.io.atomic import AtomicWrite
@@ -40,7 +41,6 @@ from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
 from scannet_platform.screen.library import ERROR, ROW, SMILES, read_piece
 from scannet_platform.screen.models import ModelGroup
-from scannet_platform.screen.smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
 
 PREDICTIONS_DIR = "predictions"
 QUARANTINE_DIR = "quarantine"

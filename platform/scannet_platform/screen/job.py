@@ -318,8 +318,6 @@ def screen_spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_i
 def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     """Screen the library of ``config`` into ``config.out`` (resuming what is there); see the module docstring."""
     from scannet_platform.runtime import quiet_libraries, tracked_run
-    from scannet_platform.screen.library import SMILES_SUFFIXES
-    from scannet_platform.screen.smiles import require_rdkit
 
     started = time.perf_counter()
     quiet_libraries(config.verbose)
@@ -330,8 +328,6 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     names = numeric_columns(groups)
     filters = [parse_filter(text, names) for text in config.filters]
     rankings = parse_rankings(config.rank, groups) if config.top_k else []
-    if any(Path(p).suffix.lower() in SMILES_SUFFIXES for p in config.inputs):
-        require_rdkit()
     wanted = _state(config, library_fingerprint(config.inputs), groups)
     check_layout(out, rankings)  # no symbolic link under out
     state = existing_state(out, wanted)  # before anything is written into a folder that holds another screen
@@ -472,7 +468,7 @@ def _log_tracking(tracking_uri: str, run_id: str, summary: ScreenSummary, scan: 
 
 def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
     """What the command prints at the end."""
-    from scannet_platform.screen.smiles import FORCE_FIELD_NOTE
+    from scannet.data.smiles import FORCE_FIELD_NOTE
 
     lines = [
         f"screened {summary.n_screened:,} of {summary.n_input:,} structures, quarantined {summary.n_quarantined:,}"

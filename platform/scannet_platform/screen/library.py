@@ -12,7 +12,8 @@ Inputs, by suffix:
   structure files: read by the streaming readers of ``scannet data import``
   (:func:`scannet.data.importers.iter_records`), frame by frame.
 * ``.smi`` (``SMILES [id]`` per line) and ``.csv`` (a ``smiles`` column, an optional ``id`` column): read line
-  by line; the 3D structure is embedded later, in the workers (:mod:`scannet_platform.screen.smiles`).
+  by line (:func:`scannet.data.smiles.read_smiles_file`); the 3D structure is embedded later, in the workers
+  (:func:`scannet.data.smiles.embed_smiles`).
 
 Inputs other than structures tables are staged once, streamed, into ``<out>/library/chunk-*.parquet`` (the
 structures schema plus ``smiles`` and ``error`` columns; unreadable frames keep their reason in ``error``)
@@ -23,7 +24,6 @@ the inputs are unchanged. Memory holds one chunk.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from scannet.data import schema as S
 from scannet.data.importers import _record_id, expand_inputs, iter_records
+from scannet.data.smiles import SMILES_SUFFIXES, read_smiles_file
 from scannet.data.structures_table import Piece, open_structures, structure_pieces, structures_to_table
 from scannet.io.atomic import AtomicWrite
 from scannet.io.paths import OutputFolder
@@ -47,9 +48,6 @@ ERROR = "error"
 STAGED_DIR = "library"
 MANIFEST = "manifest.json"
 TABLE_SUFFIXES = (".parquet",)
-SMILES_SUFFIXES = (".smi", ".csv")
-SMILES_COLUMNS = ("smiles", "SMILES", "Smiles")
-ID_COLUMNS = ("id", "ID", "name", "Name")
 
 #: A staged chunk: the structures-table columns plus the SMILES (null: a structure) and the read error.
 STAGED_SCHEMA = pa.schema(
@@ -124,35 +122,8 @@ def _structure_records(path: Path, max_atoms: int) -> Iterator[Record]:
 
 
 def _smiles_records(path: Path, smiles_column: str | None, id_column: str | None) -> Iterator[Record]:
-    """SMILES of a ``.smi`` file (``SMILES [id]``; ``#`` comments) or of a CSV file's SMILES column."""
-    source = str(path)
-    with open(path, newline="") as handle:
-        if path.suffix.lower() == ".smi":
-            for number, line in enumerate(handle, start=1):
-                text = line.strip()
-                if not text or text.startswith("#"):
-                    continue
-                parts = text.split(maxsplit=1)
-                identifier = parts[1].strip() if len(parts) > 1 else f"{path.stem}:{number}"
-                yield Record(identifier, source, smiles=parts[0])
-            return
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        column = smiles_column or next((c for c in SMILES_COLUMNS if c in columns), None)
-        if column is None or column not in columns:
-            wanted = repr(smiles_column) if smiles_column else f"one of {list(SMILES_COLUMNS)}"
-            raise ConfigError(f"{path}: no SMILES column {wanted} among its columns {columns} (--smiles-column)")
-        id_name = id_column or next((c for c in ID_COLUMNS if c in columns), None)
-        if id_column and id_column not in columns:
-            raise ConfigError(f"{path}: no id column {id_column!r} among its columns {columns} (--id-column)")
-        for number, row in enumerate(reader, start=2):  # line 1 is the header
-            identifier = (row.get(id_name) or "").strip() if id_name else ""
-            identifier = identifier or f"{path.stem}:{number}"
-            text = (row.get(column) or "").strip()
-            if text:
-                yield Record(identifier, source, smiles=text)
-            else:
-                yield Record(identifier, source, error=f"line {number}: empty SMILES")
+    for record in read_smiles_file(path, smiles_column, id_column):
+        yield Record(record.id, record.source, smiles=record.smiles, error=record.error)
 
 
 def _staged_table(records: list[Record]) -> pa.Table:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from scannet.data import schema as S
+from scannet.data.smiles import FORCE_FIELD_GEOMETRY, FORCE_FIELD_NOTE
 from scannet.io.atomic import write_text_atomic
 from scannet.io.paths import OutputFolder
 from scannet_platform.screen.library import ROW
 from scannet_platform.screen.models import ModelGroup
 from scannet_platform.screen.select import TOP_COLUMNS, Filter, Ranking, Scan
-from scannet_platform.screen.smiles import FORCE_FIELD_GEOMETRY, FORCE_FIELD_NOTE
 
 DUPLICATES_FILE = "duplicates.csv"
 SUMMARY_FILE = "summary.json"

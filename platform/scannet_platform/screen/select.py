@@ -213,7 +213,7 @@ def scan_results(
     sample: int = 10,
 ) -> Scan:
     """Read the finished parts back (value columns only, one part at a time) into a :class:`Scan`."""
-    from scannet_platform.screen.smiles import FORCE_FIELD_GEOMETRY
+    from scannet.data.smiles import FORCE_FIELD_GEOMETRY
 
     out_dir = Path(out_dir)
     scan = Scan()

@@ -11,7 +11,6 @@ from ase import Atoms
 from ase.io import write
 
 from scannet.data.structures_table import write_structures
-from scannet.typed_config import ConfigError
 from scannet_platform.screen.job import build_screen_config, run_screen, summary_lines
 from tests.screening import candidates, tiny_model
 
@@ -114,15 +113,6 @@ def test_smiles_from_smi_and_csv_files_are_embedded_and_flagged_as_force_field_g
     top = (tmp_path / "out" / "top-gap_eV-max.md").read_text()
     assert "force-field geometries differ from the DFT geometries" in top
     assert_exactly_once(tmp_path / "out", 6)
-
-
-def test_smiles_without_rdkit_is_a_clear_error(tmp_path, model, monkeypatch):
-    import scannet_platform.screen.smiles as smiles
-
-    monkeypatch.setattr(smiles, "rdkit_available", lambda: False)
-    (tmp_path / "a.smi").write_text("CCO\n")
-    with pytest.raises(ConfigError, match="pip install rdkit"):
-        screen(tmp_path / "out", [tmp_path / "a.smi"], [model])
 
 
 def test_a_missing_input_and_a_parquet_file_of_another_kind_are_refused(tmp_path, model):

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("rdkit")
 pytest.importorskip("ray")
 
-from scannet_platform.screen import smiles as smiles_module  # noqa: E402
+from scannet.data import smiles as smiles_module  # noqa: E402
+from scannet.data.smiles import EmbeddingError, embed_smiles  # noqa: E402
 from scannet_platform.screen.job import build_screen_config, run_screen  # noqa: E402
-from scannet_platform.screen.smiles import EmbeddingError, embed_smiles  # noqa: E402
 from tests.screening import tiny_model  # noqa: E402
 
 LONG_CHAIN = "C" * 300  # 902 atoms with hydrogens: embedding it takes minutes without the checks

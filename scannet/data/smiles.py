@@ -1,4 +1,10 @@
-"""SMILES to 3D structures with RDKit (an optional extra: ``pip install scannet[smiles]``).
+"""SMILES in: the records of ``.smi`` and ``.csv`` files, and their 3D structures embedded with RDKit.
+
+Used by ``scannet explain`` and ``scannet screen`` alike, so a SMILES gives the same geometry in both.
+
+Files: a ``.smi`` file holds ``SMILES [id]`` per line (``#`` starts a comment line); a ``.csv`` file a SMILES
+column (``smiles``, ``SMILES`` or ``Smiles``, or the one named) and an optional id column (``id``, ``ID``,
+``name``, ``Name``, or the one named). A record without an id is named ``<file stem>:<line>``.
 
 Embedding: hydrogens added, ETKDGv3 with a fixed random seed (the same SMILES gives the same geometry on every
 run and worker), then an MMFF94 optimisation (UFF when MMFF has no parameters for the molecule).
@@ -15,7 +21,18 @@ Every screened row records its geometry in the ``geometry`` column and the summa
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
 from ase import Atoms
+
+from scannet.typed_config import ConfigError
+
+SMILES_SUFFIXES = (".smi", ".csv")
+SMILES_COLUMNS = ("smiles", "SMILES", "Smiles")
+ID_COLUMNS = ("id", "ID", "name", "Name")
 
 #: ``geometry`` of a structure embedded here; structures read from files are ``"input"``.
 FORCE_FIELD_GEOMETRY = "rdkit-etkdg-mmff94"
@@ -36,23 +53,6 @@ EMBED_MAX_ITERATIONS = 1000
 
 class EmbeddingError(ValueError):
     """A SMILES string that cannot be parsed or embedded, with the reason."""
-
-
-def rdkit_available() -> bool:
-    try:
-        import rdkit  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def require_rdkit() -> None:
-    from scannet.typed_config import ConfigError
-
-    if not rdkit_available():
-        raise ConfigError(
-            "SMILES inputs need RDKit to embed the molecules in 3D: pip install rdkit (or scannet[smiles])"
-        )
 
 
 def _embedding_parameters(seed: int):
@@ -117,3 +117,56 @@ def embed_smiles(smiles: str, seed: int = 0, max_atoms: int | None = None) -> At
     numbers = [atom.GetAtomicNum() for atom in molecule.GetAtoms()]
     positions = molecule.GetConformer().GetPositions()
     return Atoms(numbers=numbers, positions=positions)
+
+
+# ------------------------------------------------------------------------------------------------ SMILES files
+
+
+@dataclass(frozen=True)
+class SmilesRecord:
+    """One record of a SMILES file: its id, the file, the line, and the SMILES or why there is none."""
+
+    id: str
+    source: str
+    line: int
+    smiles: str | None = None
+    error: str | None = None
+
+
+def parse_smiles_line(text: str, default_id: str) -> tuple[str, str]:
+    """``(smiles, id)`` of a ``SMILES [id]`` line (the id may hold spaces); ``default_id`` when it has none."""
+    parts = text.strip().split(maxsplit=1)
+    return parts[0], (parts[1].strip() if len(parts) > 1 else default_id)
+
+
+def read_smiles_file(
+    path: str | Path, smiles_column: str | None = None, id_column: str | None = None
+) -> Iterator[SmilesRecord]:
+    """The records of a ``.smi`` or ``.csv`` file, in file order; an empty SMILES cell is a record with its
+    error. :class:`ConfigError` when a CSV file has no SMILES column (or not the id column named)."""
+    path = Path(path)
+    source = str(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        if path.suffix.lower() == ".smi":
+            for number, line in enumerate(handle, start=1):
+                text = line.strip()
+                if text and not text.startswith("#"):
+                    smiles, identifier = parse_smiles_line(text, f"{path.stem}:{number}")
+                    yield SmilesRecord(identifier, source, number, smiles=smiles)
+            return
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        column = smiles_column or next((c for c in SMILES_COLUMNS if c in columns), None)
+        if column is None or column not in columns:
+            wanted = repr(smiles_column) if smiles_column else f"one of {list(SMILES_COLUMNS)}"
+            raise ConfigError(f"{path}: no SMILES column {wanted} among its columns {columns} (--smiles-column)")
+        id_name = id_column or next((c for c in ID_COLUMNS if c in columns), None)
+        if id_column and id_column not in columns:
+            raise ConfigError(f"{path}: no id column {id_column!r} among its columns {columns} (--id-column)")
+        for number, row in enumerate(reader, start=2):  # line 1 is the header
+            identifier = ((row.get(id_name) or "").strip() if id_name else "") or f"{path.stem}:{number}"
+            text = (row.get(column) or "").strip()
+            if text:
+                yield SmilesRecord(identifier, source, number, smiles=text)
+            else:
+                yield SmilesRecord(identifier, source, number, error=f"line {number}: empty SMILES")
