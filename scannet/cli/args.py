@@ -43,6 +43,21 @@ def add_batch_size_argument(group, help: str) -> None:
     group.add_argument("--batch-size", type=positive_int, default=None, help=help)
 
 
+def add_smiles_arguments(group, strings: bool = True) -> None:
+    """``--smiles-column`` and ``--id-column`` for ``.csv`` SMILES files; with ``strings``, also ``--smiles``
+    (``args.smiles``: a list of ``SMILES [name]`` texts, the flag repeated)."""
+    if strings:
+        group.add_argument(
+            "--smiles",
+            action="append",
+            metavar="'SMILES [NAME]'",
+            help="a molecule as SMILES, optionally followed by its name (repeat the flag for more); embedded in 3D "
+            "with RDKit as by scannet screen",
+        )
+    group.add_argument("--smiles-column", help="CSV column with the SMILES (default smiles/SMILES)")
+    group.add_argument("--id-column", help="CSV column with the ids (default id/name, else <file>:<line>)")
+
+
 def add_max_atoms_argument(group, config_default: int | None = None) -> None:
     """``--max-atoms`` (``args.max_atoms``): most atoms per structure; a larger one gets the reason instead of a
     result. Default :data:`scannet.data.importers.DEFAULT_MAX_ATOMS` (``predict``, ``explain``, ``data import``);

@@ -1,17 +1,22 @@
 """``scannet explain``: GA explanations of structure files, and the deletion test of the GA scores.
 
-    scannet explain [--model M] FILES... --out DIR [--top-n N] [--device cpu]   (default model: the shipped one)
-    scannet explain --faithfulness [--model M] [--run RUN_DIR] [--n-molecules 200] [--k 1 2 3]
+    scannet explain [--model M] [FILES...] [--smiles 'SMILES [NAME]' ...] --out DIR [--top-n N] [--device cpu]
+    scannet explain --faithfulness [--model M] [--run RUN_DIR] [--n-molecules 200] [--k 1 2 3] [--seeds 3]
 
-Explanations: for each structure, into DIR, ``<stem>_ga.xyz`` (extended XYZ, per-atom array ``ga_score``),
-``<stem>_ga.png`` (the structure coloured by GA score), ``<stem>_top.csv`` and ``<stem>_top.md`` (the top-N
-local structures: centre atom and its Voronoi neighbours, ranked by GA score), and ``explanations.csv``
-(every input: predictions, GA file, error). Files are read as by ``scannet predict``; stems are sanitised,
+Explanations (default model: the shipped one): for each structure, into DIR, ``<stem>_ga.xyz`` (extended XYZ,
+per-atom array ``ga_score``), ``<stem>_ga.svg`` and ``<stem>_ga.png`` (the 2D drawing shaded by GA score,
+:mod:`scannet.explain.drawing`), ``<stem>_top.csv`` and ``<stem>_top.md`` (the top-N local structures: centre
+atom and its Voronoi neighbours, ranked by GA score); for all of them ``explanations.csv`` (every input:
+predictions, GA file, error) and ``report.html`` (one self-contained sortable page with every drawing,
+:mod:`scannet.explain.report`). Inputs are read as by ``scannet predict``: structure files, SMILES files
+(``.smi``, ``.csv``) and ``--smiles`` texts, embedded as ``scannet screen`` embeds them; stems are sanitised,
 unique and never resolve outside DIR. Exit codes: 0 every structure explained; 1 some files or structures
 failed (the rest written); 2 user error (model missing or unreadable, bad option, nothing explained).
 
-Faithfulness: the deletion test (:mod:`scannet.explain.faithfulness`) on a seeded sample of the test split the
-model's training run recorded; prints the table. Exit codes: 0 done, 2 user error.
+Faithfulness: the deletion test (:mod:`scannet.explain.faithfulness`) with its controls (random atoms, an untrained
+model of the same architecture, |gradient × input|) on seeded samples of the test split the model's training run
+recorded, one per seed; prints the tables with 95 % confidence intervals over the seeds and a verdict. Exit codes:
+0 done, 2 user error.
 """
 
 from __future__ import annotations
@@ -22,28 +27,37 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scannet.cli.args import add_device_argument, add_max_atoms_argument, device_or_cpu, positive_int
-from scannet.cli.predict import EXIT_OK, EXIT_USER_ERROR, Row, add_model_argument
+from scannet.cli.args import (
+    add_device_argument,
+    add_max_atoms_argument,
+    add_smiles_arguments,
+    device_or_cpu,
+    positive_int,
+)
+from scannet.cli.predict import EXIT_OK, EXIT_USER_ERROR, FILES_HELP, Row, add_model_argument
 
 if TYPE_CHECKING:
     from scannet.featurizer import Graph
     from scannet.predictor import Predictor
 
-HELP = "explain predictions: GA scores per atom as XYZ, PNG and ranked local structures; --faithfulness"
+HELP = "explain predictions: GA scores per atom drawn on the molecule, an HTML report, XYZ for OVITO; --faithfulness"
 DESCRIPTION = (
-    "Explain every structure in the files: per structure, into --out, <stem>_ga.xyz (extended XYZ with the "
-    "per-atom array ga_score, for OVITO and ASE), <stem>_ga.png (the structure coloured by GA score), "
-    "<stem>_top.csv and <stem>_top.md (the top-N local structures: centre atom and Voronoi neighbours, ranked by "
-    "GA score), and explanations.csv (every input with its predictions or error). Exit codes: 0 all explained, "
-    "1 some files or structures failed (the rest written), 2 user error. With --faithfulness: the deletion test "
-    "of the GA scores on a seeded sample of the test split of the model's training run; prints a table."
+    "Explain every structure of the files and every --smiles: per structure, into --out, <stem>_ga.svg and "
+    "<stem>_ga.png (the 2D drawing with bonds, atoms shaded by GA score), <stem>_ga.xyz (extended XYZ with the "
+    "per-atom array ga_score, for OVITO and ASE), <stem>_top.csv and <stem>_top.md (the top-N local structures: "
+    "centre atom and Voronoi neighbours, ranked by GA score); and report.html (a self-contained sortable page with "
+    "every drawing) and explanations.csv (every input with its predictions or error). Exit codes: 0 all explained, "
+    "1 some inputs failed (the rest written), 2 user error. With --faithfulness: the deletion test of the GA scores "
+    "with its controls on seeded samples of the test split of the model's training run; prints a table."
 )
 INDEX_FILE = "explanations.csv"
+REPORT_FILE = "report.html"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
-    parser.add_argument("files", nargs="*", help="structure files ASE can read (xyz, extxyz, cif, POSCAR, ...)")
+    parser.add_argument("files", nargs="*", help=FILES_HELP)
+    add_smiles_arguments(parser)
     parser.add_argument("--out", default="explanations", help="output folder (default: explanations)")
     parser.add_argument("--top-n", type=positive_int, default=10, help="local structures per table (default 10)")
     add_device_argument(parser, "torch device for the model, e.g. cpu (default), cuda")
@@ -56,22 +70,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--n-molecules", type=positive_int, default=200, help="structures sampled (default 200)")
     test.add_argument("--k", type=positive_int, nargs="+", default=[1, 2, 3], help="atoms removed (default 1 2 3)")
     test.add_argument("--random-seeds", type=positive_int, default=5, help="seeds of the random baseline (default 5)")
-    test.add_argument("--seed", type=int, default=0, help="seed of the sample and the random atoms (default 0)")
+    test.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="first seed: seed s draws the sample, the random atoms and the untrained control (default 0)",
+    )
+    test.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=3,
+        help="seeds s = seed, seed+1, ... for the confidence intervals (default 3)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.faithfulness:
-        if args.files:
+        if args.files or args.smiles:
             print(
-                "scannet: error: --faithfulness takes no structure files: it samples the test split of the "
+                "scannet: error: --faithfulness takes no structures: it samples the test split of the "
                 "model's training run (--run)",
                 file=sys.stderr,
             )
             return EXIT_USER_ERROR
         return run_faithfulness(args)
-    if not args.files:
-        print("scannet: error: give structure files to explain (or --faithfulness)", file=sys.stderr)
-        return EXIT_USER_ERROR
     return run_explanations(args)
 
 
@@ -99,56 +121,106 @@ def run_explanations(args: argparse.Namespace) -> int:
     write_ga_files(out, rows, multiframe=False)
 
     explained = [row for row in featurized if row.ga_file is not None and row.error is None]
+    drawings: dict[int, str] = {}
     for n, row in enumerate(explained, start=1):
         stem = row.ga_file.removesuffix(GA_SUFFIX)
         try:
-            top = write_structure_explanation(out, stem, row, graphs[id(row)], args.top_n, predictor)
+            top, drawings[id(row)] = write_structure_explanation(out, stem, row, graphs[id(row)], args.top_n, predictor)
         except Exception as exc:
-            row.error = f"GA file written, but the picture or tables were not: {describe_error(exc)}"
+            row.error = f"GA file written, but the drawing or tables were not: {describe_error(exc)}"
             continue
         print(
             f"[{n}/{len(explained)}] {row.name} ({len(row.atoms)} atoms): top atom {top}; "
-            f"{stem}{GA_SUFFIX}, _ga.png, _top.csv, _top.md",
+            f"{stem}{GA_SUFFIX}, _ga.svg, _ga.png, _top.csv, _top.md",
             flush=True,
         )
+    model = args.model or "the shipped QM9 HOMO/LUMO/gap model"
+    report = write_explanation_report(out, rows, drawings, predictor, model)
     n_ok = sum(row.error is None for row in rows)
-    return finish_rows(opened, verb="explained", n_ok=n_ok, failed_in=INDEX_FILE, written=f"files in {out}")
+    return finish_rows(
+        opened, verb="explained", n_ok=n_ok, failed_in=INDEX_FILE, written=f"files in {out}; open {report}"
+    )
 
 
-def write_structure_explanation(out: Path, stem: str, row: Row, graph: Graph, top_n: int, predictor: Predictor) -> str:
-    """The PNG and the two local-structure tables of one predicted row; returns its top atom, e.g. ``C2 (0.213)``."""
+def write_structure_explanation(
+    out: Path, stem: str, row: Row, graph: Graph, top_n: int, predictor: Predictor
+) -> tuple[str, str]:
+    """The drawing (SVG and PNG) and the two local-structure tables of one predicted row; returns its top atom,
+    e.g. ``C2 (0.213)``, and the SVG."""
     from scannet.explain import (
         PNG_SUFFIX,
+        SVG_SUFFIX,
         TOP_CSV_SUFFIX,
         TOP_MARKDOWN_SUFFIX,
-        plot_ga_structure,
+        caption_of,
         top_local_structures,
         write_local_structures_csv,
         write_local_structures_markdown,
     )
+    from scannet.explain.drawing import draw_ga
     from scannet.io.paths import path_inside
 
+    drawing = draw_ga(row.atoms, row.ga_scores, caption_of(row.name, row.values, predictor), smiles=row.smiles)
+    path_inside(out, stem + SVG_SUFFIX).write_text(drawing.svg, encoding="utf-8")
+    path_inside(out, stem + PNG_SUFFIX).write_bytes(drawing.png)
+    top = top_local_structures(graph, row.ga_scores, top_n)
+    write_local_structures_csv(path_inside(out, stem + TOP_CSV_SUFFIX), top)
     predicted = ", ".join(
         f"{target} {value:.4g} {predictor.unit(target) or ''}".rstrip() for target, value in row.values.items()
     )
-    top = top_local_structures(graph, row.ga_scores, top_n)
-    title = f"{row.name}: {predicted}"
-    plot_ga_structure(path_inside(out, stem + PNG_SUFFIX), row.atoms, row.ga_scores, title, [s.atom_index for s in top])
-    write_local_structures_csv(path_inside(out, stem + TOP_CSV_SUFFIX), top)
     heading = f"Top {len(top)} local structures of {row.name} by GA score ({predicted})"
     write_local_structures_markdown(path_inside(out, stem + TOP_MARKDOWN_SUFFIX), top, heading)
-    return f"{top[0].element}{top[0].atom_index} ({top[0].ga_score:.3f})"
+    return f"{top[0].element}{top[0].atom_index} ({top[0].ga_score:.3f})", drawing.svg
+
+
+def write_explanation_report(
+    out: Path, rows: list[Row], drawings: dict[int, str], predictor: Predictor, model: str
+) -> Path:
+    """``report.html``: every input row (explained or with its error), sortable, with each GA drawing."""
+    from scannet.data.smiles import FORCE_FIELD_NOTE
+    from scannet.explain import explained_quantity
+    from scannet.explain.report import Column, Entry, Report, prediction_columns, write_html_report
+    from scannet.io.paths import path_inside
+
+    units = {t: predictor.unit(t) for t in predictor.targets}
+    columns = (
+        Column("name", "name"),
+        Column("formula", "formula"),
+        Column("smiles", "SMILES"),
+        Column("n_atoms", "atoms", numeric=True),
+        *prediction_columns(predictor.targets, units, uncertainty=False),
+        Column("top_atom", "top GA atom"),
+        Column("source", "source"),
+    )
+    entries = []
+    for row in rows:
+        cells = {"name": row.name, "formula": row.formula(), "smiles": row.smiles}
+        cells["source"] = row.where.removeprefix(str(Path(row.source_file).parent) + "/")  # the file's name
+        cells["n_atoms"] = len(row.atoms) if row.atoms is not None else None
+        cells.update(row.values or {})
+        if row.ga_scores is not None:
+            k = int(row.ga_scores.argmax())
+            cells["top_atom"] = f"{row.atoms.get_chemical_symbols()[k]}{k} ({row.ga_scores[k]:.3f})"
+        entries.append(Entry(row.name, cells, drawings.get(id(row)), row.error))
+    notes = [
+        f"Model: {model}. GA scores explain {explained_quantity(predictor.targets)}; they sum to 1 over the atoms "
+        "of a structure, so compare atoms within a structure."
+    ]
+    if any(row.smiles for row in rows):
+        notes.append(f"Structures given as SMILES: {FORCE_FIELD_NOTE}.")
+    report = Report(f"GA explanations of {len(rows)} structures", columns, tuple(entries), tuple(notes))
+    return write_html_report(path_inside(out, REPORT_FILE), report)
 
 
 def run_faithfulness(args: argparse.Namespace) -> int:
     import scannet
     from scannet.checkpoint import resolve_checkpoint
-    from scannet.explain import (
+    from scannet.explain.faithfulness import (
         DeletionConfig,
-        deletion_test,
-        featurize_sample,
-        format_deletion_table,
-        recorded_test_sample,
+        controlled_deletion_test,
+        controlled_verdict,
+        format_controlled_tables,
+        seeded_samples,
     )
     from scannet.train.run_folder import SPLIT_IDS_FILE
 
@@ -163,25 +235,35 @@ def run_faithfulness(args: argparse.Namespace) -> int:
         return EXIT_USER_ERROR
     predictor = scannet.load(checkpoint, device=device_or_cpu(args))
     config = DeletionConfig(ks=tuple(sorted(set(args.k))), n_random=args.random_seeds, seed=args.seed)
+    seeds = range(args.seed, args.seed + args.seeds)
     start = time.perf_counter()
-    print(f"sampling {args.n_molecules} test structures of the run in {run_dir} ...", flush=True)
-    sample = recorded_test_sample(run_dir, args.n_molecules, args.seed, min_atoms=max(config.ks) + 1)
-    graphs, failed = featurize_sample(predictor, sample)
+    print(
+        f"sampling {args.n_molecules} test structures of the run in {run_dir} for seeds {list(seeds)} ...", flush=True
+    )
+    samples, failed = seeded_samples(predictor, run_dir, args.n_molecules, seeds, min_atoms=max(config.ks) + 1)
     for line in failed:
         print(f"left out: {line}", file=sys.stderr)
-    if not graphs:
-        print(f"scannet: error: no test structure of {run_dir} could be featurized", file=sys.stderr)
+    empty = [seed for seed, graphs in samples.items() if not graphs]
+    if empty:
+        print(f"scannet: error: no test structure of {run_dir} could be featurized (seed {empty[0]})", file=sys.stderr)
         return EXIT_USER_ERROR
-    print(f"deletion test on {len(graphs)} structures, k = {' '.join(map(str, config.ks))} ...", flush=True)
-    rows = deletion_test(predictor.model, graphs, config)
+    print(
+        f"deletion test of the model and of an untrained control, k = {' '.join(map(str, config.ks))}, "
+        f"{len(seeds)} seeds ...",
+        flush=True,
+    )
+    rows = controlled_deletion_test(predictor.model, samples, config)
     units = {t: predictor.unit(t) for t in predictor.targets}
     print()
-    print("\n".join(format_deletion_table(rows, units, config.n_random)))
+    print("\n".join(format_controlled_tables(rows, units, len(seeds))))
+    print()
+    print("\n".join(controlled_verdict(rows)))
     print()
     print(
-        f"model {args.model or checkpoint}; {len(graphs)} test structures with more than {max(config.ks)} atoms "
-        f"(sample seed {args.seed}"
+        f"model {args.model or checkpoint}; test structures with more than {max(config.ks)} atoms, sample seeds "
+        f"{seeds.start}-{seeds.stop - 1}"
         + (f", {len(failed)} left out: not featurizable" if failed else "")
-        + f"); mean |Δprediction| when k atoms leave the GA pool; {time.perf_counter() - start:.1f} s"
+        + f"; {config.n_random} random draws per seed; untrained control: the same architecture, initialised with "
+        f"the seed, with the model's target statistics; {time.perf_counter() - start:.1f} s"
     )
     return EXIT_OK

@@ -27,6 +27,7 @@ from scannet.cli.args import (
     add_device_argument,
     add_max_atoms_argument,
     add_progress_argument,
+    add_smiles_arguments,
     device_or_cpu,
 )
 from scannet.precision import PRECISIONS
@@ -43,9 +44,13 @@ MODEL_HELP = (
     "a checkpoint (.pt), a shipped model's name or a models:/ URI (default: the shipped QM9 HOMO/LUMO/gap model, "
     "scannet/pretrained/)"
 )
+FILES_HELP = (
+    "structure files ASE can read (xyz, extxyz, cif, POSCAR, db, traj, ...) and SMILES files (.smi: 'SMILES [name]' "
+    "per line; .csv: a smiles column)"
+)
 TABLE_FILES = {"csv": "predictions.csv", "parquet": "predictions.parquet"}
 #: The table's columns; the predicted targets (``<target>_<unit>``) come between ``n_atoms`` and ``ga_file``.
-LEADING_COLUMNS = ("name", "source_file", "frame", "formula", "n_atoms")
+LEADING_COLUMNS = ("name", "source_file", "frame", "smiles", "formula", "n_atoms")
 TRAILING_COLUMNS = ("ga_file", "ga_frame", "error")
 
 
@@ -59,17 +64,21 @@ class Row:
     """One line of the predictions table: a structure read from ``source_file`` or a read failure."""
 
     name: str
-    source_file: str
+    source_file: str  # the file, or "--smiles" for a SMILES given on the command line
     frame: int | None
-    atoms: Atoms | None = None  # None: this file or frame could not be read
+    atoms: Atoms | None = None  # None: this file or frame could not be read, or this SMILES not embedded
     error: str | None = None
     values: dict[str, float] | None = None
     ga_scores: np.ndarray | None = None
     ga_file: str | None = None
     ga_frame: int | None = None
+    smiles: str | None = None  # the SMILES this structure was embedded from (force-field geometry)
+    line: int | None = None  # the line of a SMILES file
 
     @property
     def where(self) -> str:
+        if self.line is not None:
+            return f"{self.source_file}: line {self.line}"
         return f"{self.source_file}: frame {self.frame}" if self.frame is not None else self.source_file
 
     def formula(self) -> str | None:
@@ -80,10 +89,9 @@ class Row:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "files", nargs="+", help="structure files ASE can read (xyz, extxyz, cif, POSCAR, db, traj, ...)"
-    )
+    parser.add_argument("files", nargs="*", help=FILES_HELP)
     add_model_argument(parser)
+    add_smiles_arguments(parser)
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     parser.add_argument(
         "--format", choices=sorted(TABLE_FILES), default="csv", help="table format: predictions.csv or .parquet"
@@ -172,6 +180,48 @@ def read_inputs(paths: list[str], max_atoms: int | None = None) -> list[Row]:
     return rows
 
 
+def read_smiles_inputs(
+    paths: list[str], texts: list[str], max_atoms: int | None, smiles_column: str | None, id_column: str | None
+) -> list[Row]:
+    """A row per SMILES of the ``.smi``/``.csv`` files and of ``texts`` (``SMILES [name]``), embedded in 3D as
+    ``scannet screen`` embeds them (:func:`scannet.data.smiles.embed_smiles`); a SMILES that cannot be parsed or
+    embedded, or is over ``max_atoms`` atoms, gets its row with the reason (printed on stderr too). A file that
+    cannot be read gets one row with the reason."""
+    from scannet.data.importers import DEFAULT_MAX_ATOMS
+    from scannet.data.smiles import EmbeddingError, SmilesRecord, embed_smiles, parse_smiles_line, read_smiles_file
+    from scannet.predictor import describe_error
+    from scannet.typed_config import ConfigError
+
+    records: list[SmilesRecord | Row] = []
+    for path in paths:
+        try:
+            records += list(read_smiles_file(path, smiles_column, id_column))
+        except (OSError, UnicodeDecodeError, ConfigError) as exc:
+            error = describe_read_error(exc, path) if isinstance(exc, OSError) else describe_error(exc)
+            records.append(Row(Path(path).stem or "smiles", path, None, error=error))
+    for text in texts:
+        smiles, name = parse_smiles_line(text, "") if text.strip() else ("", "")
+        records.append(SmilesRecord(name or smiles or "(empty)", "--smiles", None, smiles or None, "empty SMILES"))
+    rows = []
+    for record in records:
+        if isinstance(record, Row):
+            rows.append(record)
+        elif record.smiles is None:
+            rows.append(Row(record.id, record.source, None, error=record.error, line=record.line))
+        else:
+            row = Row(record.id, record.source, None, smiles=record.smiles, line=record.line)
+            try:
+                row.atoms = embed_smiles(record.smiles, max_atoms=DEFAULT_MAX_ATOMS if max_atoms is None else max_atoms)
+                row.atoms.info["name"] = row.name
+            except EmbeddingError as exc:
+                row.error = f"SMILES not embedded: {exc}"
+            rows.append(row)
+    for row in rows:
+        if row.atoms is None:
+            print(f"{row.where}: cannot read: {row.error}", file=sys.stderr)
+    return rows
+
+
 def record_error(record, path: str) -> str:
     """The reason of an error record of :func:`~scannet.data.importers.iter_records`, for a person: a file that
     cannot be read as :func:`describe_read_error` says it; a frame's reason with ASE's own words added."""
@@ -202,7 +252,8 @@ def write_table(path: Path, rows: list[Row], columns: dict[str, str], units: dic
         [
             row.name,
             row.source_file,
-            row.frame,
+            row.frame if row.line is None else row.line,
+            row.smiles,
             row.formula(),
             len(row.atoms) if row.atoms is not None else None,
             *[row.values[t] if row.values else None for t in columns],
@@ -216,7 +267,7 @@ def write_table(path: Path, rows: list[Row], columns: dict[str, str], units: dic
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        types = [pa.string(), pa.string(), pa.int64(), pa.string(), pa.int64()]
+        types = [pa.string(), pa.string(), pa.int64(), pa.string(), pa.string(), pa.int64()]
         types += [pa.float64()] * len(columns) + [pa.string(), pa.int64(), pa.string()]
         fields = [pa.field(name, kind) for name, kind in zip(header, types)]
         for k, target in enumerate(columns, start=len(LEADING_COLUMNS)):
@@ -302,14 +353,23 @@ def open_inputs(args: argparse.Namespace, main_file: str) -> OpenedInputs | None
             file=sys.stderr,
         )
         return None
+    from scannet.data.smiles import SMILES_SUFFIXES
+
+    texts = args.smiles or []
+    if not args.files and not texts:
+        print("scannet: error: give structure files, SMILES files or --smiles", file=sys.stderr)
+        return None
     precision = getattr(args, "precision", "fp32")  # explain always runs in fp32
     # CheckpointError, ConfigError: one line, exit 2
     predictor = scannet.load(args.model, device_or_cpu(args), precision)
-    rows = read_inputs(args.files, getattr(args, "max_atoms", None))
+    smiles_files = [f for f in args.files if Path(f).suffix.lower() in SMILES_SUFFIXES]
+    rows = read_inputs([f for f in args.files if f not in smiles_files], args.max_atoms)
+    if smiles_files or texts:
+        rows += read_smiles_inputs(smiles_files, texts, args.max_atoms, args.smiles_column, args.id_column)
     readable = [row for row in rows if row.atoms is not None]
     if not readable:
-        n = len(args.files)
-        print(f"scannet: error: no input file could be read ({n} file{'s' if n != 1 else ''})", file=sys.stderr)
+        n = len(args.files) + len(texts)
+        print(f"scannet: error: no input could be read ({n} input{'s' if n != 1 else ''})", file=sys.stderr)
         return None
     out = Path(args.out)
     try:
@@ -371,6 +431,10 @@ def finish_rows(opened: OpenedInputs, verb: str, n_ok: int, failed_in: str, writ
         + (f" ({n_failed} failed, named above and in {failed_in})" if n_failed else "")
         + f"; {written}"
     )
+    if any(row.smiles and row.atoms is not None for row in rows):
+        from scannet.data.smiles import FORCE_FIELD_NOTE
+
+        print(f"note: {FORCE_FIELD_NOTE}")
     if n_ok == 0:
         reasons = opened.out / table_path.name
         print(f"scannet: error: no structure could be {verb} (reasons in {reasons})", file=sys.stderr)

@@ -3,9 +3,9 @@
 The GA score α_k of atom k says how much its local structure contributes to the pooled structure
 vector; the scores of one structure sum to 1, so compare atoms within a structure (or ratios).
 
-Per structure: an extended XYZ with the scores as a per-atom array (:func:`write_ga_xyz`), the local
+Per structure: an extended XYZ with the scores as a per-atom array (:func:`write_ga_xyz`) and the local
 structures (centre atom and its Voronoi neighbours) ranked by score as CSV and Markdown tables
-(:func:`top_local_structures`) and a picture of the structure coloured by score (:func:`plot_ga_structure`).
+(:func:`top_local_structures`); the drawing coloured by score is :mod:`scannet.explain.drawing`.
 Atom indices count from 0, in file order, as in ASE.
 
 File names derived from structure names (which come from the input and may be hostile) go through
@@ -17,26 +17,31 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
-from ase.data import chemical_symbols, covalent_radii
+from ase.data import chemical_symbols
 from ase.io import write
 
 from scannet.featurizer import Graph
 from scannet.predictor import Prediction
 
+if TYPE_CHECKING:
+    from scannet.explain.drawing import Caption
+    from scannet.predictor import Predictor
+
 GA_ARRAY = "ga_score"
 GA_SUFFIX = "_ga.xyz"
 GA_MULTIFRAME_FILE = "ga_scores.extxyz"
 PNG_SUFFIX = "_ga.png"
+SVG_SUFFIX = "_ga.svg"
 TOP_CSV_SUFFIX = "_top.csv"
 TOP_MARKDOWN_SUFFIX = "_top.md"
 LOCAL_STRUCTURE_COLUMNS = ("rank", "atom_index", "element", "ga_score", "neighbours", "n_neighbours")
-PNG_DPI = 150
 
 #: The longest stem :func:`safe_file_stem` returns (file systems allow 255 bytes per name).
 MAX_STEM_LENGTH = 100
@@ -164,52 +169,21 @@ def write_local_structures_markdown(path: str | Path, local: Sequence[LocalStruc
     return path
 
 
-# ------------------------------------------------------------------------------------------------ picture
+# ------------------------------------------------------------------------------------------------ caption
 
 
-def plot_ga_structure(
-    path: str | Path, atoms: Atoms, ga_scores: np.ndarray, title: str, labelled: Sequence[int] = ()
-) -> Path:
-    """A PNG (Agg, :data:`PNG_DPI` dpi) of the atoms as 3D scatter points sized by covalent radius and
-    coloured by GA score on a scale from 0 (so near-equal scores look equal), with a colour bar; the atoms in
-    ``labelled`` are labelled (e.g. ``C2``) and the cell of a periodic structure is drawn."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def caption_of(name: str, values: Mapping[str, float], predictor: Predictor) -> Caption:
+    """The caption of a drawing of ``predictor``'s prediction ``values`` for the structure ``name``: its values
+    with units and what the scores explain (:func:`explained_quantity`)."""
+    from scannet.explain.drawing import Caption
 
-    positions = np.asarray(atoms.positions, dtype=float)  # [n, 3]
-    figure = Figure(figsize=(6.4, 5.4))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(projection="3d")
-    if np.any(atoms.pbc):
-        cell = np.asarray(atoms.cell)  # [3, 3]
-        corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]) @ cell  # [8, 3]
-        for p in range(8):
-            for q in range(p + 1, 8):
-                if bin(p ^ q).count("1") == 1:  # corners that differ in one lattice vector: an edge
-                    axes.plot(*corners[[p, q]].T, color="0.6", linewidth=0.8)
-        positions_and_cell = np.vstack([positions, corners])
-    else:
-        positions_and_cell = positions
-    sizes = 500.0 * covalent_radii[atoms.numbers] ** 2  # points², H ~ 50, C ~ 290
-    points = axes.scatter(
-        *positions.T,
-        c=ga_scores,
-        s=sizes,
-        cmap="viridis",
-        vmin=0.0,
-        edgecolors="black",
-        linewidths=0.4,
-        depthshade=False,
-    )
-    for i in labelled:
-        axes.text(*positions[i], f" {atom_label(atoms.numbers, i)}", fontsize=8)
-    extent = np.ptp(positions_and_cell, axis=0)
-    axes.set_box_aspect(np.maximum(extent, 0.2 * max(extent.max(), 1.0)))
-    axes.set_xlabel("x (Å)")
-    axes.set_ylabel("y (Å)")
-    axes.set_zlabel("z (Å)")
-    axes.set_title(title, fontsize=10)
-    figure.colorbar(points, ax=axes, shrink=0.7, pad=0.12, label="GA score")
-    path = Path(path)
-    figure.savefig(path, dpi=PNG_DPI)
-    return path
+    predictions = tuple((target, float(value), predictor.unit(target) or "") for target, value in values.items())
+    return Caption(name, predictions, explained_quantity(predictor.targets))
+
+
+def explained_quantity(targets: Sequence[str]) -> str:
+    """What one structure's GA scores explain: ``gap``, or ``homo, lumo and gap together (one attention pool
+    serves the 3 targets)`` for a model whose heads share the pool."""
+    if len(targets) == 1:
+        return targets[0]
+    return f"{', '.join(targets[:-1])} and {targets[-1]} together (one attention pool serves the {len(targets)} targets)"

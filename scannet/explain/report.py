@@ -29,7 +29,7 @@ class Column:
     key: str
     title: str
     numeric: bool = False
-    digits: int = 4  # significant digits shown for numbers (sorting uses the full value)
+    number_format: str = ".4g"  # how numbers are shown (sorting uses the full value); ints get thousands commas
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,14 @@ p.note { margin: .2rem 0; color: #444; max-width: 70rem; }
 p.counts { margin: .6rem 0 1rem; }
 table { border-collapse: collapse; font-size: .9rem; }
 th, td { border-bottom: 1px solid #ddd; padding: .35rem .6rem; text-align: left; vertical-align: middle; }
+td { max-width: 14rem; overflow-wrap: anywhere; }
 th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select: none; white-space: nowrap; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.smiles { font-family: ui-monospace, monospace; font-size: .8rem; max-width: 16rem; overflow-wrap: anywhere; }
 td.error { color: #a40000; max-width: 24rem; }
-img.drawing { width: 280px; height: auto; cursor: zoom-in; display: block; }
+img.drawing { width: 360px; height: auto; cursor: zoom-in; display: block; }
 img.drawing.large { width: 720px; cursor: zoom-out; }
 tr.failed td { background: #fff6f6; }
 """
@@ -116,15 +117,15 @@ _SCRIPT = """
 _POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
-def _number(value: float | int, digits: int) -> str:
-    return f"{value:.{digits}g}" if isinstance(value, float) else f"{value:,}"
+def _number(value: float | int, number_format: str) -> str:
+    return format(value, number_format) if isinstance(value, float) else f"{value:,}"
 
 
 def _cell(column: Column, value: str | float | int | None) -> str:
     """A ``<td>`` whose ``data-value`` is what sorting compares (full precision; empty when missing)."""
     missing = value is None or (isinstance(value, float) and not math.isfinite(value))
     if column.numeric:
-        shown = "" if missing else _number(value, column.digits)
+        shown = "" if missing else _number(value, column.number_format)
         return f'<td class="num" data-value="{"" if missing else repr(value)}">{shown}</td>'
     text = "" if value is None else str(value)
     css = ' class="smiles"' if column.key == "smiles" else ""
@@ -179,11 +180,12 @@ def write_html_report(path: str | Path, report: Report) -> Path:
 
 
 def prediction_columns(targets: Sequence[str], units: dict[str, str | None], uncertainty: bool) -> tuple[Column, ...]:
-    """A numeric column per target, ``gap (eV)``, followed by ``gap ± (eV)`` when there is an uncertainty."""
+    """A numeric column per target, ``gap (eV)``, followed by ``gap ± (eV)`` when there is an uncertainty (three
+    decimals: meV for eV targets)."""
     columns = []
     for target in targets:
         unit = f" ({units[target]})" if units.get(target) else ""
-        columns.append(Column(target, f"{target}{unit}", numeric=True))
+        columns.append(Column(target, f"{target}{unit}", numeric=True, number_format=".3f"))
         if uncertainty:
-            columns.append(Column(f"{target}_std", f"{target} ±{unit}", numeric=True, digits=2))
+            columns.append(Column(f"{target}_std", f"{target} ±{unit}", numeric=True, number_format=".3f"))
     return tuple(columns)

@@ -111,7 +111,7 @@ def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run
     with open(out / "predictions.csv", newline="") as handle:
         header, *rows = list(csv.reader(handle))
     assert header == [
-        "name", "source_file", "frame", "formula", "n_atoms", "homo_eV", "gap_eV", "ga_file", "ga_frame", "error"
+        "name", "source_file", "frame", "smiles", "formula", "n_atoms", "homo_eV", "gap_eV", "ga_file", "ga_frame", "error"
     ]  # fmt: skip
     assert rows[0][:5] == ["ethanol", str(good), "0", "C2H6O", "9"] and rows[0][7:] == ["ethanol_ga.xyz", "", ""]
     assert all(np.isfinite(float(v)) for v in rows[0][5:7])

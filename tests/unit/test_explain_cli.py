@@ -1,10 +1,12 @@
-"""`scannet explain`: GA files readable by ASE, PNG and ranked local-structure tables for a QM9 molecule, C60 and
-a periodic crystal; per-structure failures and exit codes; the deletion test (library and `--faithfulness`)."""
+"""`scannet explain`: GA files readable by ASE, drawings (SVG, PNG), ranked local-structure tables and the HTML
+report for a QM9 molecule, C60, a periodic crystal and SMILES; per-structure failures and exit codes; the deletion
+test (library and `--faithfulness`)."""
 
 from __future__ import annotations
 
 import csv
 import math
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -17,7 +19,6 @@ from scannet.batch import collate_graphs
 from scannet.checkpoint import save_model
 from scannet.cli import main as cli_main
 from scannet.data.qm9 import load_qm9
-from scannet.data.structures_table import write_structures
 from scannet.explain import (
     GA_ARRAY,
     LOCAL_STRUCTURE_COLUMNS,
@@ -29,8 +30,6 @@ from scannet.explain import (
 )
 from scannet.featurizer import FeaturizerConfig, Graph, featurize
 from scannet.model import SCANN, preset
-from scannet.train.run import prepare_run
-from scannet.train.run_config import build_run_config
 
 CRYSTAL_ELEMENTS = (11, 17)  # Na, Cl
 
@@ -81,8 +80,9 @@ def check_explanation(out, stem, atoms, top_n, featurizer):
     np.testing.assert_allclose(annotated.positions, atoms.positions, atol=1e-6)
     assert list(annotated.pbc) == list(atoms.pbc)
 
-    image = imread(out / f"{stem}_ga.png")
-    assert image.shape[:2] == (810, 960)  # 6.4 x 5.4 inches at 150 dpi
+    assert imread(out / f"{stem}_ga.png").shape[:2] == (440, 560)  # the drawing's default size
+    svg = ElementTree.parse(out / f"{stem}_ga.svg").getroot()  # well-formed
+    assert svg.tag.endswith("svg")
 
     rows = read_csv(out / f"{stem}_top.csv")
     assert tuple(rows[0]) == LOCAL_STRUCTURE_COLUMNS
@@ -134,6 +134,43 @@ def test_periodic_crystal_is_explained(crystal_model, tmp_path, capsys):
         assert {label.rstrip("0123456789") for label in row["neighbours"].split()} == {other}
 
 
+def test_smiles_strings_and_files_are_explained_and_each_bad_one_gets_its_reason(molecule_model, tmp_path, capsys):
+    (tmp_path / "library.smi").write_text("# comment\nCCO ethanol\nC1CC broken\nCS(=O)C dmso\n")
+    (tmp_path / "library.csv").write_text("name,smiles\nacetone,CC(=O)C\nnothing,\n")
+    out = tmp_path / "out"
+    inputs = [tmp_path / "library.smi", tmp_path / "library.csv", "--smiles", "c1ccccc1O phenol", "--smiles", "N#N"]
+    code, stdout, err = explain(capsys, "--model", molecule_model, *inputs, "--out", out)
+    assert code == 1, err
+    index = {r["name"]: r for r in read_csv(out / "explanations.csv")}
+    assert list(index) == ["ethanol", "broken", "dmso", "acetone", "nothing", "phenol", "N#N"]
+    assert "RDKit cannot parse the SMILES 'C1CC'" in index["broken"]["error"]
+    assert "elements ['S'] are not in the model's vocabulary" in index["dmso"]["error"]
+    assert index["nothing"]["error"] == "line 3: empty SMILES"
+    for name in ("ethanol", "acetone", "phenol", "N#N"):
+        row = index[name]
+        assert row["error"] == "" and row["smiles"] and (out / row["ga_file"].replace("_ga.xyz", "_ga.svg")).is_file()
+    assert index["ethanol"]["n_atoms"] == "9" and index["ethanol"]["frame"] == "2"  # hydrogens added; its line
+    assert "library.smi: line 3: cannot read: SMILES not embedded" in err
+    assert "force-field geometries differ from the DFT geometries" in stdout
+    report = (out / "report.html").read_text()
+    assert report.count('<img class="drawing"') == 4 and "RDKit cannot parse the SMILES" in report
+    assert "force-field geometries differ from the DFT geometries" in report
+    assert "GA scores explain homo;" in report  # one target: its name
+
+
+def test_hostile_smiles_names_are_escaped_and_stay_inside_out(molecule_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = explain(capsys, "--model", molecule_model, "--smiles", "CCO ../../<script>x</script>", "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert all(p.parent == out for p in out.rglob("*"))
+    report = (out / "report.html").read_text()
+    assert "<script>x" not in report and "&lt;script&gt;x&lt;/script&gt;" in report
+    svg = next(out.glob("*_ga.svg")).read_text()
+    assert "<script>x" not in svg
+    ElementTree.fromstring(svg)
+
+
 def test_top_local_structures_break_ties_by_index_and_list_neighbours_nearest_first():
     graph = Graph(
         numbers=np.array([6, 1, 8, 1]),
@@ -163,7 +200,8 @@ def test_a_bad_file_among_good_ones_exits_1_with_the_good_ones_written(molecule_
     assert "explained 2 of 4 structures (2 failed" in stdout
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted(
-        ["explanations.csv"] + [f"good-{k}{s}" for k in (0, 1) for s in ("_ga.xyz", "_ga.png", "_top.csv", "_top.md")]
+        ["explanations.csv", "report.html"]
+        + [f"good-{k}{s}" for k in (0, 1) for s in ("_ga.xyz", "_ga.svg", "_ga.png", "_top.csv", "_top.md")]
     )
     index = {r["name"]: r["error"] for r in read_csv(out / "explanations.csv")}
     assert index["good-0"] == index["good-1"] == "" and index["broken"] and index["sulfur"]
@@ -176,9 +214,9 @@ def test_user_errors_exit_2(molecule_model, tmp_path, capsys):
     code, _, err = explain(capsys, "--model", molecule_model)
     assert code == 2 and "give structure files" in err
     code, _, err = explain(capsys, "--model", molecule_model, tmp_path / "nothing.xyz", "--out", tmp_path / "o")
-    assert code == 2 and "no input file could be read" in err
+    assert code == 2 and "no input could be read" in err
     code, _, err = explain(capsys, "--model", molecule_model, "--faithfulness", tmp_path / "h2o.xyz")
-    assert code == 2 and "--faithfulness takes no structure files" in err
+    assert code == 2 and "--faithfulness takes no structures" in err
     code, _, err = explain(capsys, "--model", molecule_model, "--faithfulness")  # no run folder beside the model
     assert code == 2 and "holds no split_ids.parquet: it is not a training run folder" in err and "--run" in err
     code, _, err = explain(capsys, "--model", molecule_model, "--faithfulness", "--run", tmp_path)
@@ -231,27 +269,3 @@ def test_deletion_test_gives_one_row_per_target_and_k(molecules):
     again = deletion_test(model, graphs, DeletionConfig(ks=(1, 3), n_random=3, seed=1, batch_size=64))
     for a, b in zip(rows, again):  # seeded and independent of the batch size
         assert a.ga == pytest.approx(b.ga, rel=1e-5) and a.random_mean == pytest.approx(b.random_mean, rel=1e-5)
-
-
-def test_faithfulness_on_a_recorded_test_split(tmp_path, molecules, capsys):
-    structures = [atoms.copy() for atoms in molecules if len(atoms) >= 3 for _ in range(3)]  # k = 2 leaves one
-    for k, atoms in enumerate(structures):
-        atoms.info = {"homo": -6.0 - 0.1 * k}
-    data = write_structures(tmp_path / "data" / "structures.parquet", structures, units={"homo": "eV"})
-    config = build_run_config(
-        None, name="tiny", data=str(data), storage_path=str(tmp_path / "runs"), data_cache=str(tmp_path / "cache")
-    )
-    prepared = prepare_run(config)  # writes run_config.json and split_ids.parquet, as a training run does
-    torch.manual_seed(0)
-    checkpoint = save_model(
-        prepared.run_dir / "best_model.pt", SCANN(preset("demo")), prepared.worker.featurizer, {"units": {"homo": "eV"}}
-    )
-    argv = ["--model", checkpoint, "--faithfulness", "--n-molecules", 5, "--k", 1, 2, "--random-seeds", 3]
-    code, stdout, err = explain(capsys, *argv)
-    assert code == 0, err
-    table = [line for line in stdout.splitlines() if line.startswith("| homo |")]
-    assert [line.split("|")[2].strip() for line in table] == ["1", "2"]
-    n_test = prepared.split_sizes["test"]
-    assert all(int(line.split("|")[3]) == min(5, n_test) for line in table)
-    assert all(line.count("meV") == 4 for line in table)  # eV targets are reported in meV
-    assert "random k (mean ± sd, 3 seeds)" in stdout

@@ -72,7 +72,7 @@ def test_numbers_sort_by_their_full_value_and_missing_ones_are_empty():
     cells = [attrs for tag, attrs in parse(page).tags if tag == "td" and attrs.get("class") == "num"]
     values = [c["data-value"] for c in cells[::2]]  # gap, then gap_std, per row
     assert values == ["1.234567891", "", ""]
-    assert ">1.235<" in page  # shown to 4 significant digits
+    assert ">1.235<" in page  # shown to three decimals
 
 
 def test_input_text_is_escaped_everywhere():

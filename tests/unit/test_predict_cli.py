@@ -23,7 +23,7 @@ from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANN, preset
 from scannet.structures import MAX_ABS_COORDINATE, StructureError, validate_structure
 
-COLUMNS = ["name", "source_file", "frame", "formula", "n_atoms", "homo_eV", "ga_file", "ga_frame", "error"]
+COLUMNS = ["name", "source_file", "frame", "smiles", "formula", "n_atoms", "homo_eV", "ga_file", "ga_frame", "error"]
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +245,7 @@ UNREADABLE = {
     "singular.cif": (lambda p: p.write_text(SINGULAR_CIF), "AssertionError"),
     "garbled.xyz": (lambda p: p.write_text("3\n\nX y z\n"), "could not convert string to float"),
     "truncated.xyz": (_truncated, "Frame has 5 atoms, expected 9"),
-    "mol.smi": (lambda p: p.write_text("CCO\n"), "unsupported file format"),
+    "mol.pdf": (lambda p: p.write_text("CCO\n"), "unsupported file format"),
     "missing.xyz": (lambda p: None, "no such file"),
 }
 
@@ -281,11 +281,11 @@ def test_frame_of_a_truncated_multi_frame_file_is_named(model_path, tmp_path, ca
 
 
 def test_no_readable_input_is_a_user_error(model_path, tmp_path, capsys):
-    bad = tmp_path / "mol.smi"
+    bad = tmp_path / "mol.pdf"
     bad.write_text("CCO\n")
     code, _, err = predict(capsys, model_path, bad, tmp_path / "missing.xyz", "--out", tmp_path / "out")
     assert code == 2
-    assert err.splitlines()[-1] == "scannet: error: no input file could be read (2 files)"
+    assert err.splitlines()[-1] == "scannet: error: no input could be read (2 inputs)"
     assert not (tmp_path / "out").exists()
 
 
@@ -370,7 +370,7 @@ def test_bare_target_names_without_units(tmp_path, capsys):
     path = save_model(tmp_path / "plain.pt", SCANN(preset("demo", targets=("homo", "gap"))), FeaturizerConfig())
     out = tmp_path / "out"
     code, _, _ = predict(capsys, path, xyz(tmp_path / "w.xyz", molecule("H2O")), "--out", out)
-    assert code == 0 and table(out).columns.tolist()[5:7] == ["homo", "gap"]
+    assert code == 0 and table(out).columns.tolist()[6:8] == ["homo", "gap"]
 
 
 def test_parquet_format(model_path, tmp_path, capsys):
