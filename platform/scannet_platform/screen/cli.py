@@ -12,7 +12,13 @@ import argparse
 import sys
 
 from scannet.cli import command_main
-from scannet.cli.args import add_device_argument, add_max_atoms_argument, add_progress_argument, config_overrides
+from scannet.cli.args import (
+    add_device_argument,
+    add_max_atoms_argument,
+    add_progress_argument,
+    add_smiles_arguments,
+    config_overrides,
+)
 from scannet.precision import PRECISIONS
 from scannet_platform.tracking.config import add_tracking_arguments
 
@@ -59,8 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     library = parser.add_argument_group("library")
     library.add_argument("--chunk-size", type=int, help="records per chunk and shard (default 1024)")
     add_max_atoms_argument(library, ScreenConfig.max_atoms)
-    library.add_argument("--smiles-column", help="CSV column with the SMILES (default smiles/SMILES)")
-    library.add_argument("--id-column", help="CSV column with the ids (default id/name, else <file>:<line>)")
+    add_smiles_arguments(library, strings=False)
     library.add_argument("--seed", type=int, help="RDKit embedding seed (default 0)")
     compute = parser.add_argument_group("compute")
     compute.add_argument("--local", dest="executor", action="store_const", const="local", help="no Ray: this process")

@@ -387,22 +387,26 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
             screen_seconds=screen_seconds,
             mlflow_run_id=mlflow_run_id,
         )
-        files = _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started)
+        files = _write_reports(out, config, summary, scan, rankings, groups, filters, spec, library, started)
         if mlflow_run_id:
             _log_tracking(tracking_uri, mlflow_run_id, summary, scan, files)
         return summary, scan
 
 
-def _write_reports(out, config, summary, scan, rankings, groups, filters, spec, started) -> dict[str, list[Path]]:
+def _write_reports(
+    out, config, summary, scan, rankings, groups, filters, spec, library, started
+) -> dict[str, list[Path]]:
     from scannet_platform.screen.report import (
         write_duplicates,
         write_histograms,
         write_summary,
+        write_top_reports,
         write_top_tables,
     )
 
     files = {
-        "top_k": write_top_tables(out, scan, rankings, groups, filters),
+        "top_k": write_top_tables(out, scan, rankings, groups, filters)
+        + write_top_reports(out, scan, rankings, groups, filters, library.pieces, config.seed, config.max_atoms),
         "plots": write_histograms(out, scan, groups),
         "duplicates": [write_duplicates(out, scan)],
     }

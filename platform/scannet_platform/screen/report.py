@@ -1,5 +1,5 @@
-"""The files a screen writes beside its Parquet shards: top-k tables (CSV and Markdown), duplicate ids (CSV),
-one histogram PNG per predicted column and ``summary.json``."""
+"""The files a screen writes beside its Parquet shards: top-k tables (CSV, Markdown, and an HTML page with each
+molecule's GA drawing), duplicate ids (CSV), one histogram PNG per predicted column and ``summary.json``."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+from ase import Atoms
 
 from scannet.data import schema as S
 from scannet.data.smiles import FORCE_FIELD_GEOMETRY, FORCE_FIELD_NOTE
+from scannet.data.structures_table import Piece
 from scannet.io.atomic import write_text_atomic
 from scannet.io.paths import OutputFolder
-from scannet_platform.screen.library import ROW
+from scannet_platform.screen.library import ROW, SMILES
 from scannet_platform.screen.models import ModelGroup
 from scannet_platform.screen.select import TOP_COLUMNS, Filter, Ranking, Scan
 
 DUPLICATES_FILE = "duplicates.csv"
+#: Most rows of a top-k HTML page (each is drawn, ~10-50 ms per molecule).
+HTML_ROWS = 200
 SUMMARY_FILE = "summary.json"
 PLOTS_DIR = "plots"
 
@@ -38,11 +43,13 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _value_columns(groups: Sequence[ModelGroup]) -> list[str]:
+    """The predicted columns, each target's standard deviation after it for an ensemble."""
+    return [c for g in groups for t in g.targets for c in ([g.columns[t]] + ([g.std_column(t)] if g.ensemble else []))]
+
+
 def _top_rows(table: pa.Table, groups: Sequence[ModelGroup]) -> tuple[list[str], list[list]]:
-    values = [
-        c for g in groups for t in g.targets for c in ([g.columns[t]] + ([g.std_column(t)] if g.ensemble else []))
-    ]
-    header = ["rank", *TOP_COLUMNS, *values, "geometry"]
+    header = ["rank", *TOP_COLUMNS, *_value_columns(groups), "geometry"]
     rows = [[k + 1, *(record[c] for c in header[1:])] for k, record in enumerate(table.to_pylist())]
     return header, rows
 
@@ -79,6 +86,103 @@ def write_top_tables(
         markdown_path.write_text("\n".join(lines) + "\n")
         written += [csv_path, markdown_path]
     return written
+
+
+def _top_structures(rows: Sequence[int], pieces: Sequence[Piece], seed: int, max_atoms: int) -> dict[int, Atoms | str]:
+    """Library row -> its structure (SMILES re-embedded with the screen's seed: the geometry that was screened), or
+    the reason it cannot be had; only the chunks holding ``rows`` are read."""
+    from scannet.data.smiles import EmbeddingError, embed_smiles
+    from scannet.data.structures_table import table_to_structures_or_errors
+    from scannet_platform.screen.library import SMILES, read_piece
+
+    wanted, found = set(rows), {}
+    for piece in pieces:
+        inside = [r for r in wanted if piece.first_row <= r < piece.first_row + piece.rows]
+        if not inside:
+            continue
+        table = read_piece(piece)
+        table = table.take(pa.array(sorted(r - piece.first_row for r in inside), pa.int64()))
+        smiles = table[SMILES].to_pylist() if SMILES in table.column_names else [None] * table.num_rows
+        for row, text, structure in zip(table[ROW].to_pylist(), smiles, table_to_structures_or_errors(table)):
+            if text:
+                try:
+                    found[row] = embed_smiles(text, seed=seed, max_atoms=max_atoms)
+                except EmbeddingError as exc:
+                    found[row] = f"SMILES not embedded: {exc}"
+            else:
+                found[row] = structure if isinstance(structure, Atoms) else f"structure not read back: {structure}"
+    return found
+
+
+def write_top_reports(
+    out_dir: Path,
+    scan: Scan,
+    rankings: Sequence[Ranking],
+    groups: Sequence[ModelGroup],
+    filters: Sequence[Filter],
+    pieces: Sequence[Piece],
+    seed: int,
+    max_atoms: int,
+) -> list[Path]:
+    """``top-<column>-<max|min>.html`` per ranking: the top rows (at most :data:`HTML_ROWS`) as a sortable page
+    with each molecule's GA drawing (:mod:`scannet.explain.report`); a row that cannot be drawn keeps its values
+    and gets the reason."""
+    from scannet.explain import explained_quantity
+    from scannet.explain.drawing import Caption, draw_ga
+    from scannet.explain.report import Column, Entry, Report, write_html_report
+    from scannet.predictor import describe_error
+
+    written = []
+    for ranking in rankings:
+        table = scan.tops.get(ranking.column)
+        records = table.slice(0, HTML_ROWS).to_pylist() if table is not None else []
+        group = _group_of(ranking.column, groups)
+        structures = _top_structures([r[ROW] for r in records], pieces, seed, max_atoms)
+        header = ["rank", *TOP_COLUMNS, *_value_columns(groups), "geometry"]
+        numeric = {"rank", ROW, "n_atoms", *_value_columns(groups)}
+        columns = tuple(Column(c, c, numeric=c in numeric) for c in header)
+        entries = []
+        for k, record in enumerate(records):
+            structure = structures.get(record[ROW], "not found in the library")
+            error, svg = (structure, None) if isinstance(structure, str) else (None, None)
+            if error is None:
+                values = tuple((t, float(record[group.columns[t]]), group.units[t] or "") for t in group.targets)
+                caption = Caption(f"#{k + 1} {record[S.ID]}", values, explained_quantity(group.targets))
+                scores = np.asarray(record[group.ga_column], dtype=float)
+                try:
+                    svg = draw_ga(structure, scores, caption, record[SMILES], formats=("svg",)).svg
+                except Exception as exc:
+                    error = f"not drawn: {describe_error(exc)}"
+            cells = {"rank": k + 1, **{c: record[c] for c in header[1:]}}
+            cells[S.SOURCE] = Path(record[S.SOURCE] or "").name  # the file's name: the page stays narrow
+            entries.append(Entry(str(record[S.ID]), cells, svg, error))
+        order = "largest" if ranking.direction == "max" else "smallest"
+        shown = f"; the first {len(records)} of {table.num_rows} rows are shown" if len(records) < _rows(table) else ""
+        notes = [
+            f"{scan.n_passing:,} of {scan.n_screened:,} screened structures pass the filters"
+            + (": " + "; ".join(f.text for f in filters) if filters else " (no filter)")
+            + f". Ranked by {ranking.column}, {order} first{shown}.",
+            f"GA scores explain {explained_quantity(group.targets)}" + (", the mean over the ensemble's members."
+                                                                        if group.ensemble else "."),
+        ]
+        if any(r["geometry"] == FORCE_FIELD_GEOMETRY for r in records):
+            notes.append(f"{FORCE_FIELD_NOTE}.")
+        title = f"Top {len(records)} by {ranking.column} ({order} first)"
+        path = OutputFolder(out_dir).path(f"{top_file_stem(ranking)}.html")
+        written.append(write_html_report(path, Report(title, columns, tuple(entries), tuple(notes))))
+    return written
+
+
+def _rows(table: pa.Table | None) -> int:
+    return 0 if table is None else table.num_rows
+
+
+def _group_of(column: str, groups: Sequence[ModelGroup]) -> ModelGroup:
+    """The model group that predicts ``column`` (a target's value or standard deviation); the first otherwise."""
+    for group in groups:
+        if column in group.columns.values() or (group.ensemble and column in map(group.std_column, group.targets)):
+            return group
+    return groups[0]
 
 
 def write_duplicates(out_dir: Path, scan: Scan) -> Path:

@@ -168,7 +168,7 @@ class Scan:
     n_quarantined: int = 0
     n_passing: int = 0  # screened rows that pass every filter
     n_force_field: int = 0  # rows with a geometry embedded from SMILES
-    tops: dict[str, pa.Table] = field(default_factory=dict)  # ranked column -> top-k rows
+    tops: dict[str, pa.Table] = field(default_factory=dict)  # ranked column -> top-k rows, GA scores included
     histograms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     duplicates: list[dict] = field(default_factory=list)  # rows whose id occurs more than once
     quarantine_sample: list[dict] = field(default_factory=list)
@@ -225,7 +225,7 @@ def scan_results(
     counts = {c: np.zeros(bins, np.int64) for c in ranges}
     edges = {c: np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1) for c, (lo, hi) in ranges.items()}
     tops = [TopK(r, top_k) for r in rankings]
-    wanted = [*TOP_COLUMNS, "geometry", *value_columns]
+    wanted = [*TOP_COLUMNS, "geometry", *value_columns, *dict.fromkeys(g.ga_column for g in groups)]
     hashes = []
     for path in predictions:
         table = pq.read_table(path, columns=wanted)
