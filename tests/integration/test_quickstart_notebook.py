@@ -26,8 +26,10 @@ def test_quickstart_notebook_runs(tmp_path):
     assert "test MAE" in text[0] and "QM9 test molecules" in text[0]
     assert all(name in text[1] for name in ("C6H6", "CH3COOH", "homo", "gap"))
     assert "sum of GA scores: 1.0000" in text[2]
-    assert any("image/png" in o.get("data", {}) for o in outputs[2])  # the picture is shown
-    assert (tmp_path / "acetic_acid_ga.png").stat().st_size > 10_000
+    assert any("image/svg+xml" in o.get("data", {}) for o in outputs[2])  # the drawing is shown
+    assert "drawing: 2d-perceived" in text[2]  # bonds perceived from ASE's coordinates
+    assert (tmp_path / "acetic_acid_ga.png").read_bytes().startswith(b"\x89PNG")
+    assert "<svg" in (tmp_path / "acetic_acid_ga.svg").read_text()
     assert "ga_score" in (tmp_path / "acetic_acid_ga.xyz").read_text().splitlines()[1]
     assert "imported 300 structures, quarantined 0" in text[3]
     summary = json.loads((tmp_path / "runs" / "finetune-demo" / "summary.json").read_text())
