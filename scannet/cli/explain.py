@@ -37,6 +37,7 @@ from scannet.cli.args import (
 from scannet.cli.predict import EXIT_OK, EXIT_USER_ERROR, FILES_HELP, Row, add_model_argument
 
 if TYPE_CHECKING:
+    from scannet.explain.drawing import GADrawing
     from scannet.featurizer import Graph
     from scannet.predictor import Predictor
 
@@ -121,7 +122,7 @@ def run_explanations(args: argparse.Namespace) -> int:
     write_ga_files(out, rows, multiframe=False)
 
     explained = [row for row in featurized if row.ga_file is not None and row.error is None]
-    drawings: dict[int, str] = {}
+    drawings: dict[int, GADrawing] = {}
     for n, row in enumerate(explained, start=1):
         stem = row.ga_file.removesuffix(GA_SUFFIX)
         try:
@@ -144,9 +145,9 @@ def run_explanations(args: argparse.Namespace) -> int:
 
 def write_structure_explanation(
     out: Path, stem: str, row: Row, graph: Graph, top_n: int, predictor: Predictor
-) -> tuple[str, str]:
+) -> tuple[str, GADrawing]:
     """The drawing (SVG and PNG) and the two local-structure tables of one predicted row; returns its top atom,
-    e.g. ``C2 (0.213)``, and the SVG."""
+    e.g. ``C2 (0.213)``, and the drawing."""
     from scannet.explain import (
         PNG_SUFFIX,
         SVG_SUFFIX,
@@ -170,11 +171,11 @@ def write_structure_explanation(
     )
     heading = f"Top {len(top)} local structures of {row.name} by GA score ({predicted})"
     write_local_structures_markdown(path_inside(out, stem + TOP_MARKDOWN_SUFFIX), top, heading)
-    return f"{top[0].element}{top[0].atom_index} ({top[0].ga_score:.3f})", drawing.svg
+    return f"{top[0].element}{top[0].atom_index} ({top[0].ga_score:.3f})", drawing
 
 
 def write_explanation_report(
-    out: Path, rows: list[Row], drawings: dict[int, str], predictor: Predictor, model: str
+    out: Path, rows: list[Row], drawings: dict[int, GADrawing], predictor: Predictor, model: str
 ) -> Path:
     """``report.html``: every input row (explained or with its error), sortable, with each GA drawing."""
     from scannet.data.smiles import FORCE_FIELD_NOTE
@@ -190,6 +191,7 @@ def write_explanation_report(
         Column("n_atoms", "atoms", numeric=True),
         *prediction_columns(predictor.targets, units, uncertainty=False),
         Column("top_atom", "top GA atom"),
+        Column("drawing_note", "drawing note"),
         Column("source", "source"),
     )
     entries = []
@@ -201,7 +203,10 @@ def write_explanation_report(
         if row.ga_scores is not None:
             k = int(row.ga_scores.argmax())
             cells["top_atom"] = f"{row.atoms.get_chemical_symbols()[k]}{k} ({row.ga_scores[k]:.3f})"
-        entries.append(Entry(row.name, cells, drawings.get(id(row)), row.error))
+        drawing = drawings.get(id(row))
+        if drawing is not None:
+            cells["drawing_note"] = drawing.note  # why it is not a 2D drawing from the SMILES or clean bonds
+        entries.append(Entry(row.name, cells, drawing.svg if drawing else None, row.error))
     notes = [
         f"Model: {model}. GA scores explain {explained_quantity(predictor.targets)}; they sum to 1 over the atoms "
         "of a structure, so compare atoms within a structure."

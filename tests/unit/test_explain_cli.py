@@ -127,6 +127,7 @@ def test_periodic_crystal_is_explained(crystal_model, tmp_path, capsys):
     code, _, err = explain(capsys, "--model", crystal_model, tmp_path / "NaCl.cif", "--out", out)
     assert code == 0, err
     rows = check_explanation(out, "NaCl", read(tmp_path / "NaCl.cif"), 10, FeaturizerConfig.crystals())
+    assert "periodic structure: projected view" in (out / "report.html").read_text()  # the drawing's note, in the table
     assert len(rows) == 8  # fewer atoms than --top-n: all of them
     for row in rows:  # rock salt: six nearest neighbours of the other element, periodic images included
         assert int(row["n_neighbours"]) == 6
