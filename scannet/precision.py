@@ -7,9 +7,10 @@ weights' precision, so GA scores and predictions keep float32 resolution.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -26,4 +27,6 @@ def check_precision(precision: str) -> str:
 
 def precision_autocast(device: torch.device, precision: str) -> torch.autocast:
     """The context a forward pass of ``precision`` runs in on ``device`` (a disabled autocast for fp32)."""
+    import torch  # here, not at the top: the CLI reads PRECISIONS for its flags without torch
+
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -22,7 +22,7 @@ from scannet.cli.args import (
 )
 from scannet.model.config import PRESETS as MODEL_PRESETS
 from scannet.precision import PRECISIONS
-from scannet.train.run_config import RUN_PRESETS
+from scannet.train.presets import RUN_PRESETS
 from scannet.typed_config import to_plain
 
 HELP = "train SCANN/SCANN+ (in this process, or on Ray with --ray)"

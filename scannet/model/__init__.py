@@ -1,6 +1,15 @@
 """SCANN / SCANN+ models on packed graph batches."""
 
-from scannet.model.config import PRESETS, SCANNConfig, preset
-from scannet.model.scann import SCANN, SCANNOutput, count_parameters
+from scannet.lazy import lazy_exports
 
-__all__ = ["PRESETS", "SCANN", "SCANNConfig", "SCANNOutput", "count_parameters", "preset"]
+_EXPORTS = {
+    "PRESETS": "config",
+    "SCANNConfig": "config",
+    "preset": "config",
+    "SCANN": "scann",
+    "SCANNOutput": "scann",
+    "count_parameters": "scann",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # torch only when a model class is used
+
+__all__ = sorted(_EXPORTS)

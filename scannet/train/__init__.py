@@ -1,16 +1,17 @@
 """The plain (Ray-free) training loop: datasets, schedules, trainer."""
 
-from scannet.train.data import GraphDataset, make_loader
-from scannet.train.schedule import LearningRateSchedule
-from scannet.train.trainer import EpochRecord, History, TrainConfig, Trainer, seed_everything
+from scannet.lazy import lazy_exports
 
-__all__ = [
-    "EpochRecord",
-    "GraphDataset",
-    "History",
-    "LearningRateSchedule",
-    "TrainConfig",
-    "Trainer",
-    "make_loader",
-    "seed_everything",
-]
+_EXPORTS = {
+    "GraphDataset": "data",
+    "make_loader": "data",
+    "LearningRateSchedule": "schedule",
+    "EpochRecord": "trainer",
+    "History": "trainer",
+    "TrainConfig": "config",
+    "Trainer": "trainer",
+    "seed_everything": "trainer",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # torch only when the trainer is used
+__all__ = sorted(_EXPORTS)
+

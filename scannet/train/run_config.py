@@ -28,7 +28,8 @@ from scannet.featurizer.config import FeaturizerKind
 from scannet.home import default_data_cache, default_runs_dir
 from scannet.model.config import PRESETS as MODEL_PRESETS
 from scannet.precision import Precision
-from scannet.train.trainer import TrainConfig
+from scannet.train.config import TrainConfig
+from scannet.train.presets import RUN_PRESETS
 from scannet.typed_config import ConfigError, build, read_yaml_mapping
 
 #: The featurizer settings each model preset was made for (its distance basis matches d_t); covers every preset.
@@ -116,22 +117,6 @@ class RunConfig:
         kind = "crystals" if periodic else MODEL_FEATURIZERS[self.resolved_model_preset(periodic)]
         implied = FeaturizerConfig.for_kind(kind)
         return implied if self.featurizer is None else self.featurizer.over(implied)
-
-
-#: Named run presets, applied over the defaults (command-line values and YAML override them).
-RUN_PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {
-        "n_structures": 2000,
-        "train": {"epochs": 3, "schedule": "cosine", "lr": 5e-4, "min_lr": 1e-4, "patience": 3},
-    },
-    "paper": {"n_structures": None},
-    "reference": {
-        "n_structures": None,
-        "model_overrides": {"attention_dropout": 0.05},
-        "featurizer": {"molecule_mode": "box10"},
-        "split_order": "atom_count",
-    },
-}
 
 
 def layered_config(

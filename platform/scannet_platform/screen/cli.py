@@ -38,7 +38,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of :class:`~scannet_platform.screen.job.ScreenConfig` (``dest``: the field)."""
-    from scannet_platform.screen.job import ScreenConfig
+    from scannet_platform.screen.config import ScreenConfig
 
     parser.add_argument("inputs", nargs="+", help="structures tables (.parquet), structure files, folders, .smi/.csv")
     parser.add_argument(

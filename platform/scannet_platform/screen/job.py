@@ -28,7 +28,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
@@ -36,8 +35,7 @@ from scannet.data.structures_table import Piece
 from scannet.io.atomic import AtomicWrite, write_text_atomic
 from scannet.io.paths import OutputFolder
 from scannet.io.provenance import code_version
-from scannet.precision import Precision
-from scannet.typed_config import ConfigError, build, to_plain
+from scannet.typed_config import ConfigError, to_plain
 from scannet_platform.screen.chunk import (
     PREDICTIONS_DIR,
     QUARANTINE_DIR,
@@ -48,70 +46,14 @@ from scannet_platform.screen.chunk import (
     ScreenSpec,
     part_name,
 )
+from scannet_platform.screen.config import DEFAULT_EXPERIMENT, ScreenConfig, build_screen_config  # noqa: F401 (the job's API)
 from scannet_platform.screen.library import Library, library_fingerprint, plan_library
 from scannet_platform.screen.models import ModelGroup, resolve_models
 from scannet_platform.screen.select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
-from scannet_platform.tracking.config import TrackingConfig
 
 STATE_FILE = "screen.json"
-DEFAULT_EXPERIMENT = "scannet-screening"
 #: Settings that decide what the shards hold: a later launch into the same folder must keep them.
 STATE_KEYS = ("library", "models", "precision", "chunk_size", "max_atoms", "smiles_column", "id_column", "seed")
-
-
-@dataclass(frozen=True)
-class ScreenConfig(TrackingConfig):
-    """Everything a screen needs; built with :func:`build_screen_config` (every value checked). The MLflow keys
-    are :class:`TrackingConfig`'s (a screen registers no model)."""
-
-    inputs: tuple[str, ...] = ()  # structures tables, xyz/extxyz, ASE db, folders, .smi/.csv SMILES
-    models: tuple[str, ...] = ()  # checkpoints, MLflow model URIs, ensemble folders
-    out: str = ""  # output folder (resumable)
-    chunk_size: int = 1024  # records per chunk: the unit of work, of a shard and of a restart
-    atom_budget: int = 4096  # most atoms per model batch (whole structures; one larger structure alone)
-    max_atoms: int = 1000  # larger structures are quarantined
-    top_k: int = 100  # rows per top-k table (0: none)
-    rank: tuple[str, ...] = ()  # TARGET:max|min; unnamed targets are ranked max
-    filters: tuple[str, ...] = ()  # "gap between 4 6", "homo_eV < -5.5"
-    smiles_column: str | None = None  # CSV inputs: default smiles / SMILES
-    id_column: str | None = None  # CSV inputs: default id / name, else <file stem>:<line>
-    seed: int = 0  # RDKit embedding seed
-    executor: Literal["ray", "local"] = "ray"
-    actors: int | None = None  # default: CPUs / cpus_per_actor (GPUs / gpus_per_actor on GPU)
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0  # > 0 with device cuda
-    device: str = "cpu"
-    threads: int | None = None  # torch threads per actor (default: cpus_per_actor)
-    compile: bool = False  # torch.compile the models in each actor (Predictor.compile): pays off on large libraries
-    precision: Precision = "fp32"  # "bf16": the models under bfloat16 autocast (scannet.precision)
-    mlflow: bool = True
-    experiment: str = DEFAULT_EXPERIMENT
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.out:
-            raise ValueError("out: the output folder is required")
-        if self.registered_model is not None:
-            raise ValueError("registered_model: a screen registers no model")
-        for name in ("chunk_size", "atom_budget", "max_atoms"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if self.actors is not None and self.actors < 1:
-            raise ValueError(f"actors must be at least 1, got {self.actors}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1 when given, got {self.threads}")
-        if not 0 <= self.seed < 2**31:
-            raise ValueError(f"seed must be between 0 and 2**31 - 1 (RDKit's), got {self.seed}")
-        if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
-            raise ValueError("cpus_per_actor must be > 0 and gpus_per_actor >= 0")
-        if self.device.startswith("cuda") and self.executor == "ray" and self.gpus_per_actor == 0:
-            raise ValueError("device cuda on Ray needs gpus_per_actor > 0 (e.g. 1, or 0.5 for two actors per GPU)")
-
-
-def build_screen_config(values: dict[str, Any]) -> ScreenConfig:
-    return build(ScreenConfig, {k: v for k, v in values.items() if v is not None})
 
 
 @dataclass

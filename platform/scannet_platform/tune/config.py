@@ -32,8 +32,8 @@ from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANNConfig
 from scannet.model.config import preset as model_preset
 from scannet.train import metrics as M
+from scannet.train.config import TrainConfig
 from scannet.train.run_config import NAME_PATTERN, RUN_PRESETS, RunConfig, layered_config
-from scannet.train.trainer import TrainConfig
 from scannet.typed_config import ConfigError, build, read_yaml_mapping
 from scannet_platform.tracking.config import TrackingConfig
 
