@@ -402,6 +402,7 @@ class RunSummary:
     seconds: float
     mlflow_run_id: str | None = None
     model_uri: str | None = None
+    mlflow_runs_url: str | None = None  # the experiment's runs table in the MLflow UI
 
     @property
     def launch_text(self) -> str:
@@ -424,6 +425,8 @@ class RunSummary:
         ]
         if self.mlflow_run_id:
             lines += [f"MLflow run : {self.mlflow_run_id}", f"model      : {self.model_uri}"]
+        if self.mlflow_runs_url:
+            lines.append(f"MLflow UI  : {self.mlflow_runs_url}")
         return [*lines, f"time       : {self.seconds:.1f} s"]
 
 

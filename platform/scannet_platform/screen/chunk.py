@@ -273,7 +273,7 @@ class ChunkScreener:
             for t, target in enumerate(group.targets):
                 columns[group.columns[target]] = values[:, :, t].mean(axis=1)
                 if group.ensemble:
-                    columns[group.std_column(target)] = values[:, :, t].std(axis=1)
+                    columns[group.std_column(target)] = values[:, :, t].std(axis=1) * group.std_scale.get(target, 1.0)
             columns[group.ga_column] = [np.mean(outputs[g][k][1], axis=0).astype(np.float32) for k in screened]
         for name, value in self.provenance.items():
             columns[name] = [value] * len(screened)

@@ -5,11 +5,14 @@ Every ``--model`` value is a checkpoint file, an MLflow model URI (``models:/nam
 ensemble written by a Tune study::
 
     <dir>/ensemble.json = {"study": str, "metric": str,
-                           "members": [{"checkpoint": "member-00.pt", "trial_id": str, "val_metric": float}, ...]}
+                           "members": [{"checkpoint": "member-00.pt", "trial_id": str, "val_metric": float}, ...],
+                           "std_scale": {target: float}}
 
-with the checkpoints beside it. Models predicting the same targets form one group: one model gives the
-predictions, several (an ensemble) give their mean and standard deviation (over members, ddof 0) as the
-uncertainty. Groups must not share a target. Prediction columns are named ``<target>_<unit>`` as in
+with the checkpoints beside it, or that folder logged on the study's parent run (``runs:/<run id>/ensemble``).
+Models predicting the same targets form one group: one model gives the predictions, several (an ensemble) give
+their mean and standard deviation (over members, ddof 0) as the uncertainty, multiplied by the ensemble's
+``std_scale`` (fitted on the validation split by the study, docs/tuning.md) when the group is exactly one
+ensemble folder (any other mix of models gives the members' plain standard deviation). Groups must not share a target. Prediction columns are named ``<target>_<unit>`` as in
 ``scannet predict`` (:func:`scannet.cli.predict.target_columns`), the uncertainty ``<target>_<unit>_std``.
 """
 
@@ -25,6 +28,7 @@ from scannet.io.provenance import sha256_file
 from scannet.typed_config import ConfigError
 
 ENSEMBLE_FILE = "ensemble.json"
+STD_SCALE_KEY = "std_scale"  # in ENSEMBLE_FILE: target -> the factor of the members' standard deviation
 STD_SUFFIX = "_std"
 GA_COLUMN = "ga_scores"
 
@@ -48,6 +52,7 @@ class ModelGroup:
     units: dict[str, str | None]
     ga_column: str = GA_COLUMN
     sources: list[str] = field(default_factory=list)  # the --model values (an ensemble folder once)
+    std_scale: dict[str, float] = field(default_factory=dict)  # target -> factor of the std (calibrated ensemble)
 
     @property
     def ensemble(self) -> bool:
@@ -82,6 +87,28 @@ def ensemble_members(folder: Path) -> list[str]:
     return paths
 
 
+def ensemble_folder(reference: str, tracking_uri: str | None) -> Path | None:
+    """The ensemble folder ``reference`` names (a folder, or ``runs:/<run id>/ensemble`` downloaded and
+    checked), or None for a single model."""
+    if Path(reference).is_dir():
+        return Path(reference)
+    from scannet.checkpoint import MODEL_URI_PREFIXES
+
+    if reference.startswith(MODEL_URI_PREFIXES):
+        from scannet_platform.tracking.registry import download_ensemble, is_ensemble_uri
+
+        if is_ensemble_uri(reference):
+            from scannet.home import tracking_uri as default_tracking_uri
+
+            return download_ensemble(reference, default_tracking_uri(tracking_uri))
+    return None
+
+
+def ensemble_std_scale(folder: Path) -> dict[str, float]:
+    """The ensemble's calibration factors (target -> factor); empty for an uncalibrated ensemble."""
+    return {t: float(v) for t, v in json.loads((folder / ENSEMBLE_FILE).read_text()).get(STD_SCALE_KEY, {}).items()}
+
+
 def resolve_models(
     references: Sequence[str], tracking_uri: str | None = None, reserved: Sequence[str] = ()
 ) -> list[ModelGroup]:
@@ -94,8 +121,8 @@ def resolve_models(
         raise ConfigError("no model: give --model a checkpoint, an MLflow model URI or an ensemble folder")
     groups: dict[tuple[str, ...], ModelGroup] = {}
     for reference in references:
-        folder = Path(reference)
-        refs = ensemble_members(folder) if folder.is_dir() else [reference]
+        folder = ensemble_folder(reference, tracking_uri)
+        refs = ensemble_members(folder) if folder is not None else [reference]
         for ref in refs:
             path = resolve_checkpoint(ref, tracking_uri)
             predictor = scannet.load(path)
@@ -111,7 +138,8 @@ def resolve_models(
                         f"model {ref}: predicts {list(targets)}, but {clash} come from another model with other "
                         "targets; an ensemble's models must predict the same targets"
                     )
-                groups[targets] = ModelGroup(targets, [member], columns, units, sources=[reference])
+                scale = ensemble_std_scale(folder) if folder is not None else {}
+                groups[targets] = ModelGroup(targets, [member], columns, units, sources=[reference], std_scale=scale)
                 continue
             if units != group.units:
                 raise ConfigError(
@@ -120,6 +148,7 @@ def resolve_models(
             group.members.append(member)
             if reference not in group.sources:
                 group.sources.append(reference)
+                group.std_scale = {}  # fitted for one ensemble, not for this mix
     result = list(groups.values())
     for group in result:
         group.columns = {t: c if c not in reserved else f"predicted_{c}" for t, c in group.columns.items()}

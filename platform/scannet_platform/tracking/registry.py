@@ -452,6 +452,45 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> Path:
         raise CheckpointError(f"{model_uri}: not found in the MLflow store {tracking_uri} ({reason})") from exc
 
 
+#: Run tag of a study's parent run: the SHA-256 of the ``ensemble.json`` logged under :data:`ENSEMBLE_ARTIFACT`.
+ENSEMBLE_SHA_TAG = "scannet.ensemble_sha256"
+
+
+ENSEMBLE_ARTIFACT = "ensemble"  # the parent run's artifact folder of a study's ensemble
+
+
+def is_ensemble_uri(reference: str) -> bool:
+    """``runs:/<run id>/ensemble``: a study's ensemble logged on its parent run."""
+    parts = reference[len("runs:/") :].strip("/").split("/") if reference.startswith("runs:/") else []
+    return len(parts) == 2 and parts[1] == ENSEMBLE_ARTIFACT
+
+
+def download_ensemble(uri: str, tracking_uri: str | None = None) -> Path:
+    """The ensemble folder logged on a study's parent run (``runs:/<run id>/ensemble``), downloaded, with its
+    ``ensemble.json`` checked against the run's recorded SHA-256 and every member against the SHA-256 the
+    manifest records; a CheckpointError names what differs."""
+    client = MlflowClient(tracking_uri)
+    run_id = uri[len("runs:/") :].strip("/").split("/")[0]
+    try:
+        expected = client.get_run(run_id).data.tags.get(ENSEMBLE_SHA_TAG)
+        folder = Path(mlflow.artifacts.download_artifacts(uri, tracking_uri=tracking_uri))
+    except mlflow.exceptions.MlflowException as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{uri}: not found in the MLflow store {tracking_uri} ({reason})") from exc
+    manifest = folder / "ensemble.json"
+    if not expected or not manifest.is_file() or sha256_file(manifest) != expected:
+        raise CheckpointIntegrityError(
+            f"{uri}: its ensemble.json is missing or differs from the SHA-256 recorded on run {run_id}; refusing it"
+        )
+    for member in json.loads(manifest.read_text())["members"]:
+        path = _inside(folder, member["checkpoint"])
+        if not path.is_file() or sha256_file(path) != member.get("sha256"):
+            raise CheckpointIntegrityError(
+                f"{uri}: member {member['checkpoint']} is missing or differs from the SHA-256 in ensemble.json"
+            )
+    return folder
+
+
 def load_registered(model_uri: str, tracking_uri: str | None = None):
     """The model as an MLflow pyfunc, after checking the checkpoint's, the model code's and every other file's
     SHA-256 against the tracking store (MLflow runs the code ``MLmodel`` names when it loads the model), and that

@@ -62,8 +62,24 @@ def normalized_uri(tracking_uri: str) -> str:
     return tracking_uri
 
 
-#: The experiment tag the MLflow 3 UI reads to choose between its GenAI and its model-training views.
+#: The experiment tag earlier MLflow 3 UIs read to choose between their GenAI and model-training views. MLflow
+#: 3.17's UI ignores it: the view comes from the URL's ``workflowType`` (else the browser's last choice, GenAI at
+#: first), so an experiment opened from the list lands on the GenAI "Overview"; :func:`runs_url` opens its runs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
+#: Where ``mlflow ui`` serves a local store by default (a local store has no URL of its own).
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def runs_url(tracking_uri: str, run_id: str) -> str:
+    """The runs table of the run's experiment in the MLflow UI (the "Model training" view, whatever the browser
+    chose before), for a summary line; a local store's with the command that serves it."""
+    experiment = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    route = f"#/experiments/{experiment}/runs?workflowType=machine_learning"
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return f"{tracking_uri.rstrip('/')}/{route}"
+    return f"{LOCAL_UI}/{route} (serve it: mlflow ui --backend-store-uri {tracking_uri})"
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -140,6 +156,21 @@ def begin_run(
     client.set_tag(run_id, DRIVER_TAG, process_identity())
     client.set_tag(run_id, LAUNCHES_TAG, str(launches))
     return run_id
+
+
+MODEL_TAG = "scannet.model"  # scannet.model.<targets>.<k>: the k-th model of a screen's group of targets
+
+
+def tag_models(tracking_uri: str, run_id: str, groups) -> None:
+    """Tag a screen's run with every model it uses (``groups``: the screen's model groups): for each, its
+    ``--model`` value (a ``models:/name/version`` links the run to that model version) and checkpoint SHA-256,
+    ``scannet.model.<targets>.<k> = "<reference> sha256 <sha256>"``, and the group's ``--model`` values."""
+    client = MlflowClient(tracking_uri)
+    for group in groups:
+        targets = "_".join(group.targets)
+        client.set_tag(run_id, f"{MODEL_TAG}.{targets}", ", ".join(group.sources)[:5000])
+        for k, member in enumerate(group.members):
+            client.set_tag(run_id, f"{MODEL_TAG}.{targets}.{k}", f"{member.reference} sha256 {member.sha256}"[:5000])
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:

@@ -175,6 +175,7 @@ def run_training(job: TrainJobConfig) -> RunSummary:
 def _train_and_log(
     job: TrainJobConfig, prepared: PreparedRun, run_id: str, uri: str, environment: dict, start: float
 ) -> RunSummary:
+    from scannet_platform.tracking.runs import runs_url
 
     prepared.folder.launch.unlink(missing_ok=True)
     with follow(prepared.folder.epoch_log):
@@ -198,6 +199,7 @@ def _train_and_log(
         reported=reported_epochs(prepared.folder.epoch_records),
     )
     summary.mlflow_run_id, summary.model_uri = run_id, f"models:/{model_name}/{version}"
+    summary.mlflow_runs_url = runs_url(uri, run_id)
     summary.seconds = time.perf_counter() - start
     prepared.folder.summary.write_text(json.dumps(asdict(summary), indent=1))
     return summary

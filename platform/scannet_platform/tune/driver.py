@@ -43,8 +43,10 @@ from scannet_platform.data_pipeline import ray_featurizer
 from scannet_platform.environment import run_environment
 from scannet_platform.metric_names import objective_metric, objective_unit
 from scannet_platform.runtime import checkpoint_resolver, ensure_ray, quiet_libraries, tracked_run
+from scannet_platform.screen.models import ENSEMBLE_FILE, STD_SCALE_KEY
 from scannet_platform.tracking.results import register_model
 from scannet_platform.tune.config import StudyConfig
+from scannet_platform.tune.ensemble import RELIABILITY_PLOT, EnsembleEvaluation, evaluate_ensemble, reliability_figure
 from scannet_platform.tune.resources import cluster_nodes, plan_concurrency
 from scannet_platform.tune.trial import EPOCHS_DONE, TrialPlan, run_trial
 
@@ -275,8 +277,11 @@ class StudySummary:
     checkpoint: str | None = None
     model_uri: str | None = None
     ensemble: str | None = None
+    ensemble_uri: str | None = None  # runs:/<parent>/ensemble, for scannet screen --model
+    ensemble_lines: list[str] = field(default_factory=list)  # its test MAE and calibration
     results: str | None = None
     mlflow_run_id: str | None = None
+    mlflow_runs_url: str | None = None  # the experiment's runs table in the MLflow UI
     importances: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     budget_reached: bool = False  # time_budget_s ended the study before every trial ended
@@ -301,11 +306,14 @@ class StudySummary:
             ("checkpoint", self.checkpoint),
             ("model", self.model_uri),
             ("ensemble", self.ensemble),
+            ("ensemble", self.ensemble_uri),
             ("results", self.results),
             ("MLflow run", self.mlflow_run_id),
+            ("MLflow UI", self.mlflow_runs_url),
         ):
             if value:
                 lines.append(f"{label:<11}: {value}")
+        lines += self.ensemble_lines
         if self.importances:
             top = sorted(self.importances.items(), key=lambda kv: -kv[1])[:3]
             lines.append("importance : " + ", ".join(f"{k} {v:.2f}" for k, v in top))
@@ -369,6 +377,7 @@ def _run_and_report(
     uri,
     start,
 ) -> StudySummary:
+    from scannet_platform.tracking.runs import runs_url
     from scannet_platform.tune.tracking import log_study, write_results_csv
 
     study_dir = prepared.run_dir
@@ -398,7 +407,7 @@ def _run_and_report(
     parameters = list(study.parameters)
     results_csv = write_results_csv(rows, parameters, objective, study_dir / "results.csv")
     summary.results = str(results_csv)
-    summary.mlflow_run_id = parent
+    summary.mlflow_run_id, summary.mlflow_runs_url = parent, runs_url(uri, parent)
     if rows and np.isfinite(rows[0].best):
         summary.best_trial, summary.best_value, summary.best_params = rows[0].trial_id, rows[0].best, rows[0].params
     summary.importances = log_study(
@@ -423,7 +432,7 @@ def _evaluate_and_export(
     study: StudyConfig, prepared: PreparedRun, plan: TrialPlan, rows, summary, parent, uri
 ) -> None:
     """The best trials with a checkpoint: evaluated on the test split; the best registered; top-k exported."""
-    from scannet_platform.tune.tracking import PARENT_TAG, TRIAL_TAG
+    from scannet_platform.tune.tracking import PARENT_TAG, TRIAL_TAG, log_ensemble
 
     ranked = [r for r in rows if r.checkpoint and np.isfinite(r.best)]
     wanted = max(study.top_k, 1 if study.evaluate_best else 0)
@@ -468,30 +477,59 @@ def _evaluate_and_export(
             client.set_model_version_tag(model_name, version, key, value)
         summary.model_uri = f"models:/{model_name}/{version}"
     if study.top_k:
-        summary.ensemble = str(export_ensemble(study, evaluations[: study.top_k], summary.objective, prepared.run_dir))
+        top = evaluations[: study.top_k]
+        ensemble = evaluate_ensemble([(t.worker, Path(e.summary.checkpoint)) for _, t, e in top], plan.report)
+        manifest = export_ensemble(study, top, ensemble, summary.objective, prepared.run_dir)
+        summary.ensemble, summary.ensemble_lines = str(manifest), ensemble.lines()
+        summary.ensemble_uri = log_ensemble(uri, parent, manifest.parent, ensemble)
 
 
-def export_ensemble(study: StudyConfig, evaluations, objective: str, study_dir: Path) -> Path:
-    """``ensemble/``: the top-k trials' best weights (``member-XX.pt``) and ``ensemble.json``, replaced whole
+def export_ensemble(
+    study: StudyConfig, evaluations, ensemble: EnsembleEvaluation, objective: str, study_dir: Path
+) -> Path:
+    """``ensemble/``: the top-k trials' best weights (``member-XX.pt``), ``ensemble.json`` (with the ensemble's
+    test MAE, the std scale the screen applies and the test coverage) and the reliability plot, replaced whole
     (staged beside it and swapped in by :class:`~scannet.io.atomic.AtomicWrite`: a crash leaves the old one)."""
     from scannet.io.atomic import AtomicWrite
+    from scannet.io.provenance import sha256_file
+    from scannet_platform.tracking.plots import save_figure
 
     folder = study_dir / "ensemble"
     members = []
-    with AtomicWrite(folder, owned=("ensemble.json",)) as write:
+    plot = (RELIABILITY_PLOT,) if ensemble.std_scale else ()
+    with AtomicWrite(folder, owned=(ENSEMBLE_FILE, *plot)) as write:
         for k, (row, _, evaluation) in enumerate(evaluations):
             name = f"member-{k:02d}.pt"
             shutil.copy2(evaluation.summary.checkpoint, write.path / name)
             members.append(
                 {
                     "checkpoint": name,
+                    "sha256": sha256_file(write.path / name),
                     "trial_id": row.trial_id,
                     "val_metric": row.best,
                     "test_mae": evaluation.summary.test_mae,
                 }
             )
-        manifest = {"study": study.name, "metric": objective, "mode": study.mode, "members": members}
-        (write.path / "ensemble.json").write_text(json.dumps(manifest, indent=1))
-    for stale in {p.name for p in folder.glob("member-*.pt")} - {m["checkpoint"] for m in members}:
-        (folder / stale).unlink()  # carried over from a larger earlier ensemble (AtomicWrite keeps other files)
-    return folder / "ensemble.json"
+        manifest = {
+            "study": study.name,
+            "metric": objective,
+            "mode": study.mode,
+            "members": members,
+            "test_mae": ensemble.test_mae,
+            "test_mae_units": ensemble.units,
+            STD_SCALE_KEY: ensemble.std_scale,
+            "calibration": {
+                "test_structures": ensemble.test_structures,
+                "val_structures": ensemble.val_structures,
+                "before": {t: asdict(c) for t, c in ensemble.coverage_raw.items()},
+                "after": {t: asdict(c) for t, c in ensemble.coverage_calibrated.items()},
+                "note": ensemble.note,
+            },
+        }
+        (write.path / ENSEMBLE_FILE).write_text(json.dumps(manifest, indent=1))
+        if ensemble.std_scale:
+            save_figure(reliability_figure(ensemble), write.path, RELIABILITY_PLOT)
+    kept = {m["checkpoint"] for m in members} | set(plot)
+    for stale in ({p.name for p in folder.glob("member-*.pt")} | {RELIABILITY_PLOT}) - kept:
+        (folder / stale).unlink(missing_ok=True)  # carried over from an earlier ensemble (AtomicWrite keeps others)
+    return folder / ENSEMBLE_FILE

@@ -310,3 +310,19 @@ def log_study(
     for path in files:
         client.log_artifact(parent_run_id, str(path), "study_files")
     return importances
+
+
+def log_ensemble(tracking_uri: str, parent_run_id: str, folder: Path, evaluation) -> str:
+    """The exported ensemble on the parent run: its folder as the artifact ``ensemble`` (the SHA-256 of its
+    ``ensemble.json`` as a tag), its test MAE and calibration as metrics; returns the URI ``scannet screen
+    --model`` takes (``runs:/<parent run id>/ensemble``)."""
+    from scannet.io.provenance import sha256_file
+    from scannet_platform.tracking.registry import ENSEMBLE_ARTIFACT, ENSEMBLE_SHA_TAG
+
+    client = MlflowClient(tracking_uri)
+    stamp = int(1000 * time.time())
+    client.log_batch(parent_run_id, metrics=[Metric(k, v, stamp, 0) for k, v in evaluation.metrics().items()])
+    client.log_artifacts(parent_run_id, str(folder), ENSEMBLE_ARTIFACT)
+    client.set_tag(parent_run_id, ENSEMBLE_SHA_TAG, sha256_file(folder / "ensemble.json"))
+    return f"runs:/{parent_run_id}/{ENSEMBLE_ARTIFACT}"
+

@@ -300,6 +300,7 @@ def test_an_exported_ensemble_replaces_the_old_one_whole(tmp_path):
     from types import SimpleNamespace
 
     from scannet_platform.tune.driver import export_ensemble
+    from scannet_platform.tune.ensemble import EnsembleEvaluation
 
     def evaluations(n: int, tag: str) -> list:
         rows = []
@@ -311,9 +312,10 @@ def test_an_exported_ensemble_replaces_the_old_one_whole(tmp_path):
         return rows
 
     study = SimpleNamespace(name="s", mode="min")
-    export_ensemble(study, evaluations(3, "old"), "val_mae", tmp_path)
+    uncalibrated = EnsembleEvaluation(("gap",), {"gap": "meV"}, 1, 1, {"gap": 0.1}, [], note="one member")
+    export_ensemble(study, evaluations(3, "old"), uncalibrated, "val_mae", tmp_path)
     (tmp_path / "ensemble" / "notes.txt").write_text("mine")
-    manifest = export_ensemble(study, evaluations(2, "new"), "val_mae", tmp_path)
+    manifest = export_ensemble(study, evaluations(2, "new"), uncalibrated, "val_mae", tmp_path)
     folder = manifest.parent
     assert sorted(p.name for p in folder.iterdir()) == ["ensemble.json", "member-00.pt", "member-01.pt", "notes.txt"]
     assert (folder / "member-01.pt").read_text() == "new 1"
@@ -322,7 +324,7 @@ def test_an_exported_ensemble_replaces_the_old_one_whole(tmp_path):
     broken = evaluations(2, "broken")
     broken[1][2].summary.checkpoint = tmp_path / "missing.pt"
     with pytest.raises(FileNotFoundError):
-        export_ensemble(study, broken, "val_mae", tmp_path)
+        export_ensemble(study, broken, uncalibrated, "val_mae", tmp_path)
     assert (folder / "member-00.pt").read_text() == "new 0"
     assert [m["trial_id"] for m in json.loads(manifest.read_text())["members"]] == ["new0", "new1"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
