@@ -60,10 +60,10 @@ def add_smiles_arguments(group, strings: bool = True) -> None:
 
 def add_max_atoms_argument(group, config_default: int | None = None) -> None:
     """``--max-atoms`` (``args.max_atoms``): most atoms per structure; a larger one gets the reason instead of a
-    result. Default :data:`scannet.data.importers.DEFAULT_MAX_ATOMS` (``predict``, ``explain``, ``data import``);
+    result. Default :data:`scannet.data.DEFAULT_MAX_ATOMS` (``predict``, ``explain``, ``data import``);
     a command whose config holds the default (``screen``) gives it as ``config_default`` and gets None ("not
     given": the config's value stands)."""
-    from scannet.data.importers import DEFAULT_MAX_ATOMS
+    from scannet.data import DEFAULT_MAX_ATOMS
 
     group.add_argument(
         "--max-atoms",

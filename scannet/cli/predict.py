@@ -17,10 +17,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from ase import Atoms
+from typing import TYPE_CHECKING, Any
 
 from scannet.cli.args import (
     add_batch_size_argument,
@@ -31,6 +28,10 @@ from scannet.cli.args import (
     device_or_cpu,
 )
 from scannet.precision import PRECISIONS
+
+if TYPE_CHECKING:  # not at run time: `scannet --help` imports this module and must not wait for NumPy and ASE
+    import numpy as np
+    from ase import Atoms
 
 HELP = "predict structure files and write GA scores for OVITO"
 DESCRIPTION = (

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from scannet.data import DEFAULT_MAX_ATOMS
 from scannet.data.structures_table import (
     DATASET_FILES,
     QUARANTINE_FILE,
@@ -72,8 +73,6 @@ from scannet.structures import StructureError, validate_structure
 FOLDER_SUFFIXES = (".cif", ".xyz", ".extxyz", ".traj")
 _XYZ_SUFFIXES = (".xyz", ".extxyz")
 _DB_SUFFIXES = (".db",)
-#: Most atoms per structure (``max_atoms``, ``--max-atoms``); a larger frame is quarantined unread.
-DEFAULT_MAX_ATOMS = 100_000
 #: Quarantine messages kept in :attr:`ImportSummary.messages` (all of them are in the quarantine file).
 MAX_MESSAGES = 10
 #: Longest line of an xyz file (characters, without the newline). A longer line is never held whole (it is read

@@ -13,12 +13,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-#: How the structures are ordered before the permutation is applied: as stored, or by atom count (stable).
-SplitOrder = Literal["table", "atom_count"]
+from scannet.data import SplitOrder
 
 _SPLIT_FORMAT = "scannet.split/1"
 

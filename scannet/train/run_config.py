@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scannet.data.splits import SplitOrder
+from scannet.data import SplitOrder
 from scannet.featurizer import FeaturizerConfig
 from scannet.featurizer.config import FeaturizerKind
 from scannet.home import default_data_cache, default_runs_dir
