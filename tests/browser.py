@@ -74,12 +74,21 @@ def _run(arguments: list[str]) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def open_page(path: Path, screenshot_name: str, fragment: str = "", size: tuple[int, int] = (1400, 1000)) -> Page:
-    """Load ``path`` (``#fragment`` appended), keep a screenshot named ``screenshot_name``, return the DOM and console."""
-    url = path.resolve().as_uri() + fragment
+def open_page(
+    path: Path | str,
+    screenshot_name: str,
+    fragment: str = "",
+    size: tuple[int, int] = (1400, 1000),
+    settle_ms: int | None = None,
+) -> Page:
+    """Load ``path`` (a file, or an ``http://`` URL given as text; ``#fragment`` appended), keep a screenshot named
+    ``screenshot_name``, return the DOM and console. ``settle_ms``: virtual time the page's scripts get before the
+    screenshot and the DOM are taken (a single-page app that fetches its data, such as MLflow's UI)."""
+    url = (path if isinstance(path, str) else path.resolve().as_uri()) + fragment
     screenshot = artifact_dir() / screenshot_name
-    shot = _run([f"--window-size={size[0]},{size[1]}", f"--screenshot={screenshot}", url])
-    dump = _run(["--dump-dom", url])
+    settle = [f"--virtual-time-budget={settle_ms}"] if settle_ms else []
+    shot = _run([*settle, f"--window-size={size[0]},{size[1]}", f"--screenshot={screenshot}", url])
+    dump = _run([*settle, "--dump-dom", url])
     assert shot.returncode == 0 and dump.returncode == 0, (shot.stderr[-2000:], dump.stderr[-2000:])
     console = [m.group(1) for line in (shot.stderr + dump.stderr).splitlines() if (m := _CONSOLE.search(line))]
     return Page(dom=dump.stdout, console=console, screenshot=screenshot)

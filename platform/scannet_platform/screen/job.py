@@ -73,6 +73,7 @@ class ScreenSummary:
     seconds: float  # this launch, wall clock
     screen_seconds: float  # the chunk phase of this launch (actors' start-up included, Ray's start-up not)
     mlflow_run_id: str | None = None
+    mlflow_runs_url: str | None = None  # the experiment's runs table in the MLflow UI
 
     @property
     def rate(self) -> float:
@@ -328,6 +329,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
             seconds=0.0,
             screen_seconds=screen_seconds,
             mlflow_run_id=mlflow_run_id,
+            mlflow_runs_url=_runs_url(tracking_uri, mlflow_run_id) if mlflow_run_id else None,
         )
         files = _write_reports(out, config, summary, scan, rankings, groups, filters, spec, library, started)
         if mlflow_run_id:
@@ -384,7 +386,14 @@ def _begin_tracking(
         },
     )
     print(f"MLflow run {run_id}: {tracking_uri}")
+    runs.tag_models(tracking_uri, run_id, groups)
     return run_id
+
+
+def _runs_url(tracking_uri: str, run_id: str) -> str:
+    from scannet_platform.tracking.runs import runs_url
+
+    return runs_url(tracking_uri, run_id)
 
 
 def _log_tracking(tracking_uri: str, run_id: str, summary: ScreenSummary, scan: Scan, files: dict) -> None:
@@ -437,6 +446,8 @@ def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
         lines.append(f"  ... and {summary.n_quarantined - len(scan.quarantine_sample):,} more in the quarantine parts")
     if summary.mlflow_run_id:
         lines.append(f"MLflow run {summary.mlflow_run_id}")
+    if summary.mlflow_runs_url:
+        lines.append(f"MLflow UI: {summary.mlflow_runs_url}")
     return lines
 
 

@@ -92,7 +92,7 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:///"):
         location = str(Path(tracking_uri[len("sqlite:///") :]).resolve().parent / "mlartifacts")
     try:
-        # the UI opens a "custom_model_development" experiment in its model-training view, not the GenAI one
+        # earlier MLflow 3 UIs open such an experiment in the model-training view (3.17's: runs_url)
         tags = {EXPERIMENT_KIND_TAG: "custom_model_development"}
         return client.create_experiment(name, artifact_location=location, tags=tags)
     except mlflow.exceptions.MlflowException:  # created meanwhile by another process

@@ -306,7 +306,7 @@ class StudySummary:
             ("checkpoint", self.checkpoint),
             ("model", self.model_uri),
             ("ensemble", self.ensemble),
-            ("ensemble", self.ensemble_uri),
+            ("ensemble URI", self.ensemble_uri),
             ("results", self.results),
             ("MLflow run", self.mlflow_run_id),
             ("MLflow UI", self.mlflow_runs_url),
@@ -421,10 +421,22 @@ def _run_and_report(
 
 
 def _trial_prepared(prepared: PreparedRun, plan: TrialPlan, row) -> PreparedRun:
+    """The trial as a training run to finish; its folder gets the run's config and split ids, so it is a
+    training run folder (what its checkpoint's applicability domain is built from)."""
+    from scannet.train.run_folder import RunFolder
+
     worker = plan.worker_for(row.params, row.trial_id)
     config = replace(prepared.config, name=f"{prepared.config.name}-{row.trial_id}")
+    folder = RunFolder(Path(worker.run_dir))
+    folder.run_config.write_text(json.dumps(to_plain(config), indent=1))
+    shutil.copyfile(prepared.split_ids, folder.split_ids)
     return replace(
-        prepared, config=config, run_dir=Path(worker.run_dir), worker=worker, graphs=Path(worker.graph_table)
+        prepared,
+        config=config,
+        run_dir=Path(worker.run_dir),
+        worker=worker,
+        graphs=Path(worker.graph_table),
+        split_ids=folder.split_ids,
     )
 
 

@@ -85,14 +85,11 @@ class EnsembleEvaluation:
     note: str = ""  # why there is no calibration
 
     def lines(self) -> list[str]:
-        maes = ", ".join(f"{t} {self.test_mae[t]:.4g} {self.units[t]}" for t in self.targets)
-        members = "; ".join(
-            ", ".join(f"{m[t]:.4g}" for t in self.targets) for m in self.member_test_mae
+        maes = ", ".join(
+            f"{t} {self.test_mae[t]:.4g} {self.units[t]} (members {', '.join(f'{m[t]:.4g}' for m in self.member_test_mae)})"
+            for t in self.targets
         )
-        lines = [
-            f"ensemble   : test MAE of the mean {maes} ({self.test_structures:,} test structures); "
-            f"members {members}"
-        ]
+        lines = [f"ensemble   : test MAE of the mean {maes} on {self.test_structures:,} test structures"]
         if self.note:
             return [*lines, f"calibration: none ({self.note})"]
         for t in self.targets:

@@ -58,8 +58,10 @@ def test_the_ensemble_mean_is_evaluated_and_its_std_scaled_to_the_validation_err
 def test_members_are_compared_on_the_structures_all_of_them_have(monkeypatch):
     from scannet_platform.tune import ensemble
 
-    rows = [{"a": (np.array([1.0]), np.array([0.0])), "b": (np.array([2.0]), np.array([0.0]))},
-            {"b": (np.array([4.0]), np.array([0.0])), "c": (np.array([9.0]), np.array([0.0]))}]
+    rows = [
+        {"a": (np.array([1.0]), np.array([0.0])), "b": (np.array([2.0]), np.array([0.0]))},
+        {"b": (np.array([4.0]), np.array([0.0])), "c": (np.array([9.0]), np.array([0.0]))},
+    ]
     monkeypatch.setattr(ensemble, "member_predictions", lambda worker, checkpoint, part: rows[int(str(checkpoint))])
     part = ensemble.part_predictions([(None, Path("0")), (None, Path("1"))], "test", [1.0])
     assert part.ids == ["b"] and part.predictions[:, 0, 0].tolist() == [2.0, 4.0]
@@ -93,8 +95,17 @@ def exported(tmp_path, two_models, monkeypatch) -> Path:
         rows.append((SimpleNamespace(trial_id=f"t{k}", best=float(k)), None, SimpleNamespace(summary=summary)))
     curve = [0.5] * 19
     evaluation = EnsembleEvaluation(
-        ("gap",), {"gap": "meV"}, 10, 8, {"gap": 40.0}, [{"gap": 45.0}, {"gap": 50.0}], {"gap": 3.0},
-        {"gap": Coverage(0.3, 0.5)}, {"gap": Coverage(0.7, 0.95)}, {"gap": curve}, {"gap": curve},
+        ("gap",),
+        {"gap": "meV"},
+        10,
+        8,
+        {"gap": 40.0},
+        [{"gap": 45.0}, {"gap": 50.0}],
+        {"gap": 3.0},
+        {"gap": Coverage(0.3, 0.5)},
+        {"gap": Coverage(0.7, 0.95)},
+        {"gap": curve},
+        {"gap": curve},
     )
     study = SimpleNamespace(name="s", mode="min")
     return export_ensemble(study, rows, evaluation, "val_mae_gap", tmp_path)
