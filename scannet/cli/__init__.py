@@ -62,15 +62,24 @@ def commands() -> list[tuple[str, ModuleType]]:
     return found + [(entry.name, entry.load()) for entry in platform if entry.name not in BUILTIN]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps a one-line text (a command's ``DESCRIPTION``) to the terminal's width and prints a text of several
+    lines (``EXAMPLES``, a job script's docstring) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def add_command(commands_: argparse._SubParsersAction, name: str, module: ModuleType) -> argparse.ArgumentParser:
     """The subparser of one command module."""
-    examples = getattr(module, "EXAMPLES", None)
     parser = commands_.add_parser(
         name,
         help=module.HELP,
         description=module.DESCRIPTION,
-        epilog=examples,
-        formatter_class=argparse.RawDescriptionHelpFormatter if examples else argparse.HelpFormatter,
+        epilog=getattr(module, "EXAMPLES", None),
+        formatter_class=HelpFormatter,
         allow_abbrev=False,  # a prefix never stands for a flag: `train --model` is not `--model-preset`
     )
     module.add_arguments(parser)
@@ -109,7 +118,7 @@ def command_main(
         prog=prog,
         description=description or module.DESCRIPTION,
         epilog=getattr(module, "EXAMPLES", None),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     module.add_arguments(parser)

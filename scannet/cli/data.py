@@ -10,6 +10,9 @@ from scannet.cli.args import add_batch_size_argument, add_max_atoms_argument, ad
 HELP = "build structures tables (Parquet) from QM9 or structure files"
 DESCRIPTION = None  # --help: the two subcommands
 DEFAULT_IMPORT_BATCH_SIZE = 1024
+EXAMPLES = """examples:
+  %(prog)s qm9 --out data/qm9
+  %(prog)s import my_structures/ --targets energy --out data/mine"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -53,6 +53,9 @@ DESCRIPTION = (
 )
 INDEX_FILE = "explanations.csv"
 REPORT_FILE = "report.html"
+EXAMPLES = """examples:
+  %(prog)s --smiles "CC(=O)O acetic acid" --out explained/    # then open explained/report.html
+  %(prog)s --faithfulness --n-molecules 50 --out faithfulness/"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

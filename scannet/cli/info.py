@@ -6,6 +6,9 @@ import argparse
 
 HELP = "describe a model checkpoint (targets, units, elements, training data)"
 DESCRIPTION = None  # --help: the usage and the argument
+EXAMPLES = """examples:
+  %(prog)s                                     # the default shipped model
+  %(prog)s runs/scannet-qm9/best_model.pt"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

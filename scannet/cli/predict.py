@@ -53,6 +53,9 @@ TABLE_FILES = {"csv": "predictions.csv", "parquet": "predictions.parquet"}
 #: The table's columns; the predicted targets (``<target>_<unit>``) come between ``n_atoms`` and ``ga_file``.
 LEADING_COLUMNS = ("name", "source_file", "frame", "smiles", "formula", "n_atoms")
 TRAILING_COLUMNS = ("ga_file", "ga_frame", "error")
+EXAMPLES = """examples:
+  %(prog)s a.xyz b.cif --out preds/                      # every frame of your files, with the shipped model
+  %(prog)s --smiles "CC(=O)O acetic acid" --smiles "c1ccccc1 benzene" --out preds/"""
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from scannet.cli import HelpFormatter
 from scannet.cli.args import (
     add_batch_size_argument,
     add_device_argument,
@@ -27,20 +28,20 @@ from scannet.typed_config import to_plain
 
 HELP = "train SCANN/SCANN+ (in this process, or on Ray with --ray)"
 DESCRIPTION = "Train a model."
-EXAMPLES = """examples:
-  %(prog)s --preset demo                                  QM9 slice, 3 epochs (minutes on a CPU)
-  %(prog)s --preset paper --targets homo lumo gap         the published recipe, one head per target
-  %(prog)s --preset reference                             the published setup exactly (box10, its split)
-  %(prog)s --data data/pt --target energy                 your table (scannet data import)
-  %(prog)s --data data/c60 --targets homo --init-from runs/scannet-qm9/best_model.pt
-  %(prog)s --config job.yaml --print-config               show the resolved config, run nothing
-re-running with the same --name resumes from its latest checkpoint."""
+EXAMPLES = """re-running with the same --name resumes from its latest checkpoint.
+
+examples:
+  %(prog)s --preset paper --targets homo lumo gap          # the published recipe, one head per target
+  %(prog)s --preset reference                              # the published setup exactly (box10, its split)
+  %(prog)s --data data/qm9 --targets gap --n-structures 5000   # a structures table (scannet data qm9 / import)
+  %(prog)s --preset demo --print-config                    # the resolved config; nothing runs
+  %(prog)s --preset demo                                   # QM9 slice, 3 epochs (minutes on a CPU)"""
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of :class:`~scannet.train.run_config.RunConfig` (``dest``: its field, or its ``train:`` /
     ``featurizer:`` field); unset flags leave the preset / YAML values."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.epilog = EXAMPLES
     run = parser.add_argument_group("run")
     run.add_argument("--preset", choices=sorted(RUN_PRESETS), help="demo | paper | reference (see README)")

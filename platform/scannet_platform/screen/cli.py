@@ -34,6 +34,9 @@ DESCRIPTION = (
     "nothing screened; 130 interrupted by Ctrl-C, 143 by SIGTERM (the finished chunks are kept: run the same "
     "command again to resume)."
 )
+EXAMPLES = """examples:
+  scannet data qm9 --out data/qm9                           # any structures table is a library
+  %(prog)s data/qm9/structures.parquet --filter "gap between 4 6" --rank gap:max --top-k 50 --out screens/qm9"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, description: str | None = None) -> int:
     """``jobs/screen.py``: this command as a program (``description``: the script's own text for --help)."""
-    return command_main(sys.modules[__name__], argv, prog="screen", description=description)
+    return command_main(sys.modules[__name__], argv, prog="python jobs/screen.py", description=description)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ DESCRIPTION = (
     "best trial is evaluated on the test split and registered, the top-k exported as an ensemble. "
     "Exit codes: 0 finished, 1 interrupted (re-run to resume), 2 user error."
 )
+EXAMPLES = """examples:
+  %(prog)s --space tune_spaces/small_cpu.yaml --print-config    # the study, resolved; nothing runs
+  %(prog)s --space tune_spaces/small_cpu.yaml"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
