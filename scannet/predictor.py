@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from scannet.batch import collate_graphs
 from scannet.checkpoint import load_model, resolve_checkpoint
+from scannet.domain import ApplicabilityDomain, DomainRow, load_domain
 from scannet.featurizer import FeaturizerConfig, Graph, featurize_each
 from scannet.model.scann import SCANN
 from scannet.precision import check_precision, precision_autocast
@@ -33,6 +34,7 @@ class Prediction:
     values: dict[str, float] | None = None  # target -> prediction in the model's units
     ga_scores: np.ndarray | None = None  # [n_atoms] global-attention score per atom, sums to 1
     error: str | None = None
+    domain: DomainRow | None = None  # against the model's applicability domain, when it has one
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,8 @@ class Predictor:
     """A trained model with its featurizer: ``predict(list_of_atoms)``.
 
     ``precision`` "bf16" runs the model under ``torch.autocast`` in bfloat16 (outputs are still float32).
+    With a ``domain`` (:mod:`scannet.domain`), every prediction carries its :class:`DomainRow`, from the pooled
+    vectors of the same forward pass; a structure the model cannot take carries one without a distance.
     """
 
     def __init__(
@@ -72,12 +76,14 @@ class Predictor:
         featurizer_config: FeaturizerConfig,
         metadata: dict | None = None,
         precision: str = "fp32",
+        domain: ApplicabilityDomain | None = None,
     ) -> None:
         featurizer_config.check_distance_basis(model.config.gaussian_distance_max, "Predictor")
         self.model = model.eval()
         self.featurizer_config = featurizer_config
         self.metadata = metadata or {}
         self.precision = check_precision(precision)
+        self.domain = domain
         self._forward = self.model  # the model, or its compiled forward (:meth:`compile`)
 
     def autocast(self) -> torch.autocast:
@@ -175,6 +181,8 @@ class Predictor:
                 for i, (graph, error) in zip(indices, outcomes):
                     if graph is None:
                         results[i].error = error
+                        if self.domain is not None:
+                            results[i].domain = self.domain.assess([structures[i].numbers])[0]
                     else:
                         chunk.append((i, graph))
                 bar.update(len(indices))
@@ -203,22 +211,40 @@ class Predictor:
             for item in chunk:
                 self._predict_chunk([item], results)
             return
-        for (i, _), (values, ga) in zip(chunk, outputs):
+        for (i, _), (values, ga, domain) in zip(chunk, outputs):
+            results[i].domain = domain
             if not (np.all(np.isfinite(list(values.values()))) and np.all(np.isfinite(ga))):
                 results[i].error = f"the model returned non-finite values {values}"
                 continue
             results[i].values, results[i].ga_scores = values, ga
 
-    def _run_model(self, chunk: list[tuple[int, Graph]]) -> list[tuple[dict[str, float], np.ndarray]]:
+    def _forward_graphs(self, graphs: Sequence[Graph]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """One model call: predictions [B, T], GA scores per structure ([n_atoms] each), pooled vectors [B, D]."""
         device = self.device
-        batch = {k: v.to(device) for k, v in collate_graphs([g for _, g in chunk]).items()}
+        batch = {k: v.to(device) for k, v in collate_graphs(graphs).items()}
         with self.autocast():
             output = self._forward(batch)
-        prediction = output.prediction.float().cpu().numpy()  # [B, T]
         ga_per_structure = torch.split(output.ga_scores.float().cpu(), batch["n_atoms"].tolist())
+        pooled = output.pooled.float().cpu().numpy()
+        return output.prediction.float().cpu().numpy(), [ga.numpy() for ga in ga_per_structure], pooled
+
+    def _run_model(self, chunk: list[tuple[int, Graph]]) -> list[tuple[dict[str, float], np.ndarray, DomainRow | None]]:
+        """Per structure of ``chunk``: its predictions, GA scores and domain row (None without a domain)."""
+        graphs = [g for _, g in chunk]
+        prediction, ga_scores, pooled = self._forward_graphs(graphs)
+        domains = (
+            self.domain.assess([g.numbers for g in graphs], pooled) if self.domain is not None else [None] * len(chunk)
+        )
         return [
-            (dict(zip(self.targets, prediction[row].tolist())), ga.numpy()) for row, ga in enumerate(ga_per_structure)
+            (dict(zip(self.targets, prediction[row].tolist())), ga_scores[row], domains[row])
+            for row in range(len(chunk))
         ]
+
+    @torch.no_grad()
+    def pooled(self, graphs: Sequence[Graph], batch_size: int = 256) -> np.ndarray:
+        """The pooled structure vectors R [N, D] the target heads read, ``batch_size`` structures per call."""
+        blocks = [self._forward_graphs(graphs[s : s + batch_size])[2] for s in range(0, len(graphs), batch_size)]
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.model.config.global_dim), np.float32)
 
     def predict_one(self, atoms: Atoms) -> Prediction:
         """Predict one structure; raises :class:`StructureError` when it is unusable."""
@@ -247,14 +273,17 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu", pre
     ``path`` may also be the name of a shipped model (:mod:`scannet.pretrained`; ``None``: the default one) or an
     MLflow model URI (``models:/name/1``, ``models:/name@best``) when the platform is installed: the registered
     checkpoint is downloaded and its SHA-256 verified first. ``precision``: one of :data:`scannet.precision.PRECISIONS`.
+    The applicability domain saved beside the checkpoint (:func:`scannet.domain.domain_path`), if any, is loaded
+    too, after checking it was built for this checkpoint (CheckpointError otherwise).
     """
     from scannet.typed_config import ConfigError
 
     check_precision(precision)
     resolved = resolve_device(device)
-    model, featurizer_config, metadata = load_model(resolve_checkpoint(path), map_location="cpu")
+    checkpoint = resolve_checkpoint(path)
+    model, featurizer_config, metadata = load_model(checkpoint, map_location="cpu")
     try:
         model = model.to(resolved)
     except Exception as exc:
         raise ConfigError(f"device {str(device)!r}: {describe_error(exc)}") from exc
-    return Predictor(model, featurizer_config, metadata, precision)
+    return Predictor(model, featurizer_config, metadata, precision, load_domain(checkpoint))

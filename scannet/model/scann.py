@@ -36,6 +36,7 @@ class SCANNOutput:
     normalized: torch.Tensor  # [B, T] predictions in z-scored units (what the loss sees)
     prediction: torch.Tensor  # [B, T] predictions in the dataset's units
     ga_scores: torch.Tensor  # [A] global-attention score of every atom, sums to 1 per structure
+    pooled: torch.Tensor  # [B, D] the structure vectors R the heads read (the applicability domain's input)
 
 
 class TargetHead(nn.Module):
@@ -135,7 +136,7 @@ class SCANN(nn.Module):
             pooled, ga_scores = self.global_attention(z, graph_index, num_graphs, pool_mask)  # [B, D], [A]
             normalized = torch.stack([head(pooled) for head in self.heads], dim=1)  # [B, T]
             prediction = normalized * self.target_std + self.target_mean  # [B, T]
-        return SCANNOutput(normalized=normalized, prediction=prediction, ga_scores=ga_scores)
+        return SCANNOutput(normalized=normalized, prediction=prediction, ga_scores=ga_scores, pooled=pooled)
 
     def forward(self, batch: Batch, pool_mask: torch.Tensor | None = None) -> SCANNOutput:
         """Predict a batch; ``pool_mask`` [A] bool (optional) removes atoms from the global-attention pool."""

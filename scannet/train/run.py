@@ -10,7 +10,7 @@ Steps, shared by this runner and the Ray Train driver (``scannet_platform.train.
     anything is written into the run folder.
 [2] the worker loop (:func:`~scannet.train.worker.run_worker`), here in this process (``LocalSession``).
 [3] ``finish_run``: the best weights evaluated on the whole test split (the count is reported), the
-    summary written next to the checkpoint.
+    applicability domain (:mod:`scannet.domain`) and the summary written next to the checkpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from scannet.data.loader import make_table_loader
 from scannet.data.qm9 import QM9_SIZE, QM9_STANDARD_TRAIN, QM9_STANDARD_VAL, write_qm9_table
 from scannet.data.splits import Split, make_split_fractions, slice_indices, standard_split, structure_order
 from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter, read_units
+from scannet.domain import build_run_domain, domain_path
 from scannet.featurizer import FeaturizerConfig
 from scannet.io.provenance import content_fingerprint
 from scannet.model import SCANN, SCANNConfig, count_parameters
@@ -439,7 +440,8 @@ class Evaluation:
 
 
 def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
-    """Steps [3]: the best weights of the latest checkpoint, saved and evaluated on the whole test split."""
+    """Steps [3]: the best weights of the latest checkpoint, saved and evaluated on the whole test split; their
+    applicability domain beside them (``best_model.domain.npz``)."""
     state = torch.load(latest / TRAIN_STATE, map_location="cpu", weights_only=True)
     model = SCANN(prepared.worker.model)
     model.load_state_dict(state["best_model"] if state["best_model"] is not None else state["model"])
@@ -455,6 +457,7 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
         "test_structures": len(targets),
     }
     checkpoint = save_model(prepared.folder.best_model, model, prepared.worker.featurizer, metadata)
+    build_run_domain(prepared.run_dir, checkpoint).save(domain_path(checkpoint))
     launch = json.loads(prepared.folder.launch.read_text())
     summary = RunSummary(
         name=prepared.config.name,
