@@ -53,6 +53,8 @@ TABLE_FILES = {"csv": "predictions.csv", "parquet": "predictions.parquet"}
 #: The table's columns; the predicted targets (``<target>_<unit>``) come between ``n_atoms`` and ``ga_file``.
 LEADING_COLUMNS = ("name", "source_file", "frame", "smiles", "formula", "n_atoms")
 TRAILING_COLUMNS = ("ga_file", "ga_frame", "error")
+#: Between the targets and ``ga_file`` when the model has an applicability domain (:mod:`scannet.domain`).
+DOMAIN_COLUMNS = ("heavy_atoms", "unknown_elements", "domain_distance", "in_domain")
 EXAMPLES = """examples:
   %(prog)s a.xyz b.cif --out preds/                      # every frame of your files, with the shipped model
   %(prog)s --smiles "CC(=O)O acetic acid" --smiles "c1ccccc1 benzene" --out preds/"""
@@ -78,6 +80,14 @@ class Row:
     ga_frame: int | None = None
     smiles: str | None = None  # the SMILES this structure was embedded from (force-field geometry)
     line: int | None = None  # the line of a SMILES file
+    domain: Any = None  # its scannet.domain.DomainRow when the model has an applicability domain
+
+    def domain_cells(self) -> list:
+        """heavy_atoms, unknown_elements, domain_distance (nn distance / threshold), in_domain (1/0)."""
+        if self.domain is None:
+            return [None] * len(DOMAIN_COLUMNS)
+        d = self.domain
+        return [d.heavy_atoms, ",".join(d.unknown_elements), d.relative_distance, int(d.in_domain)]
 
     @property
     def where(self) -> str:
@@ -251,7 +261,9 @@ def target_columns(predictor) -> dict[str, str]:
 
 
 def write_table(path: Path, rows: list[Row], columns: dict[str, str], units: dict[str, str | None]) -> Path:
-    header = [*LEADING_COLUMNS, *columns.values(), *TRAILING_COLUMNS]
+    """The predictions table; the :data:`DOMAIN_COLUMNS` only when some row was assessed against a domain."""
+    domain = list(DOMAIN_COLUMNS) if any(row.domain is not None for row in rows) else []
+    header = [*LEADING_COLUMNS, *columns.values(), *domain, *TRAILING_COLUMNS]
     records = [
         [
             row.name,
@@ -261,6 +273,7 @@ def write_table(path: Path, rows: list[Row], columns: dict[str, str], units: dic
             row.formula(),
             len(row.atoms) if row.atoms is not None else None,
             *[row.values[t] if row.values else None for t in columns],
+            *(row.domain_cells() if domain else []),
             row.ga_file,
             row.ga_frame,
             row.error,
@@ -272,7 +285,9 @@ def write_table(path: Path, rows: list[Row], columns: dict[str, str], units: dic
         import pyarrow.parquet as pq
 
         types = [pa.string(), pa.string(), pa.int64(), pa.string(), pa.string(), pa.int64()]
-        types += [pa.float64()] * len(columns) + [pa.string(), pa.int64(), pa.string()]
+        types += [pa.float64()] * len(columns)
+        types += [pa.int64(), pa.string(), pa.float64(), pa.int8()] if domain else []
+        types += [pa.string(), pa.int64(), pa.string()]
         fields = [pa.field(name, kind) for name, kind in zip(header, types)]
         for k, target in enumerate(columns, start=len(LEADING_COLUMNS)):
             if units.get(target):
@@ -402,6 +417,7 @@ def run(args: argparse.Namespace) -> int:
         [row.atoms for row in readable], batch_size=args.batch_size or DEFAULT_BATCH_SIZE, progress=args.progress
     )
     for row, result in zip(readable, results):
+        row.domain = result.domain
         if result.ok:
             row.values, row.ga_scores = result.values, result.ga_scores
         else:
