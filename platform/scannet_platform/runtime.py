@@ -217,6 +217,8 @@ def quiet_libraries(verbose: bool) -> None:
     for name in ("mlflow", "alembic", "ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # an HTTP store's client prints a "View run ... at" line per ended run (20 in a study); summaries print the URL
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow loads the logged model in a subprocess to infer its requirements; it warns there about type hints
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:mlflow.pyfunc.utils.data_validation")
     warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)

@@ -2,8 +2,8 @@
 
 ``scannet_platform.tracking.log_run`` gives this file's path as ``python_model``; MLflow copies the file into
 the model and runs it on ``mlflow.pyfunc.load_model``, where it only imports ``scannet`` (installed from the
-repository or its wheel). The one checkpoint is the artifact ``checkpoint``; its SHA-256 (``model_config``)
-is checked before ``torch.load(weights_only=True)`` reads it. ``scannet_platform.tracking.load_registered``
+repository or its wheel). The one checkpoint is the artifact ``checkpoint``; its SHA-256 (the artifact
+``checkpoint_sha256``; ``model_config`` in versions logged before it) is checked before ``torch.load(weights_only=True)`` reads it. ``scannet_platform.tracking.load_registered``
 also checks this file's own SHA-256, and every other file of the model (``MLmodel`` included), against the
 registry before MLflow runs it.
 
@@ -23,6 +23,7 @@ from mlflow.pyfunc import PythonModel
 from scannet.io.provenance import sha256_file
 
 CHECKPOINT_ARTIFACT = "checkpoint"
+CHECKPOINT_SHA_ARTIFACT = "checkpoint_sha256"
 
 
 def _rows(model_input) -> list:
@@ -56,7 +57,11 @@ class SCANNetModel(PythonModel):
         import scannet
 
         path = context.artifacts[CHECKPOINT_ARTIFACT]
-        expected = (context.model_config or {}).get("checkpoint_sha256")
+        if CHECKPOINT_SHA_ARTIFACT in context.artifacts:
+            with open(context.artifacts[CHECKPOINT_SHA_ARTIFACT]) as handle:
+                expected = handle.read().strip()
+        else:  # a version logged before the artifact existed
+            expected = (context.model_config or {}).get("checkpoint_sha256")
         if expected and sha256_file(path) != expected:
             raise ValueError(f"{path}: SHA-256 differs from the one recorded when the model was logged; refusing it")
         self.predictor = scannet.load(path)

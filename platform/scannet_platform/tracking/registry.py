@@ -38,6 +38,11 @@ MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 CHECKPOINT_ARTIFACT = "checkpoint"  # the artifact name mlflow_model.py reads
 
 
+#: The artifact (a text file) holding the checkpoint's SHA-256, which mlflow_model.py checks before loading it;
+#: an artifact, not ``model_config``, which MLflow would also log as run parameters (the runs table's columns).
+CHECKPOINT_SHA_ARTIFACT = "checkpoint_sha256"
+
+
 CHECKPOINT_SHA_TAG = "scannet.checkpoint_sha256"
 
 
@@ -272,6 +277,30 @@ def _download(model_uri: str, into: str | None = None) -> Path:
     return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=into))
 
 
+#: MLflow's advice on every log of a model whose ``predict`` has no type hints (ours takes tables, lists of dicts
+#: and lists of ASE Atoms, which no type hint covers). MLflow re-enables it with its own warnings filter inside
+#: ``log_model``, so it is dropped where it is shown instead.
+TYPE_HINT_ADVICE = "Add type hints to the `predict` method"
+
+
+@contextlib.contextmanager
+def without_type_hint_advice() -> Iterator[None]:
+    """Every warning is shown as before during the block, except MLflow's :data:`TYPE_HINT_ADVICE`."""
+    import warnings
+
+    show = warnings.showwarning
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        if TYPE_HINT_ADVICE not in str(message):
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = shown
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+
+
 def log_model_version(
     client: MlflowClient, run_id: str, checkpoint: Path, model_name: str, record: ModelRecord
 ) -> tuple[str, bool]:
@@ -282,12 +311,18 @@ def log_model_version(
     if previous is not None and previous.tags.get(CHECKPOINT_SHA_TAG) == checkpoint_sha:
         return str(previous.version), False
     checkpoint_path = f"artifacts/{checkpoint.name}"  # where MLflow puts the artifact inside the model
-    with mlflow.start_run(run_id=run_id), pickle_deserialization_off():
+    with (
+        tempfile.TemporaryDirectory(prefix="scannet-sha-") as folder,
+        mlflow.start_run(run_id=run_id),
+        pickle_deserialization_off(),
+        without_type_hint_advice(),
+    ):
+        sha_file = Path(folder) / f"{checkpoint.name}.sha256"
+        sha_file.write_text(checkpoint_sha)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            model_config={"checkpoint_sha256": checkpoint_sha, "checkpoint_path": checkpoint_path},
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint), CHECKPOINT_SHA_ARTIFACT: str(sha_file)},
             pip_requirements=model_requirements(),
             signature=model_signature(record.targets),
             input_example=input_example(),
@@ -303,7 +338,8 @@ def log_model_version(
     tags = version_tags(record, checkpoint_sha, checkpoint_path)
     tags[MODEL_MANIFEST_SHA_TAG] = manifest_sha(manifest)
     tags[MODEL_MANIFEST_TAG] = json.dumps(manifest, sort_keys=True)
-    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    # the client's call, not mlflow.register_model: that one prints "Registered model ... already exists"
+    version = client.create_model_version(model_name, info.model_uri, tags=tags, model_id=info.model_id)
     client.update_model_version(
         model_name, version.version, version_description(record, checkpoint_sha, checkpoint_path)
     )
@@ -505,5 +541,5 @@ def load_registered(model_uri: str, tracking_uri: str | None = None):
         raise CheckpointIntegrityError(f"{model_uri}: holds a pickled python_model.pkl; refusing to load it")
     _check_manifest(model_uri, folder, tags)
     _check_mlmodel(model_uri, folder)
-    with pickle_deserialization_off():
+    with pickle_deserialization_off(), without_type_hint_advice():
         return mlflow.pyfunc.load_model(str(folder))

@@ -359,7 +359,10 @@ def run_study(study: StudyConfig) -> StudySummary:
 
     from scannet_platform.tune.tracking import TrialRuns
 
-    callbacks = [TrialLines(str(study_dir), objective, unit), TrialRuns(uri, experiment_id, parent, study.name)]
+    callbacks = [
+        TrialLines(str(study_dir), objective, unit),
+        TrialRuns(uri, experiment_id, parent, study.name, objective, study.mode),
+    ]
     with tracked_run(uri, parent) as end:
         summary = _run_and_report(study, prepared, plan, concurrency, reason, callbacks, parent, uri, start)
         end.status = "KILLED" if summary.interrupted else "FINISHED"

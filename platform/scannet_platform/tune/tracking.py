@@ -1,13 +1,16 @@
 """MLflow for a study: one parent run, one child run per trial (Ray's ``MLflowLoggerCallback`` cannot nest runs),
 and the study's results on the parent.
 
-- :class:`TrialRuns` is a Tune callback in the driver: a trial's child run (tag ``mlflow.parentRunId``) is made
-  when the trial starts, or found again by its trial id when a resumed study restarts it; its parameters, its
-  per-epoch metrics (report units, step = epoch) and its end: FINISHED (tag ``scannet.trial_outcome``:
-  ``completed`` or ``stopped early``), FAILED (with the error) or KILLED (the study was interrupted). A trial
+- :class:`TrialRuns` is a Tune callback in the driver: a trial's child run (tag ``mlflow.parentRunId``), named
+  short and unique in the runs table (:func:`trial_run_name`: ``t03-lr3e-4-bs64``), is made when the trial
+  starts, or found again by its trial id when a resumed study restarts it; its parameters, its per-epoch
+  metrics (report units, step = epoch), its best value of the objective (``best_<objective>``, the column the
+  parent run has too) and its end: FINISHED (tag ``scannet.trial_outcome``: ``completed`` or ``stopped
+  early``), FAILED (with the error) or KILLED (the study was interrupted). A trial
   that a resumed study runs again from an earlier epoch than it had logged gets a new child run (its attempt 2).
 - :func:`log_study` puts on the parent: the best trial and its parameters (tags), ``results.csv`` (one row per trial), the
-  objective against trial number and against time, and Optuna's parameter importances.
+  objective against trial number and against time, and Optuna's parameter importances (a plot, and the values
+  as metrics ``importance.<parameter>``).
 """
 
 from __future__ import annotations
@@ -45,9 +48,12 @@ class TrialRuns(tune.Callback):
     """Child runs of the study's parent run, one per trial. A tracking failure is printed once and never stops
     the study (the trial's numbers stay in the study folder)."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str, objective: str, mode: str
+    ) -> None:
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.study = parent_run_id, study
+        self.objective, self.mode = objective, mode
         self._runs: dict[str, str] = {}
         self._reported: set[str] = set()
         self._client: MlflowClient | None = None
@@ -57,7 +63,7 @@ class TrialRuns(tune.Callback):
         return {**self.__dict__, "_client": None, "_reported": set()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"objective": None, "mode": "min", **state})  # a study saved before they existed
         self._reported = set()  # trials that reported in THIS launch
 
     @property
@@ -86,7 +92,7 @@ class TrialRuns(tune.Callback):
     def _new_run(self, trial, attempt: int) -> str:
         tags = {PARENT_TAG: self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: trial.trial_id}
         tags[ATTEMPT_TAG] = str(attempt)
-        name = f"{self.study}-{trial.trial_id}" + (f"-attempt{attempt}" if attempt > 1 else "")
+        name = trial_run_name(trial) + (f"-attempt{attempt}" if attempt > 1 else "")
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in sorted(trial.config.items())])
         return run_id
@@ -145,8 +151,39 @@ class TrialRuns(tune.Callback):
 
     def _end(self, trial, status: str, outcome: str) -> None:
         run_id = self.run_id(trial)
+        values = [m.value for m in self.client.get_metric_history(run_id, self.objective)] if self.objective else []
+        if values:
+            best = min(values) if self.mode == "min" else max(values)
+            self.client.log_metric(run_id, f"best_{self.objective}", best)
         self.client.set_tag(run_id, OUTCOME_TAG, outcome)
         self.client.set_terminated(run_id, status)
+
+
+def _short_key(name: str) -> str:
+    """``train.lr`` -> ``lr``, ``train.batch_size`` -> ``bs``, ``model.g_update`` -> ``gu``."""
+    words = name.rsplit(".", 1)[-1].split("_")
+    return words[0] if len(words) == 1 else "".join(w[:1] for w in words)
+
+
+def _short_value(value: Any) -> str:
+    """``0.0003`` -> ``3e-4``, ``0.158`` -> ``0.16``, ``True`` -> ``T``, ``64`` -> ``64``."""
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            mantissa, exponent = f"{value:.1e}".split("e")
+            return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+        return f"{value:.2g}"
+    return str(value)
+
+
+def trial_run_name(trial) -> str:
+    """``t03-lr3e-4-bs64``: the trial's number in the study (Tune's experiment tag ``3_...``; its id when there is
+    none) and its sampled parameters, short: distinct trials differ in the first part already."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    label = f"t{int(head):02d}" if head.isdigit() else trial.trial_id
+    parts = [f"{_short_key(k)}{_short_value(v)}" for k, v in trial.config.items()]
+    return "-".join([label, *parts])[:80]
 
 
 def _is_number(value: Any) -> bool:
@@ -293,6 +330,11 @@ def log_study(
         metrics=[Metric(f"trials_{k.replace(' ', '_')}", v, int(1000 * time.time()), 0) for k, v in counts.items()],
     )
     importances = parameter_importances(rows, space, mode)
+    if importances:  # values a user can sort and compare, not only the plot
+        stamp = int(1000 * time.time())
+        client.log_batch(
+            parent_run_id, metrics=[Metric(f"importance.{k}", float(v), stamp, 0) for k, v in importances.items()]
+        )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         by_trial, by_time = objective_figures(rows, objective, mode)

@@ -44,3 +44,15 @@ def test_a_screening_run_is_tagged_with_its_models_and_prints_the_runs_url(tmp_p
         line.startswith("MLflow UI: http://") and "workflowType=machine_learning" in line
         for line in summary_lines(summary, scan)
     )
+
+
+def test_quiet_libraries_stop_mlflows_view_run_lines(monkeypatch):
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+
+    from scannet_platform.runtime import quiet_libraries
+
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)  # restored after the test
+    for name in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "PYTHONWARNINGS"):  # what else it sets, restored too
+        monkeypatch.setenv(name, "")
+    quiet_libraries(verbose=False)
+    assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is True

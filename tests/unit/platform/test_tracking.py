@@ -476,3 +476,23 @@ def test_new_experiments_open_in_the_model_training_view(tmp_path):
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment(runs.experiment_id(client, "kind", uri))
     assert experiment.tags[runs.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_the_checkpoint_hash_and_path_are_run_tags_not_parameters(logged):
+    _, uri, run_id, _, _ = logged
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    assert not [key for key in run.data.params if "checkpoint" in key], "no checkpoint_* column in the runs table"
+    assert run.data.tags[registry.CHECKPOINT_SHA_TAG] and run.data.tags[registry.CHECKPOINT_PATH_TAG]
+
+
+def test_logging_and_loading_a_model_print_no_advice_and_no_registry_chatter(tmp_path, capfd):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _, version, _ = log(tmp_path, make_checkpoint(tmp_path / "a" / "best_model.pt", seed=0))
+        log(tmp_path, make_checkpoint(tmp_path / "b" / "best_model.pt", seed=1), run_name="second")
+        registry.load_registered(f"models:/scannet-unit-homo/{version}", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    printed = capfd.readouterr()
+    assert not [w for w in shown if "type hints" in str(w.message)]
+    assert "already exists" not in printed.err + printed.out and "Created version" not in printed.err + printed.out
