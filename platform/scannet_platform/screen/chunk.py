@@ -33,6 +33,7 @@ from scannet.data.graphs_table import atom_budget_slices
 from scannet.data.importers import _over_limit
 from scannet.data.smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
 from scannet.data.structures_table import Piece, table_to_structures_or_errors
+from scannet.domain import domain_path
 from scannet.featurizer import featurize_each
 from scannet.io.atomic import AtomicWrite
 from scannet.io.paths import OutputFolder
@@ -59,6 +60,9 @@ class ScreenProvenance:
 
 
 PROVENANCE = tuple(f.name for f in fields(ScreenProvenance))
+#: The applicability-domain columns (docs/screening.md) of a model group whose every member has a domain file:
+#: ``heavy_atoms`` once, the others per group (suffixed ``_<targets>`` when the screen has several groups).
+HEAVY_ATOMS, DOMAIN_CRITERIA = "heavy_atoms", ("unknown_elements", "domain_distance", "in_domain")
 RESERVED = (*LEADING, *PROVENANCE)
 
 
@@ -97,6 +101,29 @@ RESULT_SCHEMA = pa.schema(
 )
 
 
+def has_domain(group: ModelGroup) -> bool:
+    """Whether every member of ``group`` has an applicability domain beside its checkpoint."""
+    return all(domain_path(member.path).is_file() for member in group.members)
+
+
+def domain_columns(group: ModelGroup, groups: Sequence[ModelGroup]) -> dict[str, str]:
+    """Criterion (:data:`DOMAIN_CRITERIA`) -> the column of ``group``; empty when the group has no domain."""
+    if not has_domain(group):
+        return {}
+    suffix = f"_{'_'.join(group.targets)}" if len(groups) > 1 else ""
+    return {name: name + suffix for name in DOMAIN_CRITERIA}
+
+
+def ensemble_domain(rows: Sequence) -> tuple[str, float, int]:
+    """(unknown elements, domain distance, in domain) of one record from its members' DomainRows: the union of
+    the unknown elements, the largest distance relative to each member's threshold, in the domain only when
+    every member says so."""
+    from ase.data import atomic_numbers
+
+    unknown = sorted({e for row in rows for e in row.unknown_elements}, key=lambda e: atomic_numbers.get(e, 0))
+    return ",".join(unknown), max(row.relative_distance for row in rows), int(all(row.in_domain for row in rows))
+
+
 def part_name(chunk: int) -> str:
     return f"part-{chunk:06d}.parquet"
 
@@ -120,6 +147,12 @@ def output_schema(groups: Sequence[ModelGroup]) -> pa.Schema:
             if group.ensemble:
                 fields.append(pa.field(group.std_column(target), pa.float64(), metadata=unit))
         fields.append(pa.field(group.ga_column, pa.list_(pa.float32())))
+    named = [domain_columns(group, groups) for group in groups]
+    if any(named):
+        fields.append(pa.field(HEAVY_ATOMS, pa.int32()))
+    for names in named:
+        kinds = (pa.string(), pa.float64(), pa.int8())
+        fields += [pa.field(names[c], kind) for c, kind in zip(DOMAIN_CRITERIA, kinds) if c in names]
     fields += [pa.field(name, pa.string()) for name in PROVENANCE]
     return pa.schema(fields)
 
@@ -275,6 +308,11 @@ class ChunkScreener:
                 if group.ensemble:
                     columns[group.std_column(target)] = values[:, :, t].std(axis=1) * group.std_scale.get(target, 1.0)
             columns[group.ga_column] = [np.mean(outputs[g][k][1], axis=0).astype(np.float32) for k in screened]
+            names = domain_columns(group, self.groups)
+            if names:
+                columns[HEAVY_ATOMS] = [outputs[g][k][2][0].heavy_atoms for k in screened]
+                per_record = list(zip(*[ensemble_domain(outputs[g][k][2]) for k in screened])) or [[]] * 3
+                columns.update(zip(names.values(), per_record))
         for name, value in self.provenance.items():
             columns[name] = [value] * len(screened)
         predictions = pa.table({f.name: pa.array(columns[f.name], f.type) for f in self.schema}, schema=self.schema)
@@ -298,11 +336,11 @@ class ChunkScreener:
         return atoms
 
     def _predict(self, good: list[int], graphs: dict[str, dict[int, object]], bad: dict[int, str]) -> list[dict]:
-        """Per group, per good record: ([members, targets] values, [members, atoms] GA scores); failures and
-        non-finite outputs go to ``bad`` with the model named."""
+        """Per group, per good record: ([members, targets] values, [members, atoms] GA scores, [members] domain
+        rows); failures and non-finite outputs go to ``bad`` with the model named."""
         outputs: list[dict] = []
         for group, members in zip(self.groups, self.predictors):
-            per_record: dict[int, tuple[list, list]] = {k: ([], []) for k in good}
+            per_record: dict[int, tuple[list, list, list]] = {k: ([], [], []) for k in good}
             for member, predictor in zip(group.members, members):
                 key = predictor.featurizer_config.content_hash()
                 todo = [k for k in good if k not in bad]
@@ -316,12 +354,13 @@ class ChunkScreener:
                 prefix = f"model {member.reference}: " if len(self.predictors) > 1 or group.ensemble else ""
                 for k, reason in errors.items():
                     bad[k] = prefix + reason
-                for k, (values, ga) in results.items():
+                for k, (values, ga, domain) in results.items():
                     vector = [values[t] for t in group.targets]
                     if not (np.all(np.isfinite(vector)) and np.all(np.isfinite(ga))):
                         bad[k] = f"{prefix}the model returned non-finite values {values}"
                         continue
                     per_record[k][0].append(vector)
                     per_record[k][1].append(ga)
+                    per_record[k][2].append(domain)
             outputs.append(per_record)
         return outputs

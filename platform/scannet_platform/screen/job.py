@@ -32,6 +32,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from scannet.data.structures_table import Piece
+from scannet.domain import domain_path
 from scannet.io.atomic import AtomicWrite, write_text_atomic
 from scannet.io.paths import OutputFolder
 from scannet.io.provenance import code_version
@@ -139,8 +140,9 @@ MODELS_DIR = "models"
 
 
 def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
-    """Copy every checkpoint into ``<out>/models/<sha256>.pt`` (once) and point the members there: the actors,
-    on any node that sees ``out``, load exactly the files the driver checked, and the folder keeps them."""
+    """Copy every checkpoint into ``<out>/models/<sha256>.pt`` (once), its applicability domain beside it, and point
+    the members there: the actors, on any node that sees ``out``, load exactly the files the driver checked, and
+    the folder keeps them."""
     import shutil
     from dataclasses import replace
 
@@ -153,6 +155,10 @@ def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
             if not target.is_file():
                 with AtomicWrite(target, file=True) as write:
                     shutil.copyfile(member.path, write.path)
+            domain = output.path(MODELS_DIR, domain_path(target).name)  # its applicability domain goes with it
+            if domain_path(member.path).is_file() and not domain.is_file():
+                with AtomicWrite(domain, file=True) as write:
+                    shutil.copyfile(domain_path(member.path), write.path)
             pinned.append(replace(member, path=str(target.resolve())))
         group.members = pinned
     return groups
@@ -362,6 +368,7 @@ def _write_reports(
         "provenance": asdict(spec.provenance),
         "columns": {g.describe(): {t: g.columns[t] for t in g.targets} for g in groups},
         "quarantine_sample": scan.quarantine_sample,
+        "n_out_of_domain": scan.n_out_of_domain,  # None: no model has an applicability domain
     }
     files["summary"] = [write_summary(out, record)]
     return files
@@ -437,6 +444,11 @@ def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
         lines.append(
             f"duplicate ids: {summary.n_duplicate_ids:,} ids occur on {summary.n_duplicate_rows:,} rows (all kept, "
             f"none overwritten; told apart by the row column), listed in {Path(summary.out) / 'duplicates.csv'}"
+        )
+    if scan.n_out_of_domain:
+        lines.append(
+            f"applicability domain: {scan.n_out_of_domain:,} of {summary.n_screened:,} screened structures lie "
+            "outside it (in_domain = 0; keep the others with --filter 'in_domain == 1')"
         )
     if summary.n_force_field:
         lines.append(f"note: {summary.n_force_field:,} structures: {FORCE_FIELD_NOTE}")

@@ -19,7 +19,15 @@ from scannet.io.atomic import write_text_atomic
 from scannet.io.paths import OutputFolder
 from scannet_platform.screen.library import ROW, SMILES
 from scannet_platform.screen.models import ModelGroup
-from scannet_platform.screen.select import TOP_COLUMNS, Filter, Ranking, Scan
+from scannet_platform.screen.select import (
+    TOP_COLUMNS,
+    Filter,
+    Ranking,
+    Scan,
+    domain_table_columns,
+    in_domain_columns,
+    numeric_columns,
+)
 
 DUPLICATES_FILE = "duplicates.csv"
 #: Most rows of a top-k HTML page (each is drawn, ~10-50 ms per molecule).
@@ -48,8 +56,26 @@ def _value_columns(groups: Sequence[ModelGroup]) -> list[str]:
     return [c for g in groups for t in g.targets for c in ([g.columns[t]] + ([g.std_column(t)] if g.ensemble else []))]
 
 
+def _top_header(groups: Sequence[ModelGroup]) -> list[str]:
+    return ["rank", *TOP_COLUMNS, *_value_columns(groups), *domain_table_columns(groups), "geometry"]
+
+
+def domain_note(scan: Scan, records: Sequence[dict], groups: Sequence[ModelGroup]) -> str | None:
+    """How many of the rows shown (``records``) and of all screened rows lie outside the applicability domain;
+    None when no model has a domain."""
+    if scan.n_out_of_domain is None:
+        return None
+    columns = in_domain_columns(groups)
+    outside = sum(any(record[c] != 1 for c in columns) for record in records)
+    return (
+        f"{outside:,} of the {len(records):,} rows shown lie outside the model's applicability domain "
+        f"({', '.join(columns)} = 0: elements, heavy atoms or pooled-vector distance unlike its training data; "
+        f"docs/screening.md), and {scan.n_out_of_domain:,} of all {scan.n_screened:,} screened structures"
+    )
+
+
 def _top_rows(table: pa.Table, groups: Sequence[ModelGroup]) -> tuple[list[str], list[list]]:
-    header = ["rank", *TOP_COLUMNS, *_value_columns(groups), "geometry"]
+    header = _top_header(groups)
     rows = [[k + 1, *(record[c] for c in header[1:])] for k, record in enumerate(table.to_pylist())]
     return header, rows
 
@@ -63,6 +89,7 @@ def write_top_tables(
     for ranking in rankings:
         table = scan.tops.get(ranking.column)
         header, rows = _top_rows(table, groups) if table is not None else (["rank", *TOP_COLUMNS], [])
+        note = domain_note(scan, table.to_pylist() if table is not None else [], groups)
         stem = top_file_stem(ranking)
         csv_path, markdown_path = folder.path(f"{stem}.csv"), folder.path(f"{stem}.md")
         with open(csv_path, "w", newline="") as handle:
@@ -78,6 +105,8 @@ def write_top_tables(
             + ".",
             "",
         ]
+        if note is not None:
+            lines += [f"**Applicability domain:** {note}.", ""]
         if any(row[-1] == FORCE_FIELD_GEOMETRY for row in rows):
             lines += [f"**Note:** {FORCE_FIELD_NOTE}.", ""]
         lines.append("| " + " | ".join(header) + " |")
@@ -138,8 +167,8 @@ def write_top_reports(
         records = table.slice(0, HTML_ROWS).to_pylist() if table is not None else []
         group = _group_of(ranking.column, groups)
         structures = _top_structures([r[ROW] for r in records], pieces, seed, max_atoms)
-        header = ["rank", *TOP_COLUMNS, *_value_columns(groups), "geometry"]
-        numeric = {"rank", ROW, "n_atoms", *_value_columns(groups)}
+        header = _top_header(groups)
+        numeric = {"rank", *numeric_columns(groups).values()}
         columns = tuple(Column(c, c, numeric=c in numeric) for c in header)
         entries = []
         for k, record in enumerate(records):
@@ -165,6 +194,9 @@ def write_top_reports(
             f"GA scores explain {explained_quantity(group.targets)}" + (", the mean over the ensemble's members."
                                                                         if group.ensemble else "."),
         ]
+        note = domain_note(scan, records, groups)
+        if note is not None:
+            notes.append(f"Applicability domain: {note}.")
         if any(r["geometry"] == FORCE_FIELD_GEOMETRY for r in records):
             notes.append(f"{FORCE_FIELD_NOTE}.")
         title = f"Top {len(records)} by {ranking.column} ({order} first)"

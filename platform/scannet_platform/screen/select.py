@@ -2,11 +2,13 @@
 histograms and duplicate ids. Nothing is sorted globally and no part is held after it is read.
 
 Filters (``--filter``, all must hold; a null value fails), on any numeric column of the predictions, named in
-full (``gap_eV``, ``gap_eV_std``, ``n_atoms``) or by target (``gap``)::
+full (``gap_eV``, ``gap_eV_std``, ``n_atoms``, the domain's ``heavy_atoms``, ``domain_distance``, ``in_domain``)
+or by target (``gap``)::
 
     "gap between 4 6"      4 <= gap_eV <= 6 (bounds included)
     "homo_eV < -5.5"       also <=, >, >=, ==, !=
     "gap_std <= 0.1"       the ensemble's standard deviation of gap
+    "in_domain == 1"       inside the model's applicability domain (a model with a domain file)
 
 Top-k (``--top-k``, ``--rank TARGET:max|min``, default max): per ranked target the k best rows that pass the
 filters, ties broken by library row. Each part gives its own k best (``np.lexsort`` of at most k + part rows)
@@ -31,7 +33,7 @@ import pyarrow.parquet as pq
 
 from scannet.data import schema as S
 from scannet.typed_config import ConfigError
-from scannet_platform.screen.chunk import PREDICTIONS_DIR, QUARANTINE_DIR
+from scannet_platform.screen.chunk import HEAVY_ATOMS, PREDICTIONS_DIR, QUARANTINE_DIR, domain_columns
 from scannet_platform.screen.library import ROW, SMILES
 from scannet_platform.screen.models import ModelGroup
 
@@ -58,7 +60,23 @@ def numeric_columns(groups: Sequence[ModelGroup]) -> dict[str, str]:
             names[group.columns[target]] = names[target] = group.columns[target]
             if group.ensemble:
                 names[group.std_column(target)] = names[f"{target}_std"] = group.std_column(target)
+        domain = domain_columns(group, groups)
+        if domain:
+            names[HEAVY_ATOMS] = HEAVY_ATOMS
+            for criterion in ("domain_distance", "in_domain"):  # unknown_elements is text
+                names[domain[criterion]] = domain[criterion]
     return names
+
+
+def in_domain_columns(groups: Sequence[ModelGroup]) -> list[str]:
+    """The ``in_domain`` column of every model group that has an applicability domain."""
+    return [columns["in_domain"] for columns in (domain_columns(g, groups) for g in groups) if columns]
+
+
+def domain_table_columns(groups: Sequence[ModelGroup]) -> list[str]:
+    """The domain columns of the top-k tables: ``heavy_atoms``, then each group's criteria; none without a domain."""
+    per_group = [list(domain_columns(g, groups).values()) for g in groups]
+    return [HEAVY_ATOMS, *(c for columns in per_group for c in columns)] if any(per_group) else []
 
 
 def _number(text: str, where: str) -> float:
@@ -168,6 +186,7 @@ class Scan:
     n_quarantined: int = 0
     n_passing: int = 0  # screened rows that pass every filter
     n_force_field: int = 0  # rows with a geometry embedded from SMILES
+    n_out_of_domain: int | None = None  # screened rows outside a model group's applicability domain (None: no domain)
     tops: dict[str, pa.Table] = field(default_factory=dict)  # ranked column -> top-k rows, GA scores included
     histograms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     duplicates: list[dict] = field(default_factory=list)  # rows whose id occurs more than once
@@ -226,12 +245,19 @@ def scan_results(
     edges = {c: np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1) for c, (lo, hi) in ranges.items()}
     tops = [TopK(r, top_k) for r in rankings]
     wanted = [*TOP_COLUMNS, "geometry", *value_columns, *dict.fromkeys(g.ga_column for g in groups)]
+    wanted += domain_table_columns(groups)
+    in_domain = in_domain_columns(groups)
+    if in_domain:
+        scan.n_out_of_domain = 0
     hashes = []
     for path in predictions:
         table = pq.read_table(path, columns=wanted)
         scan.n_screened += table.num_rows
         geometry = table["geometry"].to_numpy(zero_copy_only=False)
         scan.n_force_field += int(np.sum(geometry == FORCE_FIELD_GEOMETRY))
+        if in_domain:
+            inside = np.all([table[c].to_numpy(zero_copy_only=False) == 1 for c in in_domain], axis=0)
+            scan.n_out_of_domain += int(np.count_nonzero(~inside))
         for column in ranges:
             values = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
             counts[column] += np.histogram(values[~np.isnan(values)], edges[column])[0]
