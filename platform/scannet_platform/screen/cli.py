@@ -1,7 +1,9 @@
 """``scannet screen`` and ``jobs/screen.py``: stream a candidate library through trained models.
 
-Exit codes: 0 every record screened, no duplicate id; 1 some records quarantined or some ids repeated (the
-rest screened, all listed); 2 user error (a model or input missing or unusable, a bad option) or nothing
+Exit codes (:func:`exit_code`): 0 everything that could be screened was screened (quarantined records and repeated
+ids are counted in the summary and listed in the quarantine parts and duplicates.csv: bad input lines are not a
+failed screen, so ``ray job submit`` reports the job as succeeded); 1 only with ``--strict``, when some records were
+quarantined or some ids repeat; 2 user error (a model or input missing or unusable, a bad option) or nothing
 screened; 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (``ray job stop``, ``kill``): one line says so, the
 finished chunks are kept and the same command resumes.
 """
@@ -30,9 +32,10 @@ DESCRIPTION = (
     "ensembles, GA scores, provenance) and quarantine/part-*.parquet (row, id, source, reason); top-k tables "
     "(CSV and Markdown), duplicates.csv, plots/hist-*.png and summary.json beside them, and an MLflow run. "
     "Launching again into the same --out resumes: finished chunks are skipped, every record is written exactly "
-    "once. Exit codes: 0 all screened; 1 some quarantined or duplicate ids (the rest screened); 2 user error or "
-    "nothing screened; 130 interrupted by Ctrl-C, 143 by SIGTERM (the finished chunks are kept: run the same "
-    "command again to resume)."
+    "once. Exit codes: 0 all that could be screened was screened (quarantined records and duplicate ids are "
+    "counted in the summary and listed with their reasons); 1 with --strict when some records were quarantined or "
+    "some ids repeat; 2 user error or nothing screened; 130 interrupted by Ctrl-C, 143 by SIGTERM (the finished "
+    "chunks are kept: run the same command again to resume)."
 )
 EXAMPLES = """examples:
   scannet data qm9 --out data/qm9                           # any structures table is a library
@@ -93,6 +96,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tracking = add_tracking_arguments(parser, ScreenConfig)
     tracking.add_argument("--no-mlflow", dest="mlflow", action="store_false", default=None, help="no MLflow run")
     add_progress_argument(parser)
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit code 1 when some records were quarantined or some ids repeat (default 0: they are counted and "
+        "listed, the rest screened)",
+    )
+
+
+def exit_code(n_screened: int, n_quarantined: int, n_duplicate_ids: int, strict: bool) -> int:
+    """2 when nothing was screened; 1 with ``strict`` when some records were quarantined or some ids repeat; else 0."""
+    if n_screened == 0:
+        return 2
+    return 1 if strict and (n_quarantined or n_duplicate_ids) else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     print_summary(summary, scan)
     if summary.n_screened == 0:
         print("scannet: error: no structure could be screened (reasons in the quarantine parts)", file=sys.stderr)
-        return 2
-    return 1 if summary.n_quarantined or summary.n_duplicate_ids else 0
+    return exit_code(summary.n_screened, summary.n_quarantined, summary.n_duplicate_ids, args.strict)
 
 
 def main(argv: list[str] | None = None, description: str | None = None) -> int:

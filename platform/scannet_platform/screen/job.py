@@ -174,8 +174,9 @@ def _progress(total: int, enabled: bool) -> tqdm:
 def _count(bar: tqdm, result: dict, totals: dict) -> None:
     for key in ("n_input", "n_screened", "n_quarantined"):
         totals[key] += result[key]
-    bar.update(result["n_input"])
+    # the counts first: the refresh of update() shows them, so the last line is not drawn once without them
     bar.set_postfix(screened=totals["n_screened"], quarantined=totals["n_quarantined"], refresh=False)
+    bar.update(result["n_input"])
 
 
 def _actors(config: ScreenConfig) -> tuple[int, dict]:
@@ -193,11 +194,16 @@ def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: 
     """Screen ``todo`` in a Ray Data actor pool (streaming: results come back as chunks finish); Ray is started
     (or connected to) by the caller."""
     import logging
+    from contextlib import nullcontext
 
     import ray.data
 
+    from scannet_platform.console import without_ray_data_actor_warning
+
     if not config.verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # its "Progress bars disabled" warning broke the screen's own progress line in two
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.verbose
     size, resources = _actors(config)
@@ -211,9 +217,10 @@ def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: 
         **resources,
     )
     ds.context.op_resource_reservation_enabled = False  # on a small node it held the actors near one at a time
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for result in batch.to_pylist():
-            _count(bar, result, totals)
+    with nullcontext() if config.verbose else without_ray_data_actor_warning():  # the actors start here
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for result in batch.to_pylist():
+                _count(bar, result, totals)
 
 
 #: Tests only: seconds to sleep before each chunk of the in-process executor (a screen slow enough to interrupt).

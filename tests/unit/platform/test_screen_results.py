@@ -72,14 +72,18 @@ def test_bad_records_are_quarantined_with_their_reason_and_the_rest_screened(tmp
     assert [r["id"] for r in scan.quarantine_sample] == ["sulfur", "overlap", "empty", "nan", "large", f"{xyz}:2"]
 
 
-def test_the_command_exits_1_when_records_are_quarantined_and_2_for_a_missing_model(tmp_path, models, capsys):
+def test_the_command_exits_0_with_quarantined_records_1_with_strict_and_2_for_a_missing_model(
+    tmp_path, models, capsys
+):
     from scannet.cli import main
 
     table = write_structures(
         tmp_path / "lib.parquet", [*candidates(3), Atoms("CS", positions=[[0, 0, 0], [2, 0, 0]])], {}
     )
     base = ["screen", str(table), "--local", "--no-mlflow", "--no-progress"]
-    assert main([*base, "--model", str(models["a"]), "--out", str(tmp_path / "out")]) == 1
+    assert main([*base, "--model", str(models["a"]), "--out", str(tmp_path / "out")]) == 0
+    assert "screened 3 of 4 structures, quarantined 1" in capsys.readouterr().out
+    assert main([*base, "--model", str(models["a"]), "--out", str(tmp_path / "out"), "--strict"]) == 1  # resumes
     assert "screened 3 of 4 structures, quarantined 1" in capsys.readouterr().out
     assert main([*base, "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "out2")]) == 2
     assert "missing.pt: no such checkpoint file" in capsys.readouterr().err

@@ -1,0 +1,53 @@
+"""The driver's stderr without Ray's constructor-arguments error line of Ray Data actors (a screen's console): that
+line is dropped, every other byte passes through in order, Python's and native writes alike."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from scannet_platform.console import RAY_DATA_ACTOR_ARGUMENTS, dropping_stderr
+
+#: The line Ray 2.60 printed in a screen on a local Ray (scannet screen lib.smi --out ..., 2026-12-06).
+RAY_LINE = (
+    b"[2026-12-06 23:31:30,988 E 24552 24552] core_worker.cc:2465: Actor with class name: "
+    b"'MapWorker(MapBatches(ChunkScreener))' and ID: 'f512aa1a94beed206f7202c901000000' has constructor arguments "
+    b"in the object store and max_restarts > 0. If the arguments in the object store go out of scope or are lost, "
+    b"the actor restart will fail. See https://github.com/ray-project/ray/issues/53727 for more details.\n"
+)
+
+
+def test_the_ray_data_actor_line_is_dropped_and_everything_else_kept_in_order():
+    script = f"""
+import os, sys
+from scannet_platform.console import without_ray_data_actor_warning
+with without_ray_data_actor_warning():
+    sys.stderr.write("\\rscreening:   0%|          | 0/4")  # a progress bar's refresh, no newline
+    sys.stderr.flush()
+    os.write(2, {RAY_LINE!r})  # native code writes to the file descriptor
+    print("a Python line", file=sys.stderr)
+    sys.stderr.flush()
+    os.write(2, b"[2026-12-06 23:31:31,000 E 1 1] core_worker.cc:99: a real error\\n")
+print("after the block", file=sys.stderr)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)  # bytes: \r kept
+    assert result.stderr == (
+        b"\rscreening:   0%|          | 0/4a Python line\n"
+        b"[2026-12-06 23:31:31,000 E 1 1] core_worker.cc:99: a real error\nafter the block\n"
+    )
+
+
+def test_the_pattern_matches_only_ray_data_workers():
+    assert RAY_DATA_ACTOR_ARGUMENTS.search(RAY_LINE)
+    assert not RAY_DATA_ACTOR_ARGUMENTS.search(RAY_LINE.replace(b"MapWorker(MapBatches(ChunkScreener))", b"Trainer"))
+
+
+def test_stderr_is_restored_after_an_exception(capfd):
+    try:
+        with dropping_stderr(RAY_DATA_ACTOR_ARGUMENTS):
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    os.write(2, RAY_LINE)  # outside the block nothing is filtered
+    assert capfd.readouterr().err == RAY_LINE.decode()
