@@ -340,7 +340,10 @@ def prepare_run(
     split_file = folder.split
     split.save(split_file)
     split_ids = write_split_ids(folder.split_ids, ids, parts)
-    mean, std = target_statistics(split_targets(graphs, split_ids, config.targets, "train"))
+    if source is None:
+        mean, std = target_statistics(split_targets(graphs, split_ids, config.targets, "train"))
+    else:  # the heads of the source output z-scores of ITS statistics: a small set's would move every prediction
+        mean, std = source.target_mean.numpy(), source.target_std.numpy()
     init_weights = None
     if source is not None:
         init_weights = folder.init_weights
@@ -404,12 +407,13 @@ class RunSummary:
     mlflow_run_id: str | None = None
     model_uri: str | None = None
     mlflow_runs_url: str | None = None  # the experiment's runs table in the MLflow UI
+    init_from: str | None = None  # fine-tuning: the model whose weights the run started from
 
     @property
     def launch_text(self) -> str:
-        return (
-            "started from scratch" if self.resumed_from_epoch == 0 else f"resumed after epoch {self.resumed_from_epoch}"
-        )
+        if self.resumed_from_epoch:
+            return f"resumed after epoch {self.resumed_from_epoch}"
+        return f"started from the weights of {self.init_from}" if self.init_from else "started from scratch"
 
     def lines(self) -> list[str]:
         """The summary printed at the end; epochs are numbered from 1, as in the per-epoch lines."""
@@ -471,6 +475,7 @@ def finish_run(prepared: PreparedRun, latest: Path, start: float) -> Evaluation:
         epochs_run=len(state["history"]),
         best_epoch=int(state["best_epoch"]),
         resumed_from_epoch=int(launch[M.START_EPOCH]),
+        init_from=prepared.config.init_from,
         test_evaluated=len(targets),
         test_mae=test_mae,
         report_units={t: report[t][1] for t in prepared.config.targets},
