@@ -26,9 +26,8 @@ from pathlib import Path
 from scannet.checkpoint import CheckpointError, resolve_checkpoint
 from scannet.io.provenance import sha256_file
 from scannet.typed_config import ConfigError
+from scannet_platform.tracking.ensembles import ENSEMBLE_FILE, STD_SCALE_KEY
 
-ENSEMBLE_FILE = "ensemble.json"
-STD_SCALE_KEY = "std_scale"  # in ENSEMBLE_FILE: target -> the factor of the members' standard deviation
 STD_SUFFIX = "_std"
 GA_COLUMN = "ga_scores"
 

@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from scannet.checkpoint import CheckpointError
 from scannet.io.provenance import sha256_file
 from scannet_platform.metric_names import mae_metric
+from scannet_platform.tracking.ensembles import ENSEMBLE_FILE
 
 #: The models-from-code file MLflow copies into every logged model (it only imports scannet).
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -513,7 +514,7 @@ def download_ensemble(uri: str, tracking_uri: str | None = None) -> Path:
     except mlflow.exceptions.MlflowException as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{uri}: not found in the MLflow store {tracking_uri} ({reason})") from exc
-    manifest = folder / "ensemble.json"
+    manifest = folder / ENSEMBLE_FILE
     if not expected or not manifest.is_file() or sha256_file(manifest) != expected:
         raise CheckpointIntegrityError(
             f"{uri}: its ensemble.json is missing or differs from the SHA-256 recorded on run {run_id}; refusing it"

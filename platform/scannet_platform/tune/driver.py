@@ -43,7 +43,7 @@ from scannet_platform.data_pipeline import ray_featurizer
 from scannet_platform.environment import run_environment
 from scannet_platform.metric_names import objective_metric, objective_unit
 from scannet_platform.runtime import checkpoint_resolver, ensure_ray, quiet_libraries, tracked_run
-from scannet_platform.screen.models import ENSEMBLE_FILE, STD_SCALE_KEY
+from scannet_platform.tracking.ensembles import ENSEMBLE_FILE, STD_SCALE_KEY
 from scannet_platform.tracking.results import register_model
 from scannet_platform.tune.config import StudyConfig
 from scannet_platform.tune.ensemble import RELIABILITY_PLOT, EnsembleEvaluation, evaluate_ensemble, reliability_figure

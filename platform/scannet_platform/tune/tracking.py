@@ -359,12 +359,13 @@ def log_ensemble(tracking_uri: str, parent_run_id: str, folder: Path, evaluation
     ``ensemble.json`` as a tag), its test MAE and calibration as metrics; returns the URI ``scannet screen
     --model`` takes (``runs:/<parent run id>/ensemble``)."""
     from scannet.io.provenance import sha256_file
+    from scannet_platform.tracking.ensembles import ENSEMBLE_FILE
     from scannet_platform.tracking.registry import ENSEMBLE_ARTIFACT, ENSEMBLE_SHA_TAG
 
     client = MlflowClient(tracking_uri)
     stamp = int(1000 * time.time())
     client.log_batch(parent_run_id, metrics=[Metric(k, v, stamp, 0) for k, v in evaluation.metrics().items()])
     client.log_artifacts(parent_run_id, str(folder), ENSEMBLE_ARTIFACT)
-    client.set_tag(parent_run_id, ENSEMBLE_SHA_TAG, sha256_file(folder / "ensemble.json"))
+    client.set_tag(parent_run_id, ENSEMBLE_SHA_TAG, sha256_file(folder / ENSEMBLE_FILE))
     return f"runs:/{parent_run_id}/{ENSEMBLE_ARTIFACT}"
 
