@@ -15,14 +15,17 @@ from scannet.model import SCANN, SCANNConfig
 UNITS = {"homo": "eV", "gap": "eV", "alpha": "Bohr^3"}
 
 
-def tiny_model(path: Path, targets: tuple[str, ...] = ("homo", "gap"), seed: int = 0) -> Path:
-    """A small untrained SCANN+ checkpoint (random weights from ``seed``) with QM9 elements and units."""
+def tiny_model(
+    path: Path, targets: tuple[str, ...] = ("homo", "gap"), seed: int = 0, metadata: dict | None = None
+) -> Path:
+    """A small untrained SCANN+ checkpoint (random weights from ``seed``) with QM9 elements and units, and
+    ``metadata`` added to its metadata (e.g. a recorded ``test_mae``)."""
     torch.manual_seed(seed)
     config = SCANNConfig(
         targets=targets, embedding_dim=8, local_dim=16, global_dim=16, num_heads=2, num_blocks=1, dense_out=16
     )
-    metadata = {"units": {t: UNITS.get(t, "") for t in targets}}
-    return save_model(path, SCANN(config), FeaturizerConfig.molecules(), metadata)
+    recorded = {"units": {t: UNITS.get(t, "") for t in targets}, **(metadata or {})}
+    return save_model(path, SCANN(config), FeaturizerConfig.molecules(), recorded)
 
 
 def candidates(n: int, seed: int = 0) -> list[Atoms]:

@@ -77,7 +77,7 @@ def test_a_screens_top_k_page_loads_with_every_drawing(model, tmp_path):
         "top_k": 5,
     }
     run_screen(build_screen_config(config))
-    page = open_page(tmp_path / "screen" / "top-gap_eV-max.html", "screen_top_k.png")
+    page = open_page(tmp_path / "screen" / "top-homo_eV-max.html", "screen_top_k.png")
     assert page.console == []
     assert 'data-drawings-loaded="5"' in page.dom
     ranks = [int(cell_values(row)[0]) for row in rows_of(page.dom)]

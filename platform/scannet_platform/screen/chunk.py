@@ -32,6 +32,7 @@ from scannet.data import schema as S
 from scannet.data.graphs_table import atom_budget_slices
 from scannet.data.importers import _over_limit
 from scannet.data.smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
+from scannet.data.structure_key import structure_key
 from scannet.data.structures_table import Piece, table_to_structures_or_errors
 from scannet.domain import domain_path
 from scannet.featurizer import featurize_each
@@ -45,8 +46,11 @@ from scannet_platform.screen.models import ModelGroup
 
 PREDICTIONS_DIR = "predictions"
 QUARANTINE_DIR = "quarantine"
+#: The canonical SMILES (from the input SMILES, or perceived from the coordinates; null when no bonds are known),
+#: and the structure key that finds the same molecule under two names or forms (scannet.data.structure_key).
+CANONICAL_SMILES, STRUCTURE_KEY, KEY_KIND = "canonical_smiles", "structure_key", "key_kind"
 #: Leading and trailing columns of the predictions; the predictions and GA scores come between them.
-LEADING = (ROW, S.ID, S.SOURCE, "formula", "n_atoms", SMILES, "geometry")
+LEADING = (ROW, S.ID, S.SOURCE, "formula", "n_atoms", SMILES, CANONICAL_SMILES, "geometry", STRUCTURE_KEY, KEY_KIND)
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,9 @@ def part_name(chunk: int) -> str:
 
 
 def output_schema(groups: Sequence[ModelGroup]) -> pa.Schema:
-    """The predictions' columns: identity, ``<target>_<unit>`` (and ``_std`` for an ensemble), GA scores per
-    model group, provenance; the units are in each prediction field's metadata."""
+    """The predictions' columns: identity (canonical SMILES and structure key included), ``<target>_<unit>`` (and
+    ``_std`` for an ensemble), GA scores per model group, provenance; the units are in each prediction field's
+    metadata."""
     fields = [
         pa.field(ROW, pa.int64()),
         pa.field(S.ID, pa.string()),
@@ -138,7 +143,10 @@ def output_schema(groups: Sequence[ModelGroup]) -> pa.Schema:
         pa.field("formula", pa.string()),
         pa.field("n_atoms", pa.int32()),
         pa.field(SMILES, pa.string()),
+        pa.field(CANONICAL_SMILES, pa.string()),
         pa.field("geometry", pa.string()),
+        pa.field(STRUCTURE_KEY, pa.string()),
+        pa.field(KEY_KIND, pa.string()),
     ]
     for group in groups:
         for target in group.targets:
@@ -291,6 +299,7 @@ class ChunkScreener:
             },
             schema=QUARANTINE_SCHEMA,
         )
+        keys = [structure_key(structures[k], smiles[k]) for k in screened]
         columns = {
             ROW: [rows[k] for k in screened],
             S.ID: [ids[k] for k in screened],
@@ -298,7 +307,10 @@ class ChunkScreener:
             "formula": [structures[k].get_chemical_formula() for k in screened],
             "n_atoms": [len(structures[k]) for k in screened],
             SMILES: [smiles[k] for k in screened],
+            CANONICAL_SMILES: [key.smiles for key in keys],
             "geometry": [geometry[k] for k in screened],
+            STRUCTURE_KEY: [key.key for key in keys],
+            KEY_KIND: [key.kind for key in keys],
         }
         for g, group in enumerate(self.groups):
             shape = (len(screened), len(group.members), len(group.targets))

@@ -28,9 +28,10 @@ HELP = "screen a library of structures or SMILES with trained models (Ray Data, 
 DESCRIPTION = (
     "Stream a candidate library (structures tables, xyz/extxyz, ASE db, folders of CIF/xyz, SMILES .smi/.csv) "
     "through one or more models (checkpoints, MLflow model URIs, ensemble folders) into Parquet shards under "
-    "--out: predictions/part-*.parquet (id, source, formula, n_atoms, SMILES, <target>_<unit>, _std for "
-    "ensembles, GA scores, provenance) and quarantine/part-*.parquet (row, id, source, reason); top-k tables "
-    "(CSV and Markdown), duplicates.csv, plots/hist-*.png and summary.json beside them, and an MLflow run. "
+    "--out: predictions/part-*.parquet (id, source, formula, n_atoms, SMILES, canonical SMILES, structure key, "
+    "<target>_<unit>, _std for ensembles, GA scores, provenance) and quarantine/part-*.parquet (row, id, source, "
+    "reason); top-k tables of the ranked columns (CSV, Markdown, HTML; values rounded to the model's test MAE), "
+    "duplicates.csv (same id, same structure), plots/hist-*.png and summary.json beside them, and an MLflow run. "
     "Launching again into the same --out resumes: finished chunks are skipped, every record is written exactly "
     "once. Exit codes: 0 all that could be screened was screened (quarantined records and duplicate ids are "
     "counted in the summary and listed with their reasons); 1 with --strict when some records were quarantined or "
@@ -39,7 +40,7 @@ DESCRIPTION = (
 )
 EXAMPLES = """examples:
   scannet data qm9 --out data/qm9                           # any structures table is a library
-  %(prog)s data/qm9/structures.parquet --filter "gap between 4 6" --rank gap:max --top-k 50 --out screens/qm9"""
+  %(prog)s data/qm9/structures.parquet --filter "gap_eV between 4 6" --rank gap_eV:max --top-k 50 --out screens/qm9"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,14 +60,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     select = parser.add_argument_group("selection")
     select.add_argument("--top-k", type=int, help="rows per top-k table (default 100; 0: none)")
     select.add_argument(
-        "--rank", action="append", metavar="TARGET:max|min", help="ranking direction of a target (default max)"
+        "--rank",
+        action="append",
+        metavar="COLUMN:max|min",
+        help="a column to rank (a top-k table each; default direction max), e.g. 'gap_eV:max', 'gap_eV_std:min'; "
+        "default: the first target, max",
     )
     select.add_argument(
         "--filter",
         dest="filters",
         action="append",
         metavar="RULE",
-        help="e.g. 'gap between 4 6', 'homo_eV < -5.5', 'gap_std <= 0.1', 'n_atoms <= 20' (all must hold)",
+        help="COLUMN between LOW HIGH, or COLUMN OP VALUE with the output column names, e.g. 'gap_eV between 4 6', "
+        "'homo_eV < -5.5', 'gap_eV_std <= 0.1', 'n_atoms <= 20' (all must hold; a bare target, 'gap', 'gap_std', "
+        "names its column)",
     )
     library = parser.add_argument_group("library")
     library.add_argument("--chunk-size", type=int, help="records per chunk and shard (default 1024)")

@@ -25,8 +25,8 @@ class ScreenConfig(TrackingConfig):
     atom_budget: int = 4096  # most atoms per model batch (whole structures; one larger structure alone)
     max_atoms: int = 1000  # larger structures are quarantined
     top_k: int = 100  # rows per top-k table (0: none)
-    rank: tuple[str, ...] = ()  # TARGET:max|min; unnamed targets are ranked max
-    filters: tuple[str, ...] = ()  # "gap between 4 6", "homo_eV < -5.5"
+    rank: tuple[str, ...] = ()  # COLUMN:max|min, a top-k table each; none: the first target, max
+    filters: tuple[str, ...] = ()  # "gap_eV between 4 6", "homo_eV < -5.5"
     smiles_column: str | None = None  # CSV inputs: default smiles / SMILES
     id_column: str | None = None  # CSV inputs: default id / name, else <file stem>:<line>
     seed: int = 0  # RDKit embedding seed

@@ -68,7 +68,9 @@ class ScreenSummary:
     n_quarantined: int
     n_passing: int
     n_duplicate_ids: int
-    n_duplicate_rows: int
+    n_duplicate_rows: int  # rows of a repeated id
+    n_duplicate_structures: int  # structure keys (scannet.data.structure_key) on more than one screened row
+    n_duplicate_structure_rows: int
     n_force_field: int
     screened_now: int  # structures (screened or quarantined) done by this launch
     seconds: float  # this launch, wall clock
@@ -336,7 +338,9 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
             n_quarantined=scan.n_quarantined,
             n_passing=scan.n_passing,
             n_duplicate_ids=scan.n_duplicate_ids,
-            n_duplicate_rows=len(scan.duplicates),
+            n_duplicate_rows=scan.n_duplicate_id_rows,
+            n_duplicate_structures=scan.n_duplicate_structures,
+            n_duplicate_structure_rows=scan.n_duplicate_structure_rows,
             n_force_field=scan.n_force_field,
             screened_now=totals["n_input"],
             seconds=0.0,
@@ -354,6 +358,7 @@ def _write_reports(
     out, config, summary, scan, rankings, groups, filters, spec, library, started
 ) -> dict[str, list[Path]]:
     from scannet_platform.screen.report import (
+        source_root,
         write_duplicates,
         write_histograms,
         write_summary,
@@ -361,9 +366,10 @@ def _write_reports(
         write_top_tables,
     )
 
+    root = source_root(config.inputs)
     files = {
-        "top_k": write_top_tables(out, scan, rankings, groups, filters)
-        + write_top_reports(out, scan, rankings, groups, filters, library.pieces, config.seed, config.max_atoms),
+        "top_k": write_top_tables(out, scan, rankings, groups, filters, root)
+        + write_top_reports(out, scan, rankings, groups, filters, library.pieces, config.seed, config.max_atoms, root),
         "plots": write_histograms(out, scan, groups),
         "duplicates": [write_duplicates(out, scan)],
     }
@@ -420,6 +426,7 @@ def _log_tracking(tracking_uri: str, run_id: str, summary: ScreenSummary, scan: 
         "quarantined": summary.n_quarantined,
         "passing_filters": summary.n_passing,
         "duplicate_ids": summary.n_duplicate_ids,
+        "duplicate_structures": summary.n_duplicate_structures,
         "force_field_geometries": summary.n_force_field,
         "screened_this_launch": summary.screened_now,
         "structures_per_s": summary.rate,
@@ -451,6 +458,12 @@ def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
         lines.append(
             f"duplicate ids: {summary.n_duplicate_ids:,} ids occur on {summary.n_duplicate_rows:,} rows (all kept, "
             f"none overwritten; told apart by the row column), listed in {Path(summary.out) / 'duplicates.csv'}"
+        )
+    if summary.n_duplicate_structures:
+        lines.append(
+            f"duplicate structures: {summary.n_duplicate_structures:,} molecules occur on "
+            f"{summary.n_duplicate_structure_rows:,} screened rows (same InChIKey, or the same geometry where no bonds "
+            f"were perceived; all kept), listed in {Path(summary.out) / 'duplicates.csv'}"
         )
     if scan.n_out_of_domain:
         lines.append(

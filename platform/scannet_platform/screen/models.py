@@ -52,6 +52,9 @@ class ModelGroup:
     ga_column: str = GA_COLUMN
     sources: list[str] = field(default_factory=list)  # the --model values (an ensemble folder once)
     std_scale: dict[str, float] = field(default_factory=dict)  # target -> factor of the std (calibrated ensemble)
+    #: target -> the test MAE recorded in the checkpoint (the smallest of an ensemble's members), in the target's
+    #: unit; a target without a record is absent
+    test_mae: dict[str, float] = field(default_factory=dict)
 
     @property
     def ensemble(self) -> bool:
@@ -108,6 +111,30 @@ def ensemble_std_scale(folder: Path) -> dict[str, float]:
     return {t: float(v) for t, v in json.loads((folder / ENSEMBLE_FILE).read_text()).get(STD_SCALE_KEY, {}).items()}
 
 
+def recorded_test_mae(metadata: dict, units: dict[str, str | None]) -> dict[str, float]:
+    """Target -> the test MAE that training recorded in a checkpoint's metadata (``test_mae`` in
+    ``test_mae_units``: the target's unit or its report unit, :mod:`scannet.units`), in the target's own unit;
+    targets without a usable record are left out."""
+    import math
+
+    from scannet.units import report_unit
+
+    maes, mae_units = metadata.get("test_mae"), metadata.get("test_mae_units")
+    if not isinstance(maes, dict) or not isinstance(mae_units, dict):
+        return {}
+    found = {}
+    for target, unit in units.items():
+        value, recorded = maes.get(target), mae_units.get(target)
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            continue
+        scale, reported = report_unit(unit or "")
+        if recorded == (unit or ""):
+            found[target] = float(value)
+        elif recorded == reported:
+            found[target] = float(value) / scale
+    return found
+
+
 def resolve_models(
     references: Sequence[str], tracking_uri: str | None = None, reserved: Sequence[str] = ()
 ) -> list[ModelGroup]:
@@ -129,6 +156,7 @@ def resolve_models(
             columns = target_columns(predictor)
             units = {t: predictor.unit(t) for t in targets}
             member = Member(ref, str(path.resolve()), sha256_file(path))
+            maes = recorded_test_mae(predictor.metadata, units)
             group = groups.get(targets)
             if group is None:
                 clash = [t for g in groups for t in g if t in targets]
@@ -138,13 +166,16 @@ def resolve_models(
                         "targets; an ensemble's models must predict the same targets"
                     )
                 scale = ensemble_std_scale(folder) if folder is not None else {}
-                groups[targets] = ModelGroup(targets, [member], columns, units, sources=[reference], std_scale=scale)
+                groups[targets] = ModelGroup(
+                    targets, [member], columns, units, sources=[reference], std_scale=scale, test_mae=maes
+                )
                 continue
             if units != group.units:
                 raise ConfigError(
                     f"model {ref}: units {units} differ from {group.units} of the other models of {list(targets)}"
                 )
             group.members.append(member)
+            group.test_mae |= {t: min(v, group.test_mae.get(t, v)) for t, v in maes.items()}
             if reference not in group.sources:
                 group.sources.append(reference)
                 group.std_scale = {}  # fitted for one ensemble, not for this mix

@@ -1,10 +1,20 @@
 """The files a screen writes beside its Parquet shards: top-k tables (CSV, Markdown, and an HTML page with each
-molecule's GA drawing), duplicate ids (CSV), one histogram PNG per predicted column and ``summary.json``."""
+molecule's GA drawing), duplicate ids and structures (CSV), one histogram PNG per predicted column and
+``summary.json``.
+
+The top-k tables are sized for a chemist: each predicted value (and its ensemble standard deviation) is shown to
+the decimal of the first significant digit of the model's recorded test MAE (0.063 eV: 2 decimals;
+:data:`FALLBACK_DECIMALS` when the checkpoint records none), the Markdown and HTML headers name each model with its
+test MAE, and ``source`` is shown relative to the common folder of the library's inputs. The Parquet keeps every
+value at full precision and every source as read.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +27,7 @@ from scannet.data.smiles import FORCE_FIELD_GEOMETRY, FORCE_FIELD_NOTE
 from scannet.data.structures_table import Piece
 from scannet.io.atomic import write_text_atomic
 from scannet.io.paths import OutputFolder
+from scannet_platform.screen.chunk import CANONICAL_SMILES
 from scannet_platform.screen.library import ROW, SMILES
 from scannet_platform.screen.models import ModelGroup
 from scannet_platform.screen.select import (
@@ -34,6 +45,8 @@ DUPLICATES_FILE = "duplicates.csv"
 HTML_ROWS = 200
 SUMMARY_FILE = "summary.json"
 PLOTS_DIR = "plots"
+#: Decimals of a predicted value in the top-k tables when its model records no test MAE.
+FALLBACK_DECIMALS = 3
 
 
 def top_file_stem(ranking: Ranking) -> str:
@@ -43,12 +56,61 @@ def top_file_stem(ranking: Ranking) -> str:
     return safe_file_stem(f"top-{ranking.column}-{ranking.direction}")
 
 
-def _cell(value) -> str:
+def _cell(value, decimals: int | None = None) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.{decimals}f}" if decimals is not None else f"{value:.6g}"
     return str(value)
+
+
+def value_decimals(groups: Sequence[ModelGroup]) -> dict[str, int]:
+    """Predicted column (and its ``_std``) -> the decimals the top-k tables show: those of the first significant
+    digit of the model's recorded test MAE (0.063 -> 2, 0.5 -> 1, 12 -> 0), else :data:`FALLBACK_DECIMALS`."""
+    decimals = {}
+    for group in groups:
+        for target in group.targets:
+            mae = group.test_mae.get(target)
+            shown = max(0, -math.floor(math.log10(mae))) if mae else FALLBACK_DECIMALS
+            decimals[group.columns[target]] = shown
+            if group.ensemble:
+                decimals[group.std_column(target)] = shown
+    return decimals
+
+
+def model_lines(groups: Sequence[ModelGroup]) -> list[str]:
+    """Per model group: what it is and the test MAE its checkpoint records per target, in the unit errors are
+    reported in (``homo 62.8 meV``), and how the values are rounded."""
+    from scannet.units import report_unit
+
+    lines = []
+    for group in groups:
+        errors = []
+        for target in group.targets:
+            mae = group.test_mae.get(target)
+            scale, unit = report_unit(group.units[target] or "")
+            errors.append(f"{target} {mae * scale:.3g} {unit}".rstrip() if mae else f"{target} not recorded")
+        best = " (the best of its members)" if group.ensemble else ""
+        missing = f", {FALLBACK_DECIMALS} decimals where none is recorded" if len(group.test_mae) < len(errors) else ""
+        lines.append(
+            f"Model {group.describe()}: test MAE{best} {', '.join(errors)}. Values are rounded to the first digit of "
+            f"that error{missing}; the Parquet keeps full precision."
+        )
+    return lines
+
+
+def source_root(inputs: Sequence[str | Path]) -> Path:
+    """The common folder of the library's inputs (a file's folder, a folder's parent): the top-k tables show each
+    source relative to it."""
+    return Path(os.path.commonpath([str(Path(item).resolve().parent) for item in inputs]))
+
+
+def shown_source(source: str | None, root: Path) -> str:
+    """``source`` relative to ``root``, or its file name when it lies elsewhere."""
+    if not source:
+        return ""
+    path = Path(source).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
 
 
 def _value_columns(groups: Sequence[ModelGroup]) -> list[str]:
@@ -74,28 +136,40 @@ def domain_note(scan: Scan, records: Sequence[dict], groups: Sequence[ModelGroup
     )
 
 
-def _top_rows(table: pa.Table, groups: Sequence[ModelGroup]) -> tuple[list[str], list[list]]:
+def _top_rows(table: pa.Table, groups: Sequence[ModelGroup], root: Path) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of a top-k table as text: values rounded (:func:`value_decimals`), sources relative
+    to ``root``."""
     header = _top_header(groups)
-    rows = [[k + 1, *(record[c] for c in header[1:])] for k, record in enumerate(table.to_pylist())]
+    decimals = value_decimals(groups)
+    rows = []
+    for k, record in enumerate(table.to_pylist()):
+        record = record | {S.SOURCE: shown_source(record[S.SOURCE], root)}
+        rows.append([str(k + 1), *(_cell(record[c], decimals.get(c)) for c in header[1:])])
     return header, rows
 
 
 def write_top_tables(
-    out_dir: Path, scan: Scan, rankings: Sequence[Ranking], groups: Sequence[ModelGroup], filters: Sequence[Filter]
+    out_dir: Path,
+    scan: Scan,
+    rankings: Sequence[Ranking],
+    groups: Sequence[ModelGroup],
+    filters: Sequence[Filter],
+    root: Path,
 ) -> list[Path]:
-    """``top-<column>-<max|min>.csv`` and ``.md`` per ranking (written also when no row passed)."""
+    """``top-<column>-<max|min>.csv`` and ``.md`` per ranking (written also when no row passed); sources shown
+    relative to ``root`` (:func:`source_root`)."""
     written = []
     folder = OutputFolder(out_dir)
     for ranking in rankings:
         table = scan.tops.get(ranking.column)
-        header, rows = _top_rows(table, groups) if table is not None else (["rank", *TOP_COLUMNS], [])
+        header, rows = _top_rows(table, groups, root) if table is not None else (["rank", *TOP_COLUMNS], [])
         note = domain_note(scan, table.to_pylist() if table is not None else [], groups)
         stem = top_file_stem(ranking)
         csv_path, markdown_path = folder.path(f"{stem}.csv"), folder.path(f"{stem}.md")
         with open(csv_path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
-            writer.writerows([[_cell(v) for v in row] for row in rows])
+            writer.writerows(rows)
         order = "largest" if ranking.direction == "max" else "smallest"
         lines = [
             f"# Top {len(rows)} by {ranking.column} ({order} first)",
@@ -104,6 +178,7 @@ def write_top_tables(
             + (": " + "; ".join(f"`{f.text}`" for f in filters) if filters else " (no filter)")
             + ".",
             "",
+            *(line for model in model_lines(groups) for line in (model, "")),
         ]
         if note is not None:
             lines += [f"**Applicability domain:** {note}.", ""]
@@ -111,7 +186,7 @@ def write_top_tables(
             lines += [f"**Note:** {FORCE_FIELD_NOTE}.", ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
-        lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
         markdown_path.write_text("\n".join(lines) + "\n")
         written += [csv_path, markdown_path]
     return written
@@ -152,10 +227,11 @@ def write_top_reports(
     pieces: Sequence[Piece],
     seed: int,
     max_atoms: int,
+    root: Path,
 ) -> list[Path]:
     """``top-<column>-<max|min>.html`` per ranking: the top rows (at most :data:`HTML_ROWS`) as a sortable page
     with each molecule's GA drawing (:mod:`scannet.explain.report`); a row that cannot be drawn keeps its values
-    and gets the reason."""
+    and gets the reason. Values are rounded and sources shown as in the CSV and Markdown tables."""
     from scannet.explain import explained_quantity
     from scannet.explain.drawing import Caption, draw_ga
     from scannet.explain.report import Column, Entry, Report, write_html_report
@@ -169,7 +245,10 @@ def write_top_reports(
         structures = _top_structures([r[ROW] for r in records], pieces, seed, max_atoms)
         header = _top_header(groups)
         numeric = {"rank", *numeric_columns(groups).values()}
-        columns = tuple(Column(c, c, numeric=c in numeric) for c in header)
+        formats = {c: f".{d}f" for c, d in value_decimals(groups).items()}
+        columns = tuple(
+            Column(c, c, numeric=c in numeric, number_format=formats.get(c, Column.number_format)) for c in header
+        )
         entries = []
         for k, record in enumerate(records):
             structure = structures.get(record[ROW], "not found in the library")
@@ -183,7 +262,7 @@ def write_top_reports(
                 except Exception as exc:
                     error = f"not drawn: {describe_error(exc)}"
             cells = {"rank": k + 1, **{c: record[c] for c in header[1:]}}
-            cells[S.SOURCE] = Path(record[S.SOURCE] or "").name  # the file's name: the page stays narrow
+            cells[S.SOURCE] = shown_source(record[S.SOURCE], root)
             entries.append(Entry(str(record[S.ID]), cells, svg, error))
         order = "largest" if ranking.direction == "max" else "smallest"
         shown = f"; the first {len(records)} of {table.num_rows} rows are shown" if len(records) < _rows(table) else ""
@@ -193,6 +272,7 @@ def write_top_reports(
             + f". Ranked by {ranking.column}, {order} first{shown}.",
             f"GA scores explain {explained_quantity(group.targets)}" + (", the mean over the ensemble's members."
                                                                         if group.ensemble else "."),
+            *model_lines(groups),
         ]
         note = domain_note(scan, records, groups)
         if note is not None:
@@ -217,13 +297,19 @@ def _group_of(column: str, groups: Sequence[ModelGroup]) -> ModelGroup:
     return groups[0]
 
 
+#: The columns of ``duplicates.csv``.
+DUPLICATE_COLUMNS = ("reason", "key", ROW, S.ID, CANONICAL_SMILES, S.SOURCE, "where")
+
+
 def write_duplicates(out_dir: Path, scan: Scan) -> Path:
-    """``duplicates.csv``: id, row, source and where (predictions / quarantine) of every row of a repeated id."""
+    """``duplicates.csv``: every row of a repeated id (reason ``same id``, key: the id) and of a repeated structure
+    (``same structure``, key: the InChIKey or geometry hash), with its row, id, canonical SMILES, source and where
+    (predictions / quarantine); a row can be listed for both reasons."""
     path = OutputFolder(out_dir).path(DUPLICATES_FILE)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([S.ID, ROW, S.SOURCE, "where"])
-        writer.writerows([[d[S.ID], d[ROW], d[S.SOURCE] or "", d["where"]] for d in scan.duplicates])
+        writer.writerow(DUPLICATE_COLUMNS)
+        writer.writerows([[_cell(d[c]) for c in DUPLICATE_COLUMNS] for d in scan.duplicates])
     return path
 
 

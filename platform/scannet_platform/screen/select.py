@@ -1,22 +1,25 @@
 """What is read back from a screen's shards, streamed one part at a time: counts, filters, top-k per target,
 histograms and duplicate ids. Nothing is sorted globally and no part is held after it is read.
 
-Filters (``--filter``, all must hold; a null value fails), on any numeric column of the predictions, named in
-full (``gap_eV``, ``gap_eV_std``, ``n_atoms``, the domain's ``heavy_atoms``, ``domain_distance``, ``in_domain``)
-or by target (``gap``)::
+Filters (``--filter``, all must hold; a null value fails) and rankings name a numeric column of the predictions
+exactly as it is written (``gap_eV``, ``gap_eV_std``, ``n_atoms``, ``row``, the domain's ``heavy_atoms``,
+``domain_distance``, ``in_domain``); the bare target name (``gap``, ``gap_std``) is accepted as an alias of its
+column where it names no other column::
 
-    "gap between 4 6"      4 <= gap_eV <= 6 (bounds included)
+    "gap_eV between 4 6"   4 <= gap_eV <= 6 (bounds included)
     "homo_eV < -5.5"       also <=, >, >=, ==, !=
-    "gap_std <= 0.1"       the ensemble's standard deviation of gap
+    "gap_eV_std <= 0.1"    the ensemble's standard deviation of gap
     "in_domain == 1"       inside the model's applicability domain (a model with a domain file)
 
-Top-k (``--top-k``, ``--rank TARGET:max|min``, default max): per ranked target the k best rows that pass the
-filters, ties broken by library row. Each part gives its own k best (``np.lexsort`` of at most k + part rows)
+Top-k (``--top-k``, ``--rank COLUMN:max|min``, default max): per ranked column (the ``--rank`` ones, else the
+first predicted target, largest first) the k best rows that pass the filters, ties broken by library row. Each part gives its own k best (``np.lexsort`` of at most k + part rows)
 and they are merged with the k kept so far, so memory holds 2k rows per target, not the library.
 
-Duplicate ids: the 64-bit hash of every id (``pandas.util.hash_array``, 8 bytes a row, screened and quarantined
-rows alike) is kept; repeated hashes are confirmed on the ids themselves in a second pass over the parts that
-hold them, and every row of a repeated id is listed (all are kept, none overwritten).
+Duplicates: the 64-bit hash of every id (``pandas.util.hash_array``, 8 bytes a row, screened and quarantined
+rows alike) and of every screened row's structure key (:mod:`scannet.data.structure_key`, 8 bytes more) is kept;
+repeated hashes are confirmed on the ids or keys themselves in a second pass over the parts that hold them, and
+every row of a repeated id (``same id``) or structure (``same structure``) is listed (all are kept, none
+overwritten).
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ import pyarrow.parquet as pq
 
 from scannet.data import schema as S
 from scannet.typed_config import ConfigError
-from scannet_platform.screen.chunk import HEAVY_ATOMS, PREDICTIONS_DIR, QUARANTINE_DIR, domain_columns
+from scannet_platform.screen.chunk import (
+    CANONICAL_SMILES,
+    HEAVY_ATOMS,
+    PREDICTIONS_DIR,
+    QUARANTINE_DIR,
+    STRUCTURE_KEY,
+    domain_columns,
+)
 from scannet_platform.screen.library import ROW, SMILES
 from scannet_platform.screen.models import ModelGroup
 
@@ -48,24 +58,35 @@ COMPARISONS = {
 DIRECTIONS = ("max", "min")
 HISTOGRAM_BINS = 50
 #: Columns of the top-k tables before the predictions.
-TOP_COLUMNS = (ROW, S.ID, "formula", "n_atoms", SMILES, S.SOURCE)
+TOP_COLUMNS = (ROW, S.ID, "formula", "n_atoms", CANONICAL_SMILES, S.SOURCE)
+#: ``reason`` of a row of ``duplicates.csv``.
+SAME_ID, SAME_STRUCTURE = "same id", "same structure"
 
 
 def numeric_columns(groups: Sequence[ModelGroup]) -> dict[str, str]:
-    """Names a filter or a ranking may use -> the column: full column names, and bare target names (``gap``,
-    ``gap_std``) for the predictions."""
+    """Names a filter or a ranking may use -> the column: every numeric column by its own name (``gap_eV``,
+    ``gap_eV_std``, ``n_atoms``, ``row``), and the bare target name (``gap``, ``gap_std``) as an alias where it
+    names no other column."""
     names = {"n_atoms": "n_atoms", ROW: ROW}
+    aliases = {}
     for group in groups:
         for target in group.targets:
-            names[group.columns[target]] = names[target] = group.columns[target]
+            names[group.columns[target]] = aliases[target] = group.columns[target]
             if group.ensemble:
-                names[group.std_column(target)] = names[f"{target}_std"] = group.std_column(target)
+                names[group.std_column(target)] = aliases[f"{target}_std"] = group.std_column(target)
         domain = domain_columns(group, groups)
         if domain:
             names[HEAVY_ATOMS] = HEAVY_ATOMS
             for criterion in ("domain_distance", "in_domain"):  # unknown_elements is text
                 names[domain[criterion]] = domain[criterion]
-    return names
+    return names | {alias: column for alias, column in aliases.items() if alias not in names}
+
+
+def unknown_column(where: str, name: str, names: Mapping[str, str]) -> ConfigError:
+    """The error for a name that is no column; it lists the column names (not the aliases)."""
+    ensemble = name.endswith("_std") and name.removesuffix("_std") in names
+    hint = " (a standard deviation needs an ensemble: several models of the same targets)" if ensemble else ""
+    return ConfigError(f"{where}: unknown column {name!r}{hint}; the columns: {', '.join(sorted(set(names.values())))}")
 
 
 def in_domain_columns(groups: Sequence[ModelGroup]) -> list[str]:
@@ -115,10 +136,10 @@ def parse_filter(text: str, names: Mapping[str, str]) -> Filter:
         )
     name, op = tokens[0], tokens[1].lower()
     if name not in names:
-        raise ConfigError(f"{where}: unknown column {name!r}; filterable: {sorted(names)}")
+        raise unknown_column(where, name, names)
     if op == "between":
         if len(tokens) != 4:
-            raise ConfigError(f"{where}: 'between' takes two bounds, e.g. 'gap between 4 6'")
+            raise ConfigError(f"{where}: 'between' takes two bounds, e.g. 'gap_eV between 4 6'")
         low, high = _number(tokens[2], where), _number(tokens[3], where)
         if low > high:
             raise ConfigError(f"{where}: the lower bound {low:g} is above the upper bound {high:g}")
@@ -137,23 +158,21 @@ class Ranking:
 
 
 def parse_rankings(texts: Sequence[str], groups: Sequence[ModelGroup]) -> list[Ranking]:
-    """``--rank TARGET[:max|min]``; every predicted target not named is ranked ``max``."""
+    """``--rank COLUMN[:max|min]`` (default max), in the order given; without any, the first predicted target,
+    largest first. Only ranked columns get a top-k table."""
     names = numeric_columns(groups)
     chosen: dict[str, str] = {}
     for text in texts:
         name, _, direction = text.partition(":")
         direction = direction or "max"
         if name not in names:
-            raise ConfigError(f"--rank {text!r}: unknown column {name!r}; rankable: {sorted(names)}")
+            raise unknown_column(f"--rank {text!r}", name, names)
         if direction not in DIRECTIONS:
             raise ConfigError(f"--rank {text!r}: the direction must be max or min, got {direction!r}")
         chosen[names[name]] = direction
-    rankings = [Ranking(column, direction) for column, direction in chosen.items()]
-    for group in groups:
-        for target in group.targets:
-            if group.columns[target] not in chosen:
-                rankings.append(Ranking(group.columns[target], "max"))
-    return rankings
+    if not chosen and groups:
+        chosen[groups[0].columns[groups[0].targets[0]]] = "max"
+    return [Ranking(column, direction) for column, direction in chosen.items()]
 
 
 class TopK:
@@ -189,12 +208,27 @@ class Scan:
     n_out_of_domain: int | None = None  # screened rows outside a model group's applicability domain (None: no domain)
     tops: dict[str, pa.Table] = field(default_factory=dict)  # ranked column -> top-k rows, GA scores included
     histograms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    duplicates: list[dict] = field(default_factory=list)  # rows whose id occurs more than once
+    duplicates: list[dict] = field(default_factory=list)  # rows whose id or structure key occurs more than once
     quarantine_sample: list[dict] = field(default_factory=list)
+
+    def _repeated(self, reason: str) -> list[dict]:
+        return [d for d in self.duplicates if d["reason"] == reason]
 
     @property
     def n_duplicate_ids(self) -> int:
-        return len({d[S.ID] for d in self.duplicates})
+        return len({d["key"] for d in self._repeated(SAME_ID)})
+
+    @property
+    def n_duplicate_id_rows(self) -> int:
+        return len(self._repeated(SAME_ID))
+
+    @property
+    def n_duplicate_structures(self) -> int:
+        return len({d["key"] for d in self._repeated(SAME_STRUCTURE)})
+
+    @property
+    def n_duplicate_structure_rows(self) -> int:
+        return len(self._repeated(SAME_STRUCTURE))
 
 
 def _parts(out_dir: Path, folder: str) -> list[Path]:
@@ -216,10 +250,11 @@ def _value_ranges(parts: Sequence[Path], columns: Sequence[str]) -> dict[str, tu
     return {c: (lo, hi) for c, (lo, hi) in ranges.items() if lo <= hi}
 
 
-def _id_hashes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def _string_hashes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """[n] uint64: the 64-bit hash of each string of ``values`` (ids, structure keys)."""
     from pandas.util import hash_array
 
-    return hash_array(np.asarray(ids.to_pylist(), dtype=object))
+    return hash_array(np.asarray(values.to_pylist(), dtype=object))
 
 
 def scan_results(
@@ -244,12 +279,13 @@ def scan_results(
     counts = {c: np.zeros(bins, np.int64) for c in ranges}
     edges = {c: np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1) for c, (lo, hi) in ranges.items()}
     tops = [TopK(r, top_k) for r in rankings]
-    wanted = [*TOP_COLUMNS, "geometry", *value_columns, *dict.fromkeys(g.ga_column for g in groups)]
+    wanted = [*TOP_COLUMNS, SMILES, "geometry", STRUCTURE_KEY, *value_columns]
+    wanted += dict.fromkeys(g.ga_column for g in groups)
     wanted += domain_table_columns(groups)
     in_domain = in_domain_columns(groups)
     if in_domain:
         scan.n_out_of_domain = 0
-    hashes = []
+    hashes, key_hashes = [], []
     for path in predictions:
         table = pq.read_table(path, columns=wanted)
         scan.n_screened += table.num_rows
@@ -268,21 +304,25 @@ def scan_results(
         scan.n_passing += passing.num_rows
         for top in tops:
             top.add(passing)
-        hashes.append(_id_hashes(table[S.ID]))
+        hashes.append(_string_hashes(table[S.ID]))
+        key_hashes.append(_string_hashes(table[STRUCTURE_KEY]))
     for path in quarantines:
         table = pq.read_table(path)
         scan.n_quarantined += table.num_rows
         if len(scan.quarantine_sample) < sample:
             scan.quarantine_sample += table.slice(0, sample - len(scan.quarantine_sample)).to_pylist()
-        hashes.append(_id_hashes(table[S.ID]))
+        hashes.append(_string_hashes(table[S.ID]))
     scan.histograms = {c: (counts[c], edges[c]) for c in ranges}
     scan.tops = {top.ranking.column: top.table() for top in tops if top.table() is not None}
-    scan.duplicates = _duplicates(hashes, predictions + quarantines)
+    scan.duplicates = _repeated(hashes, predictions + quarantines, S.ID, SAME_ID)
+    scan.duplicates += _repeated(key_hashes, predictions, STRUCTURE_KEY, SAME_STRUCTURE)
     return scan
 
 
-def _duplicates(hashes: list[np.ndarray], parts: Sequence[Path]) -> list[dict]:
-    """The rows whose id occurs more than once (confirmed on the ids), ordered by id and row."""
+def _repeated(hashes: list[np.ndarray], parts: Sequence[Path], column: str, reason: str) -> list[dict]:
+    """The rows of ``parts`` whose ``column`` value occurs more than once (``hashes``: that column's hashes, one
+    array per part; repeats confirmed on the values), each as ``reason``, ``key`` (the value), row, id, source,
+    canonical SMILES and where (predictions / quarantine), ordered by key and row."""
     if not hashes:
         return []
     values, repeats = np.unique(np.concatenate(hashes), return_counts=True)
@@ -294,8 +334,10 @@ def _duplicates(hashes: list[np.ndarray], parts: Sequence[Path]) -> list[dict]:
         hit = np.isin(part_hashes, suspects)
         if hit.any():
             where = "quarantine" if part.parent.name == QUARANTINE_DIR else "predictions"
-            table = pq.read_table(part, columns=[ROW, S.ID, S.SOURCE]).filter(pa.array(hit))
-            for row in table.to_pylist():
-                rows.setdefault(row[S.ID], []).append({**row, "where": where})
-    found = [r for identifier in sorted(rows) if len(rows[identifier]) > 1 for r in rows[identifier]]
-    return sorted(found, key=lambda r: (r[S.ID], r[ROW]))
+            smiles = [CANONICAL_SMILES] if where == "predictions" else []
+            columns = list(dict.fromkeys([ROW, S.ID, S.SOURCE, column, *smiles]))
+            for row in pq.read_table(part, columns=columns).filter(pa.array(hit)).to_pylist():
+                shown = {c: row.get(c) for c in (ROW, S.ID, S.SOURCE, CANONICAL_SMILES)}
+                rows.setdefault(row[column], []).append({"reason": reason, "key": row[column], **shown, "where": where})
+    found = [r for key in sorted(rows) if len(rows[key]) > 1 for r in rows[key]]
+    return sorted(found, key=lambda r: (r["key"], r[ROW]))

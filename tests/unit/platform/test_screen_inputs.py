@@ -110,7 +110,7 @@ def test_smiles_from_smi_and_csv_files_are_embedded_and_flagged_as_force_field_g
     assert "empty SMILES" in reasons["nothing"]
     assert summary.n_force_field == 3
     assert any("force-field geometries differ from the DFT geometries" in line for line in summary_lines(summary, scan))
-    top = (tmp_path / "out" / "top-gap_eV-max.md").read_text()
+    top = (tmp_path / "out" / "top-homo_eV-max.md").read_text()
     assert "force-field geometries differ from the DFT geometries" in top
     assert_exactly_once(tmp_path / "out", 6)
 

@@ -20,7 +20,7 @@ from tests.unit.platform.test_screen_inputs import screen
 pytest.importorskip("ray")
 
 FOLDERS = ("plots", "predictions", "quarantine", "models", "library")
-FILES = ("duplicates.csv", "top-gap_eV-max.csv", "top-homo_eV-max.md", "summary.json", "screen.json")
+FILES = ("duplicates.csv", "top-homo_eV-max.csv", "top-homo_eV-max.md", "summary.json", "screen.json")
 
 
 @pytest.fixture(scope="module")
