@@ -7,6 +7,7 @@ stops every Ray instance on the host, other people's included."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -114,10 +115,13 @@ def test_job_api_refuses_clients_without_the_token(cluster):
     assert result.returncode != 0
 
 
-def ray_job(cluster, entrypoint: list[str]) -> subprocess.CompletedProcess:
-    """``ray job submit --working-dir <repo> -- <entrypoint>``, run to its end; retried while the head's job
-    agent is not up yet (under load it answers "No available agent" for a while after `ray job list` works)."""
-    command = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--", *entrypoint]
+def ray_job(cluster, entrypoint: list[str], runtime_env: dict | None = None) -> subprocess.CompletedProcess:
+    """``ray job submit --working-dir <repo> [--runtime-env-json ...] -- <entrypoint>``, run to its end; retried
+    while the head's job agent is not up yet (under load it answers "No available agent" for a while after `ray
+    job list` works)."""
+    command = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT)]
+    command += ["--runtime-env-json", json.dumps(runtime_env)] if runtime_env else []
+    command += ["--", *entrypoint]
     deadline = time.monotonic() + 180
     while True:
         result = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=900)
@@ -179,3 +183,16 @@ def test_a_tune_study_runs_as_a_ray_job(cluster):
     assert "2 trials at a time (1 CPU, 0 GPU each; cluster 4 CPUs" in result.stdout
     assert "models:/scannet-qm9-tune-homo-tuned/1" in result.stdout
     assert (root / "home" / "runs" / "submitted-study" / "ensemble" / "ensemble.json").exists()
+
+
+def test_a_submitted_job_records_the_revision_its_submitter_passed(cluster):
+    """The job package has no .git: the revision comes from $SCANNET_CODE_REVISION in the runtime env (the
+    documented submit command), else from the hash of the uploaded sources; never "unknown"."""
+    from scannet.io.provenance import REVISION_VARIABLE, git_revision
+
+    show = ["python", "-c", "from scannet.io.provenance import code_revision; print('revision', code_revision())"]
+    revision = git_revision(ROOT) or "no-git"
+    passed = ray_job(cluster, show, {"env_vars": {REVISION_VARIABLE: revision}})
+    assert f"revision {revision}" in passed.stdout
+    plain = ray_job(cluster, show)
+    assert "revision source-sha256:" in plain.stdout  # which hash: tests/unit/test_provenance.py
