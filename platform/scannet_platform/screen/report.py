@@ -130,9 +130,9 @@ def domain_note(scan: Scan, records: Sequence[dict], groups: Sequence[ModelGroup
     columns = in_domain_columns(groups)
     outside = sum(any(record[c] != 1 for c in columns) for record in records)
     return (
-        f"{outside:,} of the {len(records):,} rows shown lie outside the model's applicability domain "
-        f"({', '.join(columns)} = 0: elements, heavy atoms or pooled-vector distance unlike its training data; "
-        f"docs/screening.md), and {scan.n_out_of_domain:,} of all {scan.n_screened:,} screened structures"
+        f"{outside:,} of the {len(records):,} rows shown, and {scan.n_out_of_domain:,} of all {scan.n_screened:,} "
+        f"screened structures, lie outside the model's applicability domain ({', '.join(columns)} = 0: elements, "
+        "heavy atoms or pooled-vector distance unlike its training data; docs/screening.md)"
     )
 
 

@@ -52,7 +52,7 @@ def test_prediction_rows_carry_the_domain_and_the_filters_use_it(tmp_path, model
     assert record["n_out_of_domain"] == outside
 
     markdown = (tmp_path / "out" / "top-homo_eV-max.md").read_text()
-    assert f"{outside:,} of the 10 rows shown lie outside the model's applicability domain" in markdown
+    assert f"{outside} of the 10 rows shown, and {outside} of all 10 screened structures, lie outside" in markdown
     assert "| heavy_atoms | unknown_elements | domain_distance | in_domain |" in markdown
     html = (tmp_path / "out" / "top-homo_eV-max.html").read_text()
     assert "applicability domain" in html and "in_domain" in html
