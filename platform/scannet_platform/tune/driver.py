@@ -306,7 +306,7 @@ class StudySummary:
             ("checkpoint", self.checkpoint),
             ("model", self.model_uri),
             ("ensemble", self.ensemble),
-            ("ensemble URI", self.ensemble_uri),
+            ("screen with", self.ensemble_uri and f"scannet screen --model {self.ensemble_uri} ..."),
             ("results", self.results),
             ("MLflow run", self.mlflow_run_id),
             ("MLflow UI", self.mlflow_runs_url),
