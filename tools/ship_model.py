@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scannet.domain import QUANTILE, domain_path, load_domain
 from scannet.io.provenance import code_version, sha256_file
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
 from scannet.train import metrics as M
@@ -39,6 +40,7 @@ class SubsetError:
     ids: list[str]
     mae: dict[str, float]  # report units
     seed: int  # of the sample
+    in_domain: float | None = None  # fraction inside the model's applicability domain (None: it has none)
 
 
 def subset_mae(model: str | Path, run_dir: str | Path, n_structures: int, seed: int = 0) -> SubsetError:
@@ -60,7 +62,29 @@ def subset_mae(model: str | Path, run_dir: str | Path, n_structures: int, seed: 
         scale, _ = report_unit(predictor.unit(target) or "")
         errors = [abs(r.values[target] - atoms.info[target]) for atoms, r in zip(structures, results)]
         mae[target] = float(np.mean(np.asarray(errors, dtype=np.float64)) * scale)
-    return SubsetError([str(atoms.info["id"]) for atoms in structures], mae, seed)
+    inside = [r.domain.in_domain for r in results if r.domain is not None]
+    in_domain = float(np.mean(inside)) if inside else None
+    return SubsetError([str(atoms.info["id"]) for atoms in structures], mae, seed, in_domain)
+
+
+def domain_facts(model_file: Path, subset: SubsetError) -> dict[str, Any] | None:
+    """The card's facts of the applicability domain beside ``model_file`` (None when there is none)."""
+    from ase.data import chemical_symbols
+
+    domain = load_domain(model_file)
+    if domain is None:
+        return None
+    return {
+        "file": domain_path(model_file).name,
+        "sha256": sha256_file(domain_path(model_file)),
+        "elements": [chemical_symbols[z] for z in domain.elements],
+        "heavy_atoms": list(domain.heavy_atoms_range),
+        "reference_structures": len(domain.reference),
+        "validation_structures": domain.n_validation,
+        "quantile": QUANTILE,
+        "threshold": domain.threshold,
+        "test_subset_in_domain": subset.in_domain,
+    }
 
 
 def build_card(
@@ -116,6 +140,7 @@ def build_card(
         },
         "test_subset": {"structures": len(subset.ids), "seed": subset.seed, "ids": subset.ids, "mae": subset.mae},
         "published_scann_plus": {t: PUBLISHED_SCANN_PLUS[t] for t in config["targets"] if t in PUBLISHED_SCANN_PLUS},
+        "domain": domain_facts(model_file, subset),
         "model_sha256": sha256_file(model_file),
         "code_version": code_version(),
     }
@@ -188,6 +213,7 @@ def render_readme(card: dict[str, Any]) -> str:
             "- The published recipe on a GPU, one command: `scannet train --config "
             "scannet/pretrained/qm9-gpu-recipe.yaml` (1,000 epochs; not run for this model).",
             "",
+            *_domain_lines(card.get("domain")),
             "## Use and limits",
             "",
             "- `scannet predict FILE`, `scannet explain FILE`, `scannet screen` and `scannet.load()` use this model "
@@ -202,6 +228,29 @@ def render_readme(card: dict[str, Any]) -> str:
     )
 
 
+def _domain_lines(domain: dict[str, Any] | None) -> list[str]:
+    """The README's section on the applicability domain (none without one)."""
+    if domain is None:
+        return []
+    low, high = domain["heavy_atoms"]
+    inside = domain.get("test_subset_in_domain")
+    return [
+        "## Applicability domain",
+        "",
+        f"`{domain['file']}` (sha256 `{domain['sha256'][:16]}…`): every prediction says whether the structure is "
+        f"like the training data (docs/predict-and-explain.md): elements {', '.join(domain['elements'])}; "
+        f"{low}-{high} heavy atoms; the standardised pooled vector within {domain['threshold']:.4g} of its nearest "
+        f"neighbour among {domain['reference_structures']:,} seeded training structures (the "
+        f"{domain['quantile']:.0%} quantile of that distance over {domain['validation_structures']:,} validation "
+        "structures)."
+        + (f" {inside:.1%} of the fixed test subset lies inside." if inside is not None else ""),
+        "",
+        *([f"- Built with {domain['built_with']}."] if domain.get("built_with") else []),
+        *([f"- Measured: {domain['measured']}"] if domain.get("measured") else []),
+        *([""] if domain.get("built_with") or domain.get("measured") else []),
+    ]
+
+
 def package(
     run_dir: Path, name: str, label: str, n_subset: int, recipe: str, note: str = "", out_root: Path = PRETRAINED_DIR
 ) -> Path:
@@ -210,6 +259,8 @@ def package(
     out.mkdir(parents=True, exist_ok=True)
     run, shipped = RunFolder(run_dir), RunFolder(out)
     shutil.copyfile(run.best_model, out / MODEL_FILE)
+    if domain_path(run.best_model).is_file():  # built for best_model.pt: the same bytes as model.pt
+        shutil.copyfile(domain_path(run.best_model), domain_path(out / MODEL_FILE))
     config = json.loads(run.run_config.read_text())
     config.update(storage_path=None, data_cache=None)  # no paths of the machine it was trained on
     shipped.run_config.write_text(json.dumps(config, indent=1))  # with the split: a run folder for explain

@@ -166,3 +166,16 @@ def test_predict_without_a_domain_has_no_domain_columns(tmp_path, capsys):
     assert cli_main(["predict", "--model", str(checkpoint), "--out", str(tmp_path / "out"), "--smiles", "C"]) == 0
     with open(tmp_path / "out" / "predictions.csv") as handle:
         assert "in_domain" not in next(csv.reader(handle))
+
+
+def test_the_shipped_model_carries_its_domain():
+    from scannet import pretrained
+    from scannet.data.smiles import embed_smiles
+    from scannet.io.provenance import sha256_file
+
+    card, path = pretrained.card(), domain_path(pretrained.model_path())
+    assert sha256_file(path) == card["domain"]["sha256"] and path.stat().st_size < 4_000_000
+    predictor = scannet.load()
+    assert predictor.domain.heavy_atoms_range == tuple(card["domain"]["heavy_atoms"]) == (1, 9)
+    ibuprofen = predictor.predict_one(embed_smiles("CC(C)Cc1ccc(cc1)C(C)C(=O)O"))
+    assert ibuprofen.domain.heavy_atoms == 15 and not ibuprofen.domain.in_domain
