@@ -4,7 +4,9 @@
     python jobs/screen.py molecules.smi --model tune/ensemble --filter "gap between 4 6" --rank gap:max --out screens/smi
     ray job submit --working-dir . -- python jobs/screen.py data/lib.parquet --model m.pt --out /shared/screens/run1
 
-Launching again with the same --out resumes (finished chunks are skipped). See --help for every option.
+Launching again with the same --out resumes (finished chunks are skipped). Exit status 0 when everything that could
+be screened was (bad input records are counted in the summary, their reasons in the quarantine parts, so Ray reports
+the job as succeeded); --strict makes quarantined records or repeated ids exit 1. See --help for every option.
 """
 
 import sys

@@ -1,5 +1,6 @@
 """The drivers' console: a line of Ray's native core that tells the user nothing they can act on is dropped from
-the driver's stderr (:func:`without_ray_data_actor_warning`); everything else passes through unchanged."""
+the driver's stderr (:func:`without_ray_data_actor_warning`); everything else passes through unchanged. Progress
+bars (:class:`Progress`) draw their last state once, also in a log."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from tqdm.std import tqdm  # text bars: the driver writes to a terminal or a log, never a notebook widget
 
 #: Ray core (2.60) logs this error line for every actor created with arguments in the object store and
 #: ``max_restarts > 0`` (ray-project/ray#53727). Ray Data creates every worker of an actor pool that way: its
@@ -58,3 +61,20 @@ def _forward(read_end: int, real: int, pattern: re.Pattern[bytes]) -> None:
 def without_ray_data_actor_warning():
     """:func:`dropping_stderr` of :data:`RAY_DATA_ACTOR_ARGUMENTS`: around a Ray Data actor pool's run."""
     return dropping_stderr(RAY_DATA_ACTOR_ARGUMENTS)
+
+
+class Progress(tqdm):
+    """A tqdm bar that draws its final count once. tqdm's ``close()`` draws the bar again; on a terminal the
+    drawing overwrites itself, but a log (``ray job submit``, a file) shows every drawing as a line of its own, so
+    the last line came twice. Here ``close()`` draws only when the count moved since the last drawing."""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg is None:  # a drawing of the bar (a message is tqdm clearing its line)
+            if getattr(self, "_closing", False) and getattr(self, "_drawn_n", None) == self.n:
+                return True
+            self._drawn_n = self.n
+        return super().display(msg, pos)
+
+    def close(self) -> None:
+        self._closing = True
+        super().close()

@@ -196,3 +196,19 @@ def test_a_submitted_job_records_the_revision_its_submitter_passed(cluster):
     assert f"revision {revision}" in passed.stdout
     plain = ray_job(cluster, show)
     assert "revision source-sha256:" in plain.stdout  # which hash: tests/unit/test_provenance.py
+
+
+def test_a_screen_with_a_bad_input_line_succeeds_as_a_ray_job_and_its_console_is_clean(cluster):
+    """`ray job submit -- python jobs/screen.py lib.smi ...` with an unparsable SMILES line: the job succeeds (exit
+    0), the summary counts the quarantined record, Ray's constructor-arguments error line and Ray Data's
+    progress-bar warning are not shown, and each progress bar's last line is there once."""
+    root = cluster["root"]
+    library = root / "library.smi"
+    library.write_text("CCO ethanol\nC1CC1(( broken\nc1ccccc1 benzene\nCC(=O)O acetic acid\n")
+    out = root / "screen"
+    result = ray_job(cluster, ["python", "jobs/screen.py", str(library), "--out", str(out), "--no-mlflow"])
+    console = result.stdout + result.stderr
+    assert "screened 3 of 4 structures, quarantined 1" in console
+    assert "quarantined broken" in console and "RDKit cannot parse the SMILES" in console
+    assert "core_worker.cc" not in console and "Progress bars disabled" not in console, console[-3000:]
+    assert console.count("screening: 100%") == 1 and console.count("reading: 4record") == 1, console[-3000:]

@@ -29,14 +29,13 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from scannet.data.structures_table import Piece
 from scannet.domain import domain_path
 from scannet.io.atomic import AtomicWrite, write_text_atomic
 from scannet.io.paths import OutputFolder
 from scannet.io.provenance import code_version
 from scannet.typed_config import ConfigError, to_plain
+from scannet_platform.console import Progress, without_ray_data_actor_warning
 from scannet_platform.screen.chunk import (
     PREDICTIONS_DIR,
     QUARANTINE_DIR,
@@ -169,11 +168,11 @@ def pin_checkpoints(groups: list[ModelGroup], out: Path) -> list[ModelGroup]:
 # ------------------------------------------------------------------------------------------ execution
 
 
-def _progress(total: int, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc="screening", unit="structure", disable=not enabled, mininterval=1.0, smoothing=0.1)
+def _progress(total: int, enabled: bool) -> Progress:
+    return Progress(total=total, desc="screening", unit="structure", disable=not enabled, mininterval=1.0, smoothing=0.1)
 
 
-def _count(bar: tqdm, result: dict, totals: dict) -> None:
+def _count(bar: Progress, result: dict, totals: dict) -> None:
     for key in ("n_input", "n_screened", "n_quarantined"):
         totals[key] += result[key]
     # the counts first: the refresh of update() shows them, so the last line is not drawn once without them
@@ -192,15 +191,13 @@ def _actors(config: ScreenConfig) -> tuple[int, dict]:
     return size, {"num_cpus": config.cpus_per_actor}
 
 
-def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: tqdm, totals: dict) -> None:
+def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: Progress, totals: dict) -> None:
     """Screen ``todo`` in a Ray Data actor pool (streaming: results come back as chunks finish); Ray is started
     (or connected to) by the caller."""
     import logging
     from contextlib import nullcontext
 
     import ray.data
-
-    from scannet_platform.console import without_ray_data_actor_warning
 
     if not config.verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -229,7 +226,7 @@ def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: 
 CHUNK_DELAY_VARIABLE = "SCANNET_TEST_CHUNK_DELAY_S"
 
 
-def execute_local(spec: ScreenSpec, todo: list[Piece], bar: tqdm, totals: dict) -> None:
+def execute_local(spec: ScreenSpec, todo: list[Piece], bar: Progress, totals: dict) -> None:
     """Screen ``todo`` in this process, chunk after chunk."""
     import os
 

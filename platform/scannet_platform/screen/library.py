@@ -32,7 +32,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from scannet.data import schema as S
 from scannet.data.importers import _record_id, expand_inputs, iter_records
@@ -41,6 +40,7 @@ from scannet.data.structures_table import Piece, open_structures, structure_piec
 from scannet.io.atomic import AtomicWrite
 from scannet.io.paths import OutputFolder
 from scannet.typed_config import ConfigError
+from scannet_platform.console import Progress
 
 ROW = "row"
 SMILES = "smiles"
@@ -161,7 +161,7 @@ def _stage(
     """Stage the inputs ``entries`` ((index, path)) into ``folder`` with its manifest (``manifest`` plus the
     chunks); returns {input index: [{file, rows}]}."""
     chunks: dict[int, list[dict]] = {}
-    with AtomicWrite(folder) as staged, tqdm(desc="reading", unit="record", disable=not progress) as bar:
+    with AtomicWrite(folder) as staged, Progress(desc="reading", unit="record", disable=not progress) as bar:
         number = 0
         for index, path in entries:
             records = (

@@ -51,3 +51,29 @@ def test_stderr_is_restored_after_an_exception(capfd):
         pass
     os.write(2, RAY_LINE)  # outside the block nothing is filtered
     assert capfd.readouterr().err == RAY_LINE.decode()
+
+
+def test_a_progress_bar_in_a_log_draws_its_final_count_once():
+    import io
+
+    from scannet_platform.console import Progress
+
+    log = io.StringIO()  # not a terminal: every drawing stays, as in `ray job submit` output
+    with Progress(total=4, desc="screening", file=log, mininterval=0) as bar:
+        bar.set_postfix(screened=3, quarantined=1, refresh=False)
+        bar.update(4)
+    drawings = [line for line in log.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert sum("4/4" in line for line in drawings) == 1, drawings
+    assert "screened=3" in drawings[-1]
+
+
+def test_a_progress_bar_closed_before_its_last_count_was_drawn_draws_it_at_close():
+    import io
+
+    from scannet_platform.console import Progress
+
+    log = io.StringIO()
+    with Progress(total=4, desc="screening", file=log, mininterval=3600) as bar:  # no drawing between counts
+        bar.update(4)
+    drawings = [line for line in log.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert sum("4/4" in line for line in drawings) == 1, drawings
