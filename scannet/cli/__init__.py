@@ -5,9 +5,13 @@ Every subcommand is a module with one protocol:
 
 - ``HELP``: one line for ``scannet --help``;
 - ``DESCRIPTION``: the text of ``scannet <command> --help`` (None: none);
-- ``EXAMPLES`` (optional): shown as written below the flags;
+- ``EXAMPLES``: ``examples:`` then real command lines (``%(prog)s``: the command), shown as written below the
+  flags; the help ends with one (``tests/unit/test_cli_help.py``);
 - ``add_arguments(parser)``: its flags and arguments (shared flags come from :mod:`scannet.cli.args`);
 - ``run(args) -> int``: the exit code (0 done, 1 partly done, 2 user error).
+
+The module is imported to build ``scannet --help``: its top level imports no heavy library (torch, NumPy, Ray,
+...); ``run`` imports what it needs.
 
 The library's commands are the modules named in :data:`BUILTIN`; the platform's are the entry point group
 ``scannet.commands`` (``pyproject.toml``). A user mistake (:func:`user_errors`) is one line on stderr and exit
