@@ -439,13 +439,19 @@ def _log_tracking(tracking_uri: str, run_id: str, summary: ScreenSummary, scan: 
             client.log_artifact(run_id, str(path), folder)
 
 
+def per_second(rate: float) -> str:
+    """A rate as people read it: whole numbers from 10 up, two significant digits below (a small screen's 0.34
+    structures/s, not 0)."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+
+
 def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
     """What the command prints at the end."""
     from scannet.data.smiles import FORCE_FIELD_NOTE
 
     lines = [
         f"screened {summary.n_screened:,} of {summary.n_input:,} structures, quarantined {summary.n_quarantined:,}"
-        f" ({summary.screened_now:,} this launch in {summary.screen_seconds:.1f} s, {summary.rate:,.0f} structures/s;"
+        f" ({summary.screened_now:,} this launch in {summary.screen_seconds:.1f} s, {per_second(summary.rate)} structures/s;"
         f" {summary.n_chunks_skipped:,} of {summary.n_chunks:,} chunks finished earlier)",
         f"predictions: {Path(summary.out) / PREDICTIONS_DIR}/part-*.parquet; quarantine (id, source, reason): "
         f"{Path(summary.out) / 'quarantine'}/part-*.parquet",

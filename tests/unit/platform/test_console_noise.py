@@ -1,11 +1,14 @@
-"""The driver's stderr without Ray's constructor-arguments error line of Ray Data actors (a screen's console): that
-line is dropped, every other byte passes through in order, Python's and native writes alike."""
+"""A screen's console looks normal: Ray's constructor-arguments error line of Ray Data actors is dropped from the
+driver's stderr (every other byte passes through in order, Python's and native writes alike), a progress bar's last
+line is drawn once, and a small screen's rate is not printed as 0."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 from scannet_platform.console import RAY_DATA_ACTOR_ARGUMENTS, dropping_stderr
 
@@ -77,3 +80,9 @@ def test_a_progress_bar_closed_before_its_last_count_was_drawn_draws_it_at_close
         bar.update(4)
     drawings = [line for line in log.getvalue().replace("\r", "\n").splitlines() if line.strip()]
     assert sum("4/4" in line for line in drawings) == 1, drawings
+
+@pytest.mark.parametrize("rate, text", [(0.3441, "0.34"), (2.91, "2.9"), (0.0, "0"), (156.4, "156"), (12345.6, "12,346")])
+def test_a_small_screens_rate_is_not_printed_as_zero(rate, text):
+    from scannet_platform.screen.job import per_second
+
+    assert per_second(rate) == text
