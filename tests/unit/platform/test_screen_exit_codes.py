@@ -67,4 +67,3 @@ def test_the_ray_job_entry_exits_2_when_nothing_could_be_screened(tmp_path, monk
     argv = [str(library), "--model", str(model), "--out", str(tmp_path / "out"), "--local", "--no-mlflow"]
     assert run_job([*argv, "--no-progress"], monkeypatch) == 2
     assert "no structure could be screened" in capsys.readouterr().err
-
