@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,9 @@ def test_mlflow_holds_a_parent_run_with_one_child_per_trial(interrupted, resumed
             assert max(steps) < epochs
     for trial_id in ended_first:  # ended before the interruption: one run, logged in the first launch
         assert len(by_trial[trial_id]) == 1
+    names = [a[-1].info.run_name for a in by_trial.values()]  # short and unique in the runs table
+    assert len(set(names)) == len(names) and all(re.fullmatch(r"t\d\d-lr[0-9.e-]+-gu[TF]", n) for n in names), names
+    assert all(f"best_{resumed.objective}" in a[-1].data.metrics for a in by_trial.values())
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/objective_by_trial.png", "plots/objective_by_time.png", "plots/importance.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "study_files")} >= {"study_files/results.csv"}
@@ -197,8 +201,10 @@ def test_the_best_trial_is_registered_with_tags_pointing_at_the_study(interrupte
     assert resumed.test_mae["homo"] > 0
 
 
-def test_the_top_k_trials_are_exported_as_an_ensemble_that_loads(resumed):
+def test_the_top_k_trials_are_exported_as_an_ensemble_that_loads(interrupted, resumed):
     import scannet
+    from scannet_platform.screen.models import resolve_models
+    from scannet_platform.tracking.runs import normalized_uri
 
     manifest = json.loads(Path(resumed.ensemble).read_text())
     assert [m["trial_id"] for m in manifest["members"]][0] == resumed.best_trial
@@ -207,6 +213,15 @@ def test_the_top_k_trials_are_exported_as_an_ensemble_that_loads(resumed):
     for member in manifest["members"]:
         model = scannet.load(Path(resumed.ensemble).parent / member["checkpoint"])
         assert model is not None
+    # evaluated and calibrated: the mean's test MAE, a std scale fitted on val, the test coverage and its plot
+    assert manifest["test_mae"]["homo"] > 0 and manifest["std_scale"]["homo"] > 0
+    assert set(manifest["calibration"]["after"]["homo"]) == {"within_1sigma", "within_2sigma"}
+    assert (Path(resumed.ensemble).parent / "ensemble_reliability.png").is_file()
+    assert any(line.startswith("calibration: homo std x") for line in resumed.lines())
+    # logged on the parent run, where scannet screen --model runs:/<parent>/ensemble finds it
+    assert resumed.ensemble_uri == f"runs:/{resumed.mlflow_run_id}/ensemble"
+    (group,) = resolve_models([resumed.ensemble_uri], normalized_uri(interrupted[0].tracking_uri))
+    assert len(group.members) == STUDY["top_k"] and group.std_scale == manifest["std_scale"]
 
 
 def test_no_placement_group_or_actor_is_left_behind(resumed, ray_here):
