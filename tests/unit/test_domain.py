@@ -109,11 +109,28 @@ def tiny_run_config(tmp_path, **overrides):
     return build_run_config(None, name="tiny", **paths, **overrides)
 
 
-def test_a_training_run_writes_the_domain_beside_its_best_model(tmp_path):
+def test_a_training_run_writes_the_domain_and_shipping_copies_it(tmp_path):
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
     config = tiny_run_config(tmp_path, model_preset="demo", threads=1, train={"epochs": 1, "batch_size": 16})
     summary = run_local(config)
     assert domain_path(summary.checkpoint).name == "best_model.domain.npz"
     assert scannet.load(summary.checkpoint).domain.heavy_atoms_range == (1, 3)
+
+    ship_model = sys.modules.get("ship_model")  # maintainer tooling outside the package, loaded by its path
+    if ship_model is None:
+        tool = Path(__file__).resolve().parents[2] / "tools" / "ship_model.py"
+        spec = importlib.util.spec_from_file_location("ship_model", tool)
+        ship_model = sys.modules["ship_model"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(ship_model)
+    out = ship_model.package(Path(summary.run_dir), "tiny", "a test", 2, "recipe.yaml", out_root=tmp_path / "shipped")
+    card = json.loads((out / "card.json").read_text())
+    assert load_domain(out / "model.pt").threshold == card["domain"]["threshold"]
+    assert 0 <= card["domain"]["test_subset_in_domain"] <= 1
+    assert "## Applicability domain" in (out / "README.md").read_text()
 
 
 @pytest.fixture()
