@@ -61,3 +61,13 @@ def test_prediction_rows_carry_the_domain_and_the_filters_use_it(tmp_path, model
     assert inside.n_passing == 10 - outside
     _, small = screen(tmp_path / "small", [library], [model_with_domain], filters=["heavy_atoms <= 2"])
     assert small.n_passing == sum(h <= 2 for h in heavy.values())
+
+
+def test_an_ensemble_is_in_the_domain_only_when_every_member_says_so():
+    from scannet.domain import DomainRow
+    from scannet_platform.screen.chunk import ensemble_domain
+
+    inside = DomainRow(4, (), 1.0, 2.0, True)  # distance 0.5 x its threshold
+    outside = DomainRow(4, ("S", "Cl"), 3.0, 2.5, False)  # 1.2 x its threshold
+    assert ensemble_domain([inside, outside]) == ("S,Cl", 1.2, 0)
+    assert ensemble_domain([inside, inside]) == ("", 0.5, 1)
