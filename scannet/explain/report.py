@@ -64,14 +64,14 @@ p.note { margin: .2rem 0; color: #444; max-width: 70rem; }
 p.counts { margin: .6rem 0 1rem; }
 table { border-collapse: collapse; font-size: .9rem; }
 th, td { border-bottom: 1px solid #ddd; padding: .35rem .6rem; text-align: left; vertical-align: middle; }
-td { max-width: 14rem; overflow-wrap: anywhere; }
+td { max-width: 14rem; overflow-wrap: break-word; }
 th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select: none; white-space: nowrap; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.smiles { font-family: ui-monospace, monospace; font-size: .8rem; max-width: 16rem; overflow-wrap: anywhere; }
 td.error { color: #a40000; max-width: 24rem; }
-img.drawing { width: 360px; height: auto; cursor: zoom-in; display: block; }
+img.drawing { width: 340px; height: auto; cursor: zoom-in; display: block; }
 img.drawing.large { width: 720px; cursor: zoom-out; }
 tr.failed td { background: #fff6f6; }
 """
@@ -142,17 +142,19 @@ def _drawing_cell(entry: Entry) -> str:
 
 def render_html(report: Report) -> str:
     """The page as text (UTF-8)."""
-    headings = "".join(
-        f'<th data-key="{html.escape(c.key)}" data-numeric="{int(c.numeric)}" aria-sort="none">{html.escape(c.title)}</th>'
-        for c in report.columns
-    )
-    headings += '<th data-key="drawing" data-numeric="0" aria-sort="none">GA drawing</th>'
-    headings += '<th data-key="error" data-numeric="0" aria-sort="none">error</th>'
+    def heading(key: str, title: str, numeric: bool = False) -> str:
+        return f'<th data-key="{html.escape(key)}" data-numeric="{int(numeric)}" aria-sort="none">{html.escape(title)}</th>'
+
+    # The drawing comes second, after the first column (the name or the rank), so a wide table never pushes it
+    # off the screen; the error comes last.
+    first, rest = report.columns[:1], report.columns[1:]
+    headings = "".join(heading(c.key, c.title, c.numeric) for c in first) + heading("drawing", "GA drawing")
+    headings += "".join(heading(c.key, c.title, c.numeric) for c in rest) + heading("error", "error")
     rows = []
     for entry in report.entries:
-        cells = "".join(_cell(c, entry.cells.get(c.key)) for c in report.columns)
+        cells = "".join(_cell(c, entry.cells.get(c.key)) for c in first) + _drawing_cell(entry)
+        cells += "".join(_cell(c, entry.cells.get(c.key)) for c in rest)
         error = entry.error or ""
-        cells += _drawing_cell(entry)
         cells += f'<td class="error" data-value="{html.escape(error.casefold())}">{html.escape(error)}</td>'
         rows.append(f'<tr{" class=failed" if entry.error else ""}>{cells}</tr>')
     n_failed = sum(entry.error is not None for entry in report.entries)

@@ -57,7 +57,7 @@ def test_every_entry_is_a_row_with_its_drawing_or_its_error():
     assert "SMILES not embedded: RDKit cannot parse it" in "".join(parsed.text)
     assert "2 structures, 1 with an error (last column)" in "".join(parsed.text)
     headings = [attrs["data-key"] for tag, attrs in parsed.tags if tag == "th"]
-    assert headings == ["name", "smiles", "gap", "gap_std", "drawing", "error"]
+    assert headings == ["name", "drawing", "smiles", "gap", "gap_std", "error"]
     assert "gap (eV)" in parsed.text and "gap ± (eV)" in parsed.text
 
 
