@@ -53,7 +53,12 @@ from scannet_platform.screen.select import Scan, numeric_columns, parse_filter, 
 
 STATE_FILE = "screen.json"
 #: Settings that decide what the shards hold: a later launch into the same folder must keep them.
-STATE_KEYS = ("library", "models", "precision", "chunk_size", "max_atoms", "smiles_column", "id_column", "seed")
+STATE_KEYS = (
+    "format", "library", "models", "precision", "chunk_size", "max_atoms", "smiles_column", "id_column", "seed"
+)
+#: The predictions' layout: 2 added the structure keys, canonical SMILES and applicability-domain columns. A folder
+#: of another layout is refused (its parts could not be read back together with new ones).
+PREDICTIONS_FORMAT = 2
 
 
 @dataclass
@@ -87,6 +92,7 @@ class ScreenSummary:
 
 def _state(config: ScreenConfig, fingerprint: list[dict], groups: list[ModelGroup]) -> dict:
     return {
+        "format": PREDICTIONS_FORMAT,
         "library": fingerprint,
         "models": [
             {"targets": list(g.targets), "members": [{"reference": m.reference, "sha256": m.sha256} for m in g.members]}

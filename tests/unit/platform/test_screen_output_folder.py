@@ -5,6 +5,7 @@ is written, a refused re-launch leaves the folder byte-identical, and ``--out`` 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -98,6 +99,18 @@ def test_a_refused_relaunch_with_other_models_leaves_out_byte_identical(tmp_path
     assert any(name.startswith("models/") for name in before)
     with pytest.raises(ConfigError, match="holds a screen made with other models"):
         screen(out, [library], [models["b"]])
+    assert snapshot(out) == before
+
+
+def test_a_folder_of_an_older_predictions_format_is_refused_before_anything_is_written(tmp_path, models, library):
+    out = tmp_path / "out"
+    screen(out, [library], [models["a"]])
+    state = json.loads((out / "screen.json").read_text())
+    del state["format"]  # as written before the format was recorded
+    (out / "screen.json").write_text(json.dumps(state))
+    before = snapshot(out)
+    with pytest.raises(ConfigError, match="holds a screen made with other format"):
+        screen(out, [library], [models["a"]])
     assert snapshot(out) == before
 
 
