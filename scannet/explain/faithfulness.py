@@ -349,36 +349,40 @@ def format_controlled_tables(rows: Sequence[ControlledRow], units: dict[str, str
     untrained control and the gradient baseline, then the effect per unit of pool weight (report units, meV
     for eV targets)."""
     per = f"mean [{CONFIDENCE:.0%} CI] over {n_seeds} seed" + ("s" if n_seeds != 1 else "")
-    lines = [
-        f"Deletion ratios ({per}; structures: per seed):",
-        "",
-        "| target | k | structures | random k: mean abs Δ | GA ÷ random | untrained GA ÷ random | "
-        "grad×input ÷ random | GA ÷ grad×input |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    ratios, per_weight = [], []
     for row in rows:
         scale, unit = report_unit(units.get(row.target) or "")
-        lines.append(
-            f"| {row.target} | {row.k} | {_counts(row.n_structures)} | {row.random.format(scale, unit, '.4g')} | "
-            f"{row.ga_vs_random.format()} | {row.untrained_ga_vs_random.format()} | "
-            f"{row.grad_input_vs_random.format()} | {row.ga_vs_grad_input.format()} |"
+        ratios.append(
+            [row.target, row.k, _counts(row.n_structures), row.random.format(scale, unit, ".4g"),
+             row.ga_vs_random.format(), row.untrained_ga_vs_random.format(), row.grad_input_vs_random.format(),
+             row.ga_vs_grad_input.format()]
         )
-    lines += [
+        per_weight.append(
+            [row.target, row.k, row.ga_per_weight.format(scale, unit, ".4g"),
+             row.random_per_weight.format(scale, unit, ".4g"), row.grad_input_per_weight.format(scale, unit, ".4g"),
+             row.ga_vs_random_per_weight.format(), row.untrained_ga_vs_random_per_weight.format()]
+        )
+    return [
+        f"Deletion ratios ({per}; structures: per seed):",
+        "",
+        *_markdown_table(
+            ["target", "k", "structures", "random k: mean abs Δ", "GA ÷ random", "untrained GA ÷ random",
+             "grad×input ÷ random", "GA ÷ grad×input"],
+            ratios,
+        ),
         "",
         f"Effect per unit of pool weight, mean abs Δ / Σα of the removed atoms ({per}):",
         "",
-        "| target | k | GA | random | grad×input | GA ÷ random | untrained GA ÷ random |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *_markdown_table(
+            ["target", "k", "GA", "random", "grad×input", "GA ÷ random", "untrained GA ÷ random"], per_weight
+        ),
     ]
-    for row in rows:
-        scale, unit = report_unit(units.get(row.target) or "")
-        lines.append(
-            f"| {row.target} | {row.k} | {row.ga_per_weight.format(scale, unit, '.4g')} | "
-            f"{row.random_per_weight.format(scale, unit, '.4g')} | "
-            f"{row.grad_input_per_weight.format(scale, unit, '.4g')} | "
-            f"{row.ga_vs_random_per_weight.format()} | {row.untrained_ga_vs_random_per_weight.format()} |"
-        )
-    return lines
+
+
+def _markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table, the first column left-aligned and the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
 
 
 def _compare(a: Interval, b: Interval) -> str | None:
