@@ -23,7 +23,6 @@ Alphabet: N structures queried, R reference structures, D global dim.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -240,16 +239,14 @@ def run_samples(
     from scannet.data.structures_table import table_to_structures
     from scannet.predictor import Predictor
     from scannet.train.run import resolve_dataset
-    from scannet.train.run_config import RunConfig
     from scannet.train.run_folder import RunFolder
     from scannet.train.worker import split_part_ids
-    from scannet.typed_config import build
 
     folder = RunFolder(run_dir)
     for path in (folder.run_config, folder.split_ids, Path(checkpoint)):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; give a training run folder and its checkpoint")
-    config = build(RunConfig, json.loads(folder.run_config.read_text()))
+    config = folder.read_run_config()
     structures = resolve_dataset(config.data, config.cache_dir).structures
     predictor = Predictor(*load_model(checkpoint))  # not scannet.load: an old domain file beside it is replaced
 

@@ -26,7 +26,6 @@ Alphabet: A atoms in the batch, B structures, D global dim, T targets.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -473,16 +472,14 @@ def recorded_test_sample(run_dir: str | Path, n_structures: int, seed: int = 0, 
     from scannet.data import schema as S
     from scannet.data.structures_table import table_to_structures
     from scannet.train.run import resolve_dataset
-    from scannet.train.run_config import RunConfig
     from scannet.train.run_folder import RunFolder
     from scannet.train.worker import split_part_ids
-    from scannet.typed_config import build
 
     folder = RunFolder(run_dir)
     for path in (folder.run_config, folder.split_ids):
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: no {path.name}; give the folder of a training run (scannet train)")
-    config = build(RunConfig, json.loads(folder.run_config.read_text()))
+    config = folder.read_run_config()
     dataset = resolve_dataset(config.data, config.cache_dir)
     table = pq.read_table(
         dataset.structures, filters=pc.is_in(pc.field(S.ID), split_part_ids(folder.split_ids, "test"))

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scannet.io.paths import OutputFolder
+
+if TYPE_CHECKING:
+    from scannet.train.run_config import RunConfig
 
 RUN_CONFIG_FILE = "run_config.json"
 SPLIT_FILE = "split.json"
@@ -88,6 +92,19 @@ class RunFolder:
     best_model = _file(BEST_MODEL_FILE, "the best weights, evaluated on the whole test split")
     history = _file(HISTORY_FILE, "one record per epoch")
     summary = _file(SUMMARY_FILE, "what the finished run reports")
+
+    def read_run_config(self) -> RunConfig:
+        """The run's :class:`~scannet.train.run_config.RunConfig` from ``run_config.json``; the keys a runner adds
+        to it (the platform's job config: workers, MLflow, ...) are left out, so any run folder reads back."""
+        import dataclasses
+        import json
+
+        from scannet.train.run_config import RunConfig
+        from scannet.typed_config import build
+
+        recorded = json.loads(self.run_config.read_text())
+        known = {field.name for field in dataclasses.fields(RunConfig)}
+        return build(RunConfig, {key: value for key, value in recorded.items() if key in known})
 
     def injected_failure(self, rank: int) -> Path:
         """The marker of a failure injected once into ``rank`` (test hooks)."""

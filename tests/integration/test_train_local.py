@@ -109,14 +109,23 @@ def test_cli_predict_writes_table_and_ga_files_and_reports_bad_input(trained_run
     )
     assert code == 1  # not everything could be predicted
     with open(out / "predictions.csv", newline="") as handle:
-        header, *rows = list(csv.reader(handle))
+        header, *lines = list(csv.reader(handle))
+    domain = ["heavy_atoms", "unknown_elements", "domain_distance", "in_domain"]  # the run folder holds its domain
     assert header == [
-        "name", "source_file", "frame", "smiles", "formula", "n_atoms", "homo_eV", "gap_eV", "ga_file", "ga_frame", "error"
+        "name", "source_file", "frame", "smiles", "formula", "n_atoms", "homo_eV", "gap_eV", *domain, "ga_file",
+        "ga_frame", "error",
     ]  # fmt: skip
-    assert rows[0][:5] == ["ethanol", str(good), "0", "C2H6O", "9"] and rows[0][7:] == ["ethanol_ga.xyz", "", ""]
-    assert all(np.isfinite(float(v)) for v in rows[0][5:7])
-    assert rows[1][:7] == ["h2s", str(sulfur), "0", "H2S", "3", "", ""] and "vocabulary" in rows[1][9]
-    assert rows[2][:2] == ["broken", str(unreadable)] and rows[2][9]  # the unreadable file, with its reason
+    rows = [dict(zip(header, line)) for line in lines]
+    assert [rows[0][c] for c in ("name", "source_file", "frame", "formula", "n_atoms")] == [
+        "ethanol", str(good), "0", "C2H6O", "9"
+    ]
+    assert rows[0]["ga_file"] == "ethanol_ga.xyz" and rows[0]["error"] == "" and rows[0]["heavy_atoms"] == "3"
+    assert all(np.isfinite(float(rows[0][c])) for c in ("homo_eV", "gap_eV"))
+    assert [rows[1][c] for c in ("name", "formula", "homo_eV", "unknown_elements", "in_domain")] == [
+        "h2s", "H2S", "", "S", "0"
+    ]
+    assert "vocabulary" in rows[1]["error"]
+    assert rows[2]["name"] == "broken" and rows[2]["source_file"] == str(unreadable) and rows[2]["error"]
     ga = read(out / "ethanol_ga.xyz")
     assert ga.arrays["ga_score"].sum() == pytest.approx(1.0, abs=1e-5)
     assert f"{unreadable}: cannot read: " in capsys.readouterr().err

@@ -39,3 +39,18 @@ def test_storage_path_naming_a_file_is_one_line_exit_2(tmp_path, capsys):
     assert main([*argv, "--targets", "homo"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "not a folder" in err and (tmp_path / "runs").read_text() == "a file"
+
+
+def test_a_run_config_read_back_leaves_out_the_keys_a_runner_added(tmp_path):
+    import dataclasses
+    import json
+
+    from scannet.train.run_config import build_run_config
+    from scannet.train.run_folder import RunFolder
+    from scannet.typed_config import to_plain
+
+    config = build_run_config(None, name="r1", data="qm9", targets=("homo",), train={"epochs": 3})
+    recorded = {**to_plain(config), "num_workers": 2, "mlflow_tracking_uri": "sqlite:///x.db"}  # the platform's keys
+    (tmp_path / "run_config.json").write_text(json.dumps(recorded))
+    assert RunFolder(tmp_path).read_run_config() == config
+    assert "num_workers" not in {field.name for field in dataclasses.fields(config)}
