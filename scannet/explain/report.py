@@ -69,8 +69,9 @@ th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select
 th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.smiles { font-family: ui-monospace, monospace; font-size: .8rem; max-width: 16rem; overflow-wrap: anywhere; }
+td.smiles { font-family: ui-monospace, monospace; font-size: .8rem; max-width: 16rem; overflow-wrap: break-word; }
 td.error { color: #a40000; max-width: 24rem; }
+td.drawing { max-width: none; }
 img.drawing { width: 340px; height: auto; cursor: zoom-in; display: block; }
 img.drawing.large { width: 720px; cursor: zoom-out; }
 tr.failed td { background: #fff6f6; }
@@ -137,7 +138,7 @@ def _drawing_cell(entry: Entry) -> str:
         return '<td data-value=""></td>'
     encoded = base64.b64encode(entry.drawing_svg.encode("utf-8")).decode("ascii")
     alt = html.escape(f"GA drawing of {entry.name}")
-    return f'<td data-value=""><img class="drawing" alt="{alt}" src="data:image/svg+xml;base64,{encoded}"></td>'
+    return f'<td class="drawing" data-value=""><img class="drawing" alt="{alt}" src="data:image/svg+xml;base64,{encoded}"></td>'
 
 
 def render_html(report: Report) -> str:
