@@ -210,13 +210,6 @@ def build_domain(
     return replace(partial, threshold=threshold)
 
 
-def _seeded_sample(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """At most ``size`` of ``ids``, drawn with ``seed`` from the sorted ids (independent of the table order)."""
-    ids = np.sort(ids)
-    chosen = np.random.default_rng(seed).choice(len(ids), min(size, len(ids)), replace=False)
-    return ids[np.sort(chosen)]
-
-
 def run_samples(
     run_dir: str | Path,
     checkpoint: str | Path,
@@ -230,38 +223,33 @@ def run_samples(
     ``validation_size`` seeded validation structures [V, D], and the atomic numbers of every training structure.
     The structures are read from the data the run config names and featurized and pooled as
     :class:`~scannet.predictor.Predictor` does at prediction time. Raises FileNotFoundError naming a missing file."""
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from scannet.checkpoint import load_model
     from scannet.data import schema as S
-    from scannet.data.structures_table import table_to_structures
     from scannet.predictor import Predictor
     from scannet.train.run import resolve_dataset
     from scannet.train.run_folder import RunFolder
     from scannet.train.worker import split_part_ids
 
     folder = RunFolder(run_dir)
-    for path in (folder.run_config, folder.split_ids, Path(checkpoint)):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file; give a training run folder and its checkpoint")
-    config = folder.read_run_config()
-    structures = resolve_dataset(config.data, config.cache_dir).structures
-    predictor = Predictor(*load_model(checkpoint))  # not scannet.load: an old domain file beside it is replaced
-
-    def rows(ids: np.ndarray, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(structures, columns=columns, filters=pc.is_in(pc.field(S.ID), pa.array(ids, pa.string())))
-
-    train_ids = split_part_ids(folder.split_ids, "train").to_numpy(zero_copy_only=False)
-    val_ids = split_part_ids(folder.split_ids, "val").to_numpy(zero_copy_only=False)
-    numbers = [np.asarray(z) for z in rows(train_ids, [S.ID, S.NUMBERS]).column(S.NUMBERS).to_pylist()]
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such file; give a training run folder and its checkpoint")
     pooled = []
-    for ids, size in ((train_ids, reference_size), (val_ids, validation_size)):
-        atoms = table_to_structures(rows(_seeded_sample(ids, size, seed)))
+    predictor = Predictor(*load_model(checkpoint))  # not scannet.load: an old domain file beside it is replaced
+    for part, size in (("train", reference_size), ("val", validation_size)):
+        atoms = folder.sample_split(part, size, seed)  # FileNotFoundError naming a missing run file
         names = [str(a.info.get("id", k)) for k, a in enumerate(atoms)]
         graphs = [graph for graph, _ in predictor.featurize_each(atoms, names) if graph is not None]
         pooled.append(predictor.pooled(graphs, batch_size))
+    config = folder.read_run_config()
+    every_train = pq.read_table(
+        resolve_dataset(config.data, config.cache_dir).structures,
+        columns=[S.NUMBERS],
+        filters=pc.is_in(pc.field(S.ID), split_part_ids(folder.split_ids, "train")),
+    )
+    numbers = [np.asarray(z) for z in every_train.column(S.NUMBERS).to_pylist()]
     return pooled[0], pooled[1], numbers
 
 

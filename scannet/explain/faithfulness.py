@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from ase import Atoms
 from scipy import stats
@@ -464,30 +462,11 @@ def controlled_verdict(rows: Sequence[ControlledRow]) -> list[str]:
 
 def recorded_test_sample(run_dir: str | Path, n_structures: int, seed: int = 0, min_atoms: int = 1) -> list[Atoms]:
     """A seeded sample of ``n_structures`` (all when fewer) of the test part of the split a training run
-    recorded (``split_ids.parquet`` in ``run_dir``), read from the data its ``run_config.json`` names.
-
-    Only structures with at least ``min_atoms`` atoms are drawn; the sample is in id order, so it does not
-    depend on the table's order. Raises FileNotFoundError naming the missing file.
-    """
-    from scannet.data import schema as S
-    from scannet.data.structures_table import table_to_structures
-    from scannet.train.run import resolve_dataset
+    recorded, in id order, of structures with at least ``min_atoms`` atoms (:meth:`RunFolder.sample_split
+    <scannet.train.run_folder.RunFolder.sample_split>`)."""
     from scannet.train.run_folder import RunFolder
-    from scannet.train.worker import split_part_ids
 
-    folder = RunFolder(run_dir)
-    for path in (folder.run_config, folder.split_ids):
-        if not path.is_file():
-            raise FileNotFoundError(f"{run_dir}: no {path.name}; give the folder of a training run (scannet train)")
-    config = folder.read_run_config()
-    dataset = resolve_dataset(config.data, config.cache_dir)
-    table = pq.read_table(
-        dataset.structures, filters=pc.is_in(pc.field(S.ID), split_part_ids(folder.split_ids, "test"))
-    )
-    table = table.filter(pc.greater_equal(pc.list_value_length(table.column(S.NUMBERS)), min_atoms))
-    table = table.take(pc.sort_indices(table, [(S.ID, "ascending")]))
-    chosen = np.random.default_rng(seed).choice(table.num_rows, min(n_structures, table.num_rows), replace=False)
-    return table_to_structures(table.take(np.sort(chosen)))
+    return RunFolder(run_dir).sample_split("test", n_structures, seed, min_atoms)
 
 
 def featurize_sample(predictor: Predictor, structures: Sequence[Atoms]) -> tuple[list[Graph], list[str]]:

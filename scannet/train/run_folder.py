@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from scannet.io.paths import OutputFolder
 
 if TYPE_CHECKING:
+    from ase import Atoms
+
     from scannet.train.run_config import RunConfig
 
 RUN_CONFIG_FILE = "run_config.json"
@@ -105,6 +107,31 @@ class RunFolder:
         recorded = json.loads(self.run_config.read_text())
         known = {field.name for field in dataclasses.fields(RunConfig)}
         return build(RunConfig, {key: value for key, value in recorded.items() if key in known})
+
+    def sample_split(self, part: str, n_structures: int, seed: int = 0, min_atoms: int = 1) -> list[Atoms]:
+        """A seeded sample of ``n_structures`` (all when fewer) of the ``part`` (train, val, test) of the split the
+        run recorded (``split_ids.parquet``), read from the data its ``run_config.json`` names. Only structures
+        with at least ``min_atoms`` atoms are drawn; the sample is in id order, so it does not depend on the
+        table's order. Raises FileNotFoundError naming the missing file."""
+        import numpy as np
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from scannet.data import schema as S
+        from scannet.data.structures_table import table_to_structures
+        from scannet.train.run import resolve_dataset
+        from scannet.train.worker import split_part_ids
+
+        for path in (self.run_config, self.split_ids):
+            if not path.is_file():
+                raise FileNotFoundError(f"{self.path}: no {path.name}; give the folder of a training run (scannet train)")
+        config = self.read_run_config()
+        structures = resolve_dataset(config.data, config.cache_dir).structures
+        table = pq.read_table(structures, filters=pc.is_in(pc.field(S.ID), split_part_ids(self.split_ids, part)))
+        table = table.filter(pc.greater_equal(pc.list_value_length(table.column(S.NUMBERS)), min_atoms))
+        table = table.take(pc.sort_indices(table, [(S.ID, "ascending")]))
+        chosen = np.random.default_rng(seed).choice(table.num_rows, min(n_structures, table.num_rows), replace=False)
+        return table_to_structures(table.take(np.sort(chosen)))
 
     def injected_failure(self, rank: int) -> Path:
         """The marker of a failure injected once into ``rank`` (test hooks)."""
