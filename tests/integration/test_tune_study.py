@@ -179,7 +179,11 @@ def test_mlflow_holds_a_parent_run_with_one_child_per_trial(interrupted, resumed
     for trial_id in ended_first:  # ended before the interruption: one run, logged in the first launch
         assert len(by_trial[trial_id]) == 1
     names = [a[-1].info.run_name for a in by_trial.values()]  # short and unique in the runs table
-    assert len(set(names)) == len(names) and all(re.fullmatch(r"t\d\d-lr[0-9.e-]+-gu[TF]", n) for n in names), names
+    assert len(set(names)) == len(names), names
+    for attempts in by_trial.values():  # attempt n > 1 (a restart without a checkpoint) is named so
+        for n, run in enumerate(attempts, start=1):
+            suffix = f"-attempt{n}" if n > 1 else ""
+            assert re.fullmatch(r"t\d\d-lr[0-9.e-]+-gu[TF]" + suffix, run.info.run_name), run.info.run_name
     assert all(f"best_{resumed.objective}" in a[-1].data.metrics for a in by_trial.values())
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/objective_by_trial.png", "plots/objective_by_time.png", "plots/importance.png"} <= artifacts
