@@ -46,11 +46,12 @@ def screen_once(library: Path, timing: Timing, stubbed: bool) -> None:
 
     dummy = itertools.count()
     stub = mock.patch(
-        "scannet_platform.screen.chunk.structure_key",
+        "scannet_platform.screen.featurize_stage.structure_key",
         lambda atoms, smiles=None: StructureKey(str(next(dummy)), KEY_GEOMETRY, None),
     )
     with tempfile.TemporaryDirectory() as folder, stub if stubbed else contextlib.nullcontext():
         config = {"inputs": [str(library)], "out": folder, "executor": "local", "mlflow": False, "progress": False}
+        config |= {"graphs_cache": False}  # no graph store: every screen computes the keys again
         summary, _ = run_screen(build_screen_config(config | {"models": ["qm9-homo-lumo-gap-cpu"]}))
     timing.add(summary.screen_seconds, structures=summary.screened_now)
 

@@ -309,7 +309,7 @@ def test_screening_worker_node_killed_every_input_written_exactly_once(cluster):
         assert time.monotonic() < deadline, f"no 5 parts and a worker-node actor after 300 s ({parts()} parts)"
         time.sleep(0.2)
         if parts() >= 5:
-            victim, hosts = worker_node_running(state, "ChunkScreener")
+            victim, hosts = worker_node_running(state, "ChunkPredictor")
     done = parts()
     pids = local_cluster.kill_entry(state, victim)
     log(

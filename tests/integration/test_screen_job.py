@@ -129,7 +129,7 @@ def test_a_worker_killed_halfway_is_replaced_and_every_row_written_exactly_once(
     process = _launch(folder, library, model, out, "--no-mlflow")
     try:
         _wait_for_parts(process, out, 5)
-        workers = [pid for pid in descendants(process.pid) if "ChunkScreener" in cmdline(pid)]
+        workers = [pid for pid in descendants(process.pid) if "ChunkPredictor" in cmdline(pid)]
         assert len(workers) == 1, f"one actor process expected, found {workers}"
         os.kill(workers[0], signal.SIGKILL)
         killed_at = _parts(out)

@@ -1,7 +1,8 @@
-"""Screen one chunk: read, check, featurize, predict with every model, write its two shards atomically.
+"""Stage M of a screen: featurized chunk -> predictions with every model, its two shards written atomically.
 
-:class:`ChunkScreener` is the ``map_batches`` callable of the Ray actor pool (models loaded once per actor) and
-the whole work of the in-process executor. For chunk ``k`` it writes
+:class:`ChunkPredictor` is the ``map_batches`` callable of the model actor pool (models loaded once per actor)
+and the model half of the in-process executor. It takes the featurized chunk of stage F
+(:mod:`~scannet_platform.screen.featurize_stage`) and for chunk ``k`` writes
 
     <out>/quarantine/part-<k>.parquet     row, id, source, reason of each record that could not be screened
     <out>/predictions/part-<k>.parquet    one row per screened record (columns: :func:`output_schema`)
@@ -25,32 +26,30 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+from ase import Atoms
 
 from scannet.data import schema as S
 from scannet.data.graphs_table import atom_budget_slices
-from scannet.data.importers import _over_limit
-from scannet.data.smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
-from scannet.data.structure_key import structure_key
-from scannet.data.structures_table import Piece, table_to_structures_or_errors
 from scannet.domain import domain_path
-from scannet.featurizer import featurize_each
-from scannet.io.atomic import AtomicWrite
 from scannet.io.paths import OutputFolder
 from scannet.precision import Precision
 from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
-from scannet_platform.screen.library import ERROR, ROW, SMILES, read_piece
+from scannet_platform.screen.featurize_stage import (  # noqa: F401 (CANONICAL_SMILES, part_name: the screen's API)
+    CANONICAL_SMILES,
+    KEY_KIND,
+    LEADING,
+    STRUCTURE_KEY,
+    FeaturizedChunk,
+    part_name,
+    write_part,
+)
+from scannet_platform.screen.library import ROW, SMILES
 from scannet_platform.screen.models import ModelGroup
 
 PREDICTIONS_DIR = "predictions"
 QUARANTINE_DIR = "quarantine"
-#: The canonical SMILES (from the input SMILES, or perceived from the coordinates; null when no bonds are known),
-#: and the structure key that finds the same molecule under two names or forms (scannet.data.structure_key).
-CANONICAL_SMILES, STRUCTURE_KEY, KEY_KIND = "canonical_smiles", "structure_key", "key_kind"
-#: Leading and trailing columns of the predictions; the predictions and GA scores come between them.
-LEADING = (ROW, S.ID, S.SOURCE, "formula", "n_atoms", SMILES, CANONICAL_SMILES, "geometry", STRUCTURE_KEY, KEY_KIND)
 
 
 @dataclass(frozen=True)
@@ -72,17 +71,15 @@ RESERVED = (*LEADING, *PROVENANCE)
 
 @dataclass(frozen=True)
 class ScreenSpec:
-    """What every screening actor needs: built once by the job from its config, sent to each actor."""
+    """What every model actor needs: built once by the job from its config, sent to each actor."""
 
     out_dir: str
     groups: tuple[ModelGroup, ...]
-    max_atoms: int  # larger structures are quarantined
     atom_budget: int  # most atoms per model batch
     device: str
     threads: int  # torch threads per actor
     compile: bool
     precision: Precision
-    seed: int  # RDKit embedding seed
     provenance: ScreenProvenance
 
 QUARANTINE_SCHEMA = pa.schema(
@@ -101,6 +98,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("n_quarantined", pa.int64()),
         pa.field("n_atoms", pa.int64()),
         pa.field("seconds", pa.float64()),
+        pa.field("from_store", pa.int64()),
     ]
 )
 
@@ -126,10 +124,6 @@ def ensemble_domain(rows: Sequence) -> tuple[str, float, int]:
 
     unknown = sorted({e for row in rows for e in row.unknown_elements}, key=lambda e: atomic_numbers.get(e, 0))
     return ",".join(unknown), max(row.relative_distance for row in rows), int(all(row.in_domain for row in rows))
-
-
-def part_name(chunk: int) -> str:
-    return f"part-{chunk:06d}.parquet"
 
 
 def output_schema(groups: Sequence[ModelGroup]) -> pa.Schema:
@@ -165,12 +159,6 @@ def output_schema(groups: Sequence[ModelGroup]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_part(table: pa.Table, path: Path) -> None:
-    """Write one shard: staged, then put in place by one rename (never a partial file at ``path``)."""
-    with AtomicWrite(path, file=True) as staged:
-        pq.write_table(table, staged.path, compression="zstd")
-
-
 def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
 
@@ -203,10 +191,11 @@ class ChunkResult:
     n_quarantined: int = 0
     n_atoms: int = 0
     seconds: float = 0.0
+    from_store: int = 0  # 1 when every graph of the chunk was read from the graph store (stage F skipped)
 
 
-class ChunkScreener:
-    """Loads the models once; :meth:`screen` does one chunk, ``__call__`` a batch of chunk descriptors."""
+class ChunkPredictor:
+    """Loads the models once; :meth:`predict` does one featurized chunk, ``__call__`` a batch of them (Ray)."""
 
     def __init__(self, spec: ScreenSpec) -> None:
         import scannet
@@ -220,10 +209,6 @@ class ChunkScreener:
             for members in self.predictors:
                 for predictor in members:
                     predictor.compile()
-        self.featurizers = {}
-        for members in self.predictors:
-            for predictor in members:
-                self.featurizers.setdefault(predictor.featurizer_config.content_hash(), predictor.featurizer_config)
         vocabularies = {}
         for group, members in zip(self.groups, self.predictors):
             for member, predictor in zip(group.members, members):
@@ -235,83 +220,34 @@ class ChunkScreener:
         self.folder.folder(PREDICTIONS_DIR)
         self.folder.folder(QUARANTINE_DIR)
 
-    def __call__(self, pieces: pa.Table) -> pa.Table:
-        results = [asdict(self.screen(Piece(**piece))) for piece in pieces.to_pylist()]
+    def __call__(self, featurized: pa.Table) -> pa.Table:
+        results = [asdict(self.predict(FeaturizedChunk.from_row(row))) for row in featurized.to_pylist()]
         return pa.Table.from_pylist(results, schema=RESULT_SCHEMA)
 
     # ------------------------------------------------------------------------------------------ one chunk
 
-    def screen(self, piece: Piece) -> ChunkResult:
+    def predict(self, featurized: FeaturizedChunk) -> ChunkResult:
         start = time.perf_counter()
-        table = read_piece(piece)
-        rows = table[ROW].to_pylist()
-        ids = table[S.ID].to_pylist()
-        sources = table[S.SOURCE].to_pylist()
-        names = table.schema.names
-        smiles = table[SMILES].to_pylist() if SMILES in names else [None] * len(rows)
-        read_errors = table[ERROR].to_pylist() if ERROR in names else [None] * len(rows)
-        structures = table_to_structures_or_errors(table)  # 0 atoms for a SMILES or an unreadable record
-        bad: dict[int, str] = {}  # position in the chunk -> reason
-        good: list[int] = []
-        geometry: dict[int, str] = {}
-        graphs: dict[str, dict[int, object]] = {key: {} for key in self.featurizers}
-        for k, atoms in enumerate(structures):
-            try:
-                if read_errors[k] is not None:
-                    raise StructureError(ids[k], read_errors[k])
-                if isinstance(atoms, Exception):
-                    raise StructureError(ids[k], f"unreadable record: {describe_error(atoms)}")
-                geometry[k] = INPUT_GEOMETRY
-                if smiles[k] is not None and len(atoms) == 0:
-                    atoms = self._embed(ids[k], smiles[k])
-                    structures[k], geometry[k] = atoms, FORCE_FIELD_GEOMETRY
-                if len(atoms) > self.spec.max_atoms:
-                    raise StructureError(ids[k], _over_limit(len(atoms), self.spec.max_atoms))
-                for elements, reference in self.vocabularies.items():
-                    try:
-                        check_vocabulary(atoms, elements, ids[k])
-                    except StructureError as exc:
-                        prefix = f"model {reference}: " if len(self.vocabularies) > 1 else ""
-                        raise StructureError(ids[k], prefix + exc.reason) from None
-                good.append(k)
-            except StructureError as exc:
-                bad[k] = exc.reason
-            except Exception as exc:  # anything else raised for this record is its reason too
-                bad[k] = f"featurization failed: {describe_error(exc)}"
-        for key, featurizer in self.featurizers.items():  # all records at once: vectorised for molecules
-            for k, graph in zip(
-                good, featurize_each([structures[k] for k in good], featurizer, [ids[k] for k in good])
-            ):
-                if isinstance(graph, StructureError):
-                    bad[k] = graph.reason
-                else:
-                    graphs[key][k] = graph
+        piece = featurized.piece
+        identity = featurized.identity().to_pydict()
+        bad = featurized.reasons()  # position in the chunk -> reason
+        good = [k for k in range(piece.rows) if k not in bad]
+        graphs = {key: dict(zip(good, featurized.graphs(key, good))) for key in featurized.tables}
+        self._check_vocabularies(good, next(iter(graphs.values())), identity[S.ID], bad)
         good = [k for k in good if k not in bad]
         with torch.inference_mode():
             outputs = self._predict(good, graphs, bad)
         screened = [k for k in good if k not in bad]
         quarantine = pa.table(
             {
-                ROW: pa.array([rows[k] for k in sorted(bad)], pa.int64()),
-                S.ID: pa.array([ids[k] for k in sorted(bad)], pa.string()),
-                S.SOURCE: pa.array([sources[k] for k in sorted(bad)], pa.string()),
+                ROW: pa.array([identity[ROW][k] for k in sorted(bad)], pa.int64()),
+                S.ID: pa.array([identity[S.ID][k] for k in sorted(bad)], pa.string()),
+                S.SOURCE: pa.array([identity[S.SOURCE][k] for k in sorted(bad)], pa.string()),
                 "reason": pa.array([bad[k] for k in sorted(bad)], pa.string()),
             },
             schema=QUARANTINE_SCHEMA,
         )
-        keys = [structure_key(structures[k], smiles[k]) for k in screened]
-        columns = {
-            ROW: [rows[k] for k in screened],
-            S.ID: [ids[k] for k in screened],
-            S.SOURCE: [sources[k] for k in screened],
-            "formula": [structures[k].get_chemical_formula() for k in screened],
-            "n_atoms": [len(structures[k]) for k in screened],
-            SMILES: [smiles[k] for k in screened],
-            CANONICAL_SMILES: [key.smiles for key in keys],
-            "geometry": [geometry[k] for k in screened],
-            STRUCTURE_KEY: [key.key for key in keys],
-            KEY_KIND: [key.kind for key in keys],
-        }
+        columns = {name: [identity[name][k] for k in screened] for name in LEADING}
         for g, group in enumerate(self.groups):
             shape = (len(screened), len(group.members), len(group.targets))
             values = np.array([outputs[g][k][0] for k in screened], dtype=np.float64).reshape(shape)
@@ -332,20 +268,25 @@ class ChunkScreener:
         write_part(predictions, self.folder.path(PREDICTIONS_DIR, part_name(piece.chunk)))  # the commit of the chunk
         return ChunkResult(
             piece.chunk,
-            n_input=len(rows),
+            n_input=piece.rows,
             n_screened=len(screened),
             n_quarantined=len(bad),
             n_atoms=int(sum(columns["n_atoms"])),
             seconds=time.perf_counter() - start,
+            from_store=int(featurized.n_cached == len(featurized.tables)),
         )
 
-    def _embed(self, identifier: str, smiles: str):
-        try:
-            atoms = embed_smiles(smiles, seed=self.spec.seed, max_atoms=self.spec.max_atoms)
-        except EmbeddingError as exc:
-            raise StructureError(identifier, str(exc)) from None
-        atoms.info["id"] = identifier
-        return atoms
+    def _check_vocabularies(self, good: list[int], graphs: dict[int, object], ids: list, bad: dict[int, str]) -> None:
+        """Every good record's elements must be in every model's vocabulary; the others go to ``bad``."""
+        for k in good:
+            atoms = Atoms(numbers=graphs[k].numbers)
+            for elements, reference in self.vocabularies.items():
+                try:
+                    check_vocabulary(atoms, elements, ids[k])
+                except StructureError as exc:
+                    prefix = f"model {reference}: " if len(self.vocabularies) > 1 else ""
+                    bad[k] = prefix + exc.reason
+                    break
 
     def _predict(self, good: list[int], graphs: dict[str, dict[int, object]], bad: dict[int, str]) -> list[dict]:
         """Per group, per good record: ([members, targets] values, [members, atoms] GA scores, [members] domain

@@ -80,8 +80,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_max_atoms_argument(library, ScreenConfig.max_atoms)
     add_smiles_arguments(library, strings=False)
     library.add_argument("--seed", type=int, help="RDKit embedding seed (default 0)")
+    library.add_argument(
+        "--graphs-cache",
+        dest="graphs_dir",
+        metavar="DIR",
+        help="root of the graph store: each chunk's graphs are kept there and a later screen of the same library "
+        "(same chunking, seed, max atoms) with models of the same featurizer reads them instead of featurizing "
+        "(default: <scannet home>/data; $SCANNET_HOME or ~/scannet)",
+    )
+    library.add_argument(
+        "--no-graphs-cache",
+        dest="graphs_cache",
+        action="store_false",
+        default=None,
+        help="featurize every chunk and keep no graphs",
+    )
     compute = parser.add_argument_group("compute")
     compute.add_argument("--local", dest="executor", action="store_const", const="local", help="no Ray: this process")
+    compute.add_argument("--executor", choices=("ray", "local"), help="ray (default) or local (the same as --local)")
+    compute.add_argument(
+        "--featurize-workers",
+        type=int,
+        help="Ray: featurize actors (default the CPUs the model actors leave, at least 1); local: featurize "
+        "processes feeding the models in this process (default 0: one chunk after the other)",
+    )
+    compute.add_argument("--batches-in-flight", type=int, help="featurized chunks queued per model actor (default 2)")
     compute.add_argument("--actors", type=int, help="actors in the pool (default CPUs / --cpus-per-actor)")
     compute.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default 1)")
     compute.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, with --device cuda (e.g. 1 or 0.5)")

@@ -33,6 +33,12 @@ class ScreenConfig(TrackingConfig):
     executor: Literal["ray", "local"] = "ray"
     actors: int | None = None  # default: CPUs / cpus_per_actor (GPUs / gpus_per_actor on GPU)
     cpus_per_actor: float = 1.0
+    #: Ray: featurize actors (default the CPUs the model actors leave, at least 1); local: featurize processes
+    #: (default 0: featurize and predict one chunk after the other in this process)
+    featurize_workers: int | None = None
+    batches_in_flight: int = 2  # featurized chunks queued per model actor (local: beyond the featurize processes)
+    graphs_cache: bool = True  # keep each chunk's graphs (the graph store) and reuse them on a later screen
+    graphs_dir: str | None = None  # the graph store's root (default: <scannet home>/data)
     gpus_per_actor: float = 0.0  # > 0 with device cuda
     device: str = "cpu"
     threads: int | None = None  # torch threads per actor (default: cpus_per_actor)
@@ -54,6 +60,10 @@ class ScreenConfig(TrackingConfig):
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.actors is not None and self.actors < 1:
             raise ValueError(f"actors must be at least 1, got {self.actors}")
+        if self.featurize_workers is not None and self.featurize_workers < 0:
+            raise ValueError(f"featurize_workers must be >= 0 when given, got {self.featurize_workers}")
+        if self.batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be at least 1, got {self.batches_in_flight}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1 when given, got {self.threads}")
         if not 0 <= self.seed < 2**31:

@@ -9,16 +9,21 @@ Steps (the driver):
    (:mod:`~scannet_platform.screen.library`; inputs other than structures tables are staged once);
 2. record what the output folder holds in ``<out>/screen.json`` (library, models, chunking): a later launch
    into the same folder must screen the same library with the same models, and skips every finished chunk;
-3. screen the chunks that have no predictions part yet: Ray Data ``map_batches`` over chunk descriptors with
-   an ``ActorPoolStrategy`` of :class:`~scannet_platform.screen.chunk.ChunkScreener` (models loaded once per
-   actor, CPU or GPU actors; Ray restarts a killed actor and retries its chunk, which rewrites the same
-   parts), or in this process (``executor="local"``). A progress bar counts structures, with rate and ETA;
+3. screen the chunks that have no predictions part yet, in two stages: stage F featurizes a chunk
+   (:mod:`~scannet_platform.screen.featurize_stage`, CPU only; or reads its graphs from the graph store) and
+   stage M predicts it with every model and commits its parts (:mod:`~scannet_platform.screen.chunk`). With
+   Ray: one Ray Data pipeline, ``map_batches`` of a featurize actor pool (CPUs) then of a model actor pool
+   (models loaded once per actor, CPU or GPU actors, ``batches_in_flight`` chunks queued per actor; Ray
+   restarts a killed actor and retries its chunk, which rewrites the same parts). In this process
+   (``executor="local"``): stage F in ``featurize_workers`` processes (0: in this process) feeding stage M
+   here, a bounded number of chunks in flight. A progress bar counts structures, with rate and ETA;
 4. read the parts back, one at a time (:mod:`~scannet_platform.screen.select`): counts, filters, top-k per
    target, histograms, duplicate ids; check that every library row is in exactly one part;
 5. write the top-k tables, ``duplicates.csv``, ``plots/`` and ``summary.json``, and log the MLflow run.
 
 Memory: the driver holds the chunk descriptors (a few hundred bytes per chunk) and 8 bytes per row for the
-duplicate check; each actor holds one chunk.
+duplicate check; each actor holds one chunk, and at most ``batches_in_flight`` featurized chunks wait per model
+actor (local: ``featurize_workers + batches_in_flight``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from pathlib import Path
 
 from scannet.data.structures_table import Piece
 from scannet.domain import domain_path
+from scannet.featurizer import FeaturizerConfig
+from scannet.home import default_data_cache
 from scannet.io.atomic import AtomicWrite, write_text_atomic
 from scannet.io.paths import OutputFolder
 from scannet.io.provenance import code_version
@@ -40,13 +47,20 @@ from scannet_platform.screen.chunk import (
     PREDICTIONS_DIR,
     QUARANTINE_DIR,
     RESERVED,
+    ChunkPredictor,
     ChunkResult,
-    ChunkScreener,
     ScreenProvenance,
     ScreenSpec,
     part_name,
 )
 from scannet_platform.screen.config import DEFAULT_EXPERIMENT, ScreenConfig, build_screen_config  # noqa: F401 (the job's API)
+from scannet_platform.screen.featurize_stage import (
+    ChunkFeaturizer,
+    FeaturizedChunk,
+    FeaturizeSpec,
+    featurize_piece,
+    library_graphs_dir,
+)
 from scannet_platform.screen.library import Library, library_fingerprint, plan_library
 from scannet_platform.screen.models import ModelGroup, resolve_models
 from scannet_platform.screen.select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
@@ -79,6 +93,9 @@ class ScreenSummary:
     screened_now: int  # structures (screened or quarantined) done by this launch
     seconds: float  # this launch, wall clock
     screen_seconds: float  # the chunk phase of this launch (actors' start-up included, Ray's start-up not)
+    graphs_dir: str | None = None  # the library's graph store (None: --no-graphs-cache)
+    graphs_bytes: int = 0  # what it holds on disk
+    chunks_from_store: int = 0  # chunks of this launch whose graphs were read from the store, not featurized
     mlflow_run_id: str | None = None
     mlflow_runs_url: str | None = None  # the experiment's runs table in the MLflow UI
 
@@ -179,30 +196,53 @@ def _progress(total: int, enabled: bool) -> Progress:
 
 
 def _count(bar: Progress, result: dict, totals: dict) -> None:
-    for key in ("n_input", "n_screened", "n_quarantined"):
+    for key in ("n_input", "n_screened", "n_quarantined", "from_store"):
         totals[key] += result[key]
     # the counts first: the refresh of update() shows them, so the last line is not drawn once without them
     bar.set_postfix(screened=totals["n_screened"], quarantined=totals["n_quarantined"], refresh=False)
     bar.update(result["n_input"])
 
 
-def _actors(config: ScreenConfig) -> tuple[int, dict]:
-    import ray
+@dataclass(frozen=True)
+class Pools:
+    """The Ray pools of a screen: model actors (each ``model_resources``) and featurize actors (each
+    ``featurize_cpus``)."""
 
-    resources = ray.cluster_resources()
+    model_actors: int
+    model_resources: dict
+    featurize_actors: int
+    featurize_cpus: float
+    fits: bool  # both pools fit the cluster's CPUs at once
+
+
+def ray_pools(config: ScreenConfig, resources: dict, featurizing: bool = True) -> Pools:
+    """Size the pools from the cluster's ``resources``: the model actors first (on CPUs they leave one CPU to
+    featurizing), the featurize pool gets the CPUs left, at least 1 (``featurize_workers`` when given). When
+    every chunk's graphs are in the store (not ``featurizing``), stage F only reads them: one actor of no CPU,
+    and the model actors get every CPU."""
+    cpus = resources.get("CPU", 1)
+    left_to_featurizing = 1 if featurizing else 0
     if config.gpus_per_actor > 0:
         size = config.actors or max(1, int(resources.get("GPU", 0) // config.gpus_per_actor))
-        return size, {"num_cpus": config.cpus_per_actor, "num_gpus": config.gpus_per_actor}
-    size = config.actors or max(1, int(resources.get("CPU", 1) // config.cpus_per_actor))
-    return size, {"num_cpus": config.cpus_per_actor}
+        model = {"num_cpus": config.cpus_per_actor, "num_gpus": config.gpus_per_actor}
+    else:
+        size = config.actors or max(1, int((cpus - left_to_featurizing) // config.cpus_per_actor))
+        model = {"num_cpus": config.cpus_per_actor}
+    if not featurizing:
+        return Pools(size, model, 1, 0.0, fits=size * config.cpus_per_actor <= cpus)
+    featurize = config.featurize_workers or max(1, int(cpus - size * config.cpus_per_actor))
+    return Pools(size, model, featurize, 1.0, fits=size * config.cpus_per_actor + featurize <= cpus)
 
 
-def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: Progress, totals: dict) -> None:
-    """Screen ``todo`` in a Ray Data actor pool (streaming: results come back as chunks finish); Ray is started
-    (or connected to) by the caller."""
+def execute_ray(
+    config: ScreenConfig, featurize: FeaturizeSpec, spec: ScreenSpec, todo: list[Piece], bar: Progress, totals: dict
+) -> None:
+    """Screen ``todo`` in one Ray Data pipeline: featurize actor pool -> model actor pool (streaming: results
+    come back as chunks finish); Ray is started (or connected to) by the caller."""
     import logging
     from contextlib import nullcontext
 
+    import ray
     import ray.data
 
     if not config.verbose:
@@ -211,15 +251,29 @@ def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: 
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.verbose
-    size, resources = _actors(config)
+    pools = ray_pools(config, ray.cluster_resources(), featurizing=not all_stored(featurize, todo))
+    model_actors = min(pools.model_actors, len(todo))
     ds = ray.data.from_items([p.to_dict() for p in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(
-        ChunkScreener,
+        ChunkFeaturizer,
+        fn_constructor_kwargs={"spec": featurize},
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=min(pools.featurize_actors, len(todo))),
+        num_cpus=pools.featurize_cpus,
+    )
+    ds = ds.map_batches(
+        ChunkPredictor,
         fn_constructor_kwargs={"spec": spec},
         batch_size=1,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=min(size, len(todo))),
-        **resources,
+        compute=ray.data.ActorPoolStrategy(
+            # a pool larger than the CPUs left to it starts with one actor instead of waiting for all of them
+            min_size=model_actors if pools.fits else 1,
+            max_size=model_actors,
+            max_tasks_in_flight_per_actor=config.batches_in_flight,
+        ),
+        **pools.model_resources,
     )
     ds.context.op_resource_reservation_enabled = False  # on a small node it held the actors near one at a time
     with nullcontext() if config.verbose else without_ray_data_actor_warning():  # the actors start here
@@ -228,50 +282,100 @@ def execute_ray(config: ScreenConfig, spec: ScreenSpec, todo: list[Piece], bar: 
                 _count(bar, result, totals)
 
 
+def all_stored(spec: FeaturizeSpec, todo: list[Piece]) -> bool:
+    """Whether the graph store holds a part of every featurizer for every chunk of ``todo`` (checked on reading)."""
+    return spec.graphs_dir is not None and all(
+        spec.part_path(featurizer, piece.chunk).is_file() for piece in todo for featurizer in spec.featurizers
+    )
+
+
 #: Tests only: seconds to sleep before each chunk of the in-process executor (a screen slow enough to interrupt).
 CHUNK_DELAY_VARIABLE = "SCANNET_TEST_CHUNK_DELAY_S"
 
 
-def execute_local(spec: ScreenSpec, todo: list[Piece], bar: Progress, totals: dict) -> None:
-    """Screen ``todo`` in this process, chunk after chunk."""
+def execute_local(
+    config: ScreenConfig, featurize: FeaturizeSpec, spec: ScreenSpec, todo: list[Piece], bar: Progress, totals: dict
+) -> None:
+    """Screen ``todo`` with the models in this process, chunk after chunk, fed by ``featurize_workers``
+    featurize processes (0: featurized here, just before)."""
     import os
 
     delay = float(os.environ.get(CHUNK_DELAY_VARIABLE) or 0)
-    screener = ChunkScreener(spec)
-    for piece in todo:
+    predictor = ChunkPredictor(spec)
+    for featurized in featurized_chunks(featurize, todo, config.featurize_workers or 0, config.batches_in_flight):
         time.sleep(delay)
-        result: ChunkResult = screener.screen(piece)
+        result: ChunkResult = predictor.predict(featurized)
         _count(bar, result.__dict__, totals)
+
+
+def featurized_chunks(spec: FeaturizeSpec, todo: list[Piece], workers: int, in_flight: int):
+    """The featurized chunks of ``todo``, in order: featurized here (``workers`` 0), or by a pool of ``workers``
+    spawned processes with at most ``workers + in_flight`` chunks submitted and not yet taken."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers == 0:
+        for piece in todo:
+            yield featurize_piece(spec, piece)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pieces = iter(todo)
+        pending = deque(pool.submit(featurize_piece, spec, p) for p, _ in zip(pieces, range(workers + in_flight)))
+        while pending:
+            featurized: FeaturizedChunk = pending.popleft().result()
+            following = next(pieces, None)
+            if following is not None:
+                pending.append(pool.submit(featurize_piece, spec, following))
+            yield featurized
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------------------------ the job
 
 
-def screen_spec(config: ScreenConfig, out: Path, groups: list[ModelGroup], run_id: str) -> ScreenSpec:
-    """What every actor needs, from the config."""
+def model_featurizers(groups: list[ModelGroup]) -> list[FeaturizerConfig]:
+    """The featurizer settings of the models, one per distinct content hash, in model order."""
     from scannet.checkpoint import load_model
 
-    hashes = []
+    featurizers: dict[str, FeaturizerConfig] = {}
     for group in groups:
         for member in group.members:
-            hashes.append(load_model(member.path)[1].content_hash())
+            featurizer = load_model(member.path)[1]
+            featurizers.setdefault(featurizer.content_hash(), featurizer)
+    return list(featurizers.values())
+
+
+def featurize_spec(config: ScreenConfig, featurizers: list[FeaturizerConfig], fingerprint: list[dict]) -> FeaturizeSpec:
+    """What every featurize worker needs, from the config (the graph store of this library and chunking)."""
+    graphs_dir = None
+    if config.graphs_cache:
+        chunking = {k: getattr(config, k) for k in ("chunk_size", "smiles_column", "id_column")}
+        graphs_dir = str(library_graphs_dir(config.graphs_dir or default_data_cache(), fingerprint, chunking))
+    return FeaturizeSpec(tuple(featurizers), config.max_atoms, config.seed, graphs_dir)
+
+
+def screen_spec(
+    config: ScreenConfig, out: Path, groups: list[ModelGroup], featurizers: list[FeaturizerConfig], run_id: str
+) -> ScreenSpec:
+    """What every model actor needs, from the config."""
     provenance = ScreenProvenance(
         models="; ".join(g.describe() for g in groups)
         + ("" if config.precision == "fp32" else f" [{config.precision}]"),
-        featurizer_hash=",".join(dict.fromkeys(hashes)),
+        featurizer_hash=",".join(f.content_hash() for f in featurizers),
         code_version=code_version(),
         run_id=run_id,
     )
     return ScreenSpec(
         out_dir=str(out.resolve()),
         groups=tuple(groups),
-        max_atoms=config.max_atoms,
         atom_budget=config.atom_budget,
         device=config.device,
         threads=config.threads or max(1, int(config.cpus_per_actor)),
         compile=config.compile,
         precision=config.precision,
-        seed=config.seed,
         provenance=provenance,
     )
 
@@ -289,7 +393,8 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     names = numeric_columns(groups)
     filters = [parse_filter(text, names) for text in config.filters]
     rankings = parse_rankings(config.rank, groups) if config.top_k else []
-    wanted = _state(config, library_fingerprint(config.inputs), groups)
+    fingerprint = library_fingerprint(config.inputs)
+    wanted = _state(config, fingerprint, groups)
     check_layout(out, rankings)  # no symbolic link under out
     state = existing_state(out, wanted)  # before anything is written into a folder that holds another screen
     OutputFolder(out, create=True)
@@ -303,7 +408,9 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     with tracked_run(tracking_uri, mlflow_run_id):
         if state is None:
             state = create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
-        spec = screen_spec(config, out, groups, state["run_id"])
+        featurizers = model_featurizers(groups)
+        featurize = featurize_spec(config, featurizers, fingerprint)
+        spec = screen_spec(config, out, groups, featurizers, state["run_id"])
         todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]
         done = len(library.pieces) - len(todo)
         print(
@@ -312,7 +419,7 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
             + f"{len(todo):,} to screen with {'; '.join(g.describe() for g in groups)}",
             flush=True,
         )
-        totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0}
+        totals = {"n_input": 0, "n_screened": 0, "n_quarantined": 0, "from_store": 0}
         if todo and config.executor == "ray":
             from scannet_platform.runtime import ensure_ray
 
@@ -321,9 +428,9 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
         if todo:
             with _progress(sum(p.rows for p in todo), config.progress) as bar:
                 if config.executor == "ray":
-                    execute_ray(config, spec, todo, bar, totals)
+                    execute_ray(config, featurize, spec, todo, bar, totals)
                 else:
-                    execute_local(spec, todo, bar, totals)
+                    execute_local(config, featurize, spec, todo, bar, totals)
         screen_seconds = time.perf_counter() - screen_start
         scan = scan_results(out, groups, filters, rankings, config.top_k)
         if scan.n_screened + scan.n_quarantined != library.total:
@@ -348,6 +455,9 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
             screened_now=totals["n_input"],
             seconds=0.0,
             screen_seconds=screen_seconds,
+            graphs_dir=featurize.graphs_dir,
+            graphs_bytes=folder_bytes(featurize.graphs_dir),
+            chunks_from_store=totals["from_store"],
             mlflow_run_id=mlflow_run_id,
             mlflow_runs_url=_runs_url(tracking_uri, mlflow_run_id) if mlflow_run_id else None,
         )
@@ -445,6 +555,13 @@ def _log_tracking(tracking_uri: str, run_id: str, summary: ScreenSummary, scan: 
             client.log_artifact(run_id, str(path), folder)
 
 
+def folder_bytes(folder: str | None) -> int:
+    """The bytes of the files under ``folder`` (0 when None or missing)."""
+    if folder is None or not Path(folder).is_dir():
+        return 0
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
 def per_second(rate: float) -> str:
     """A rate as people read it: whole numbers from 10 up, two significant digits below (a small screen's 0.34
     structures/s, not 0)."""
@@ -463,6 +580,12 @@ def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
         f"{Path(summary.out) / 'quarantine'}/part-*.parquet",
         f"{summary.n_passing:,} structures pass the filters; top-k tables: {Path(summary.out)}/top-*.csv and .md",
     ]
+    if summary.graphs_dir:
+        lines.append(
+            f"graphs: {summary.graphs_bytes / 1e6:,.1f} MB in {summary.graphs_dir}; {summary.chunks_from_store:,} chunks "
+            "of this launch read from there instead of featurized (a later screen of this library with models of the "
+            "same featurizer reads them; --no-graphs-cache: none kept)"
+        )
     if summary.n_duplicate_ids:
         lines.append(
             f"duplicate ids: {summary.n_duplicate_ids:,} ids occur on {summary.n_duplicate_rows:,} rows (all kept, "
