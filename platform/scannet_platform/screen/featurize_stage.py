@@ -11,6 +11,9 @@ Arrow table, one row per record of the chunk in library order:
 Its schema metadata is that of a graph table of the featurizer (hash checked on reading) plus the chunk and
 its first row. The model stage (:mod:`~scannet_platform.screen.chunk`) predicts the good rows.
 
+A chunk of a graph table given as input is not featurized: its graph columns are taken as they are (no
+coordinates: smiles, canonical_smiles and structure_key are null, geometry :data:`GRAPH_TABLE_GEOMETRY`).
+
 The graph store: with ``graphs_dir`` the tables are also kept, one file per chunk and featurizer,
 
     <graphs_dir>/<featurizer hash>-seed<seed>-max<max_atoms>/part-<k>.parquet
@@ -33,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from ase import Atoms
 
 from scannet.data import schema as S
-from scannet.data.graphs_table import check_featurizer, graphs_to_table, table_to_graphs
+from scannet.data.graphs_table import check_featurizer, graph_table_schema, graphs_to_table, table_to_graphs
 from scannet.data.importers import _over_limit
 from scannet.data.smiles import FORCE_FIELD_GEOMETRY, INPUT_GEOMETRY, EmbeddingError, embed_smiles
 from scannet.data.structure_key import structure_key
@@ -45,7 +49,7 @@ from scannet.featurizer.neighbors import Graph
 from scannet.io.atomic import AtomicWrite
 from scannet.predictor import describe_error
 from scannet.structures import StructureError
-from scannet_platform.screen.library import ERROR, ROW, SMILES, read_piece
+from scannet_platform.screen.library import ERROR, ROW, SMILES, is_graph_table, read_piece
 
 #: The canonical SMILES (from the input SMILES, or perceived from the coordinates; null when no bonds are known),
 #: and the structure key that finds the same molecule under two names or forms (scannet.data.structure_key).
@@ -67,6 +71,7 @@ IDENTITY_FIELDS = (
 )
 META_CHUNK, META_FIRST_ROW = b"scannet.screen.chunk", b"scannet.screen.first_row"
 GRAPHS_STORE = "screen-graphs"
+GRAPH_TABLE_GEOMETRY = "graph table"
 _EMPTY_GRAPH = Graph(
     numbers=np.zeros(0, np.int64),
     edge_center=np.zeros(0, np.int64),
@@ -172,7 +177,11 @@ class ChunkFeaturizer:
 
 def featurize_piece(spec: FeaturizeSpec, piece: Piece) -> FeaturizedChunk:
     """The featurized chunk of ``piece``: each featurizer's table from the graph store when it holds a sound one,
-    else featurized (all missing featurizers from one read of the piece) and put in the store."""
+    else featurized (all missing featurizers from one read of the piece) and put in the store; a graph table's
+    chunk as it is."""
+    if is_graph_table(piece.path):
+        (featurizer,) = spec.featurizers  # the job checked that the models have this one featurizer
+        return FeaturizedChunk(piece, {featurizer.content_hash(): graph_table_chunk(piece, featurizer, spec.max_atoms)})
     tables: dict[str, pa.Table] = {}
     missing = []
     for featurizer in spec.featurizers:
@@ -268,20 +277,44 @@ def featurize_records(
             else:
                 graphs[k] = graph
         reason = [reasons.get(k) for k in range(len(rows))]
-        tables[featurizer.content_hash()] = _chunk_table(piece, graphs, ids, sources, identity, reason, featurizer)
+        graph_table = graphs_to_table(graphs, ids, sources, featurizer=featurizer)
+        tables[featurizer.content_hash()] = _chunk_table(piece, graph_table, identity, reason)
     return tables
 
 
-def _chunk_table(piece, graphs, ids, sources, identity, reason, featurizer) -> pa.Table:
-    graph_table = graphs_to_table(graphs, ids, sources, featurizer=featurizer)
+def graph_table_chunk(piece: Piece, featurizer: FeaturizerConfig, max_atoms: int) -> pa.Table:
+    """The chunk table of a graph table's ``piece`` (made with ``featurizer``): its graphs, larger ones than
+    ``max_atoms`` quarantined."""
+    table = read_piece(piece)
+    check_featurizer(table.schema, featurizer, piece.path)
+    schema = graph_table_schema(featurizer, {})
+    graphs = pa.Table.from_arrays([table[f.name] for f in schema], schema=schema)
+    numbers = table[S.NUMBERS].to_pylist()
+    rows = len(numbers)
+    identity = {
+        ROW: table[ROW].to_pylist(),
+        "formula": [Atoms(numbers=z).get_chemical_formula() for z in numbers],
+        "n_atoms": [len(z) for z in numbers],
+        SMILES: [None] * rows,
+        CANONICAL_SMILES: [None] * rows,
+        "geometry": [GRAPH_TABLE_GEOMETRY] * rows,
+        STRUCTURE_KEY: [None] * rows,
+        KEY_KIND: [None] * rows,
+    }
+    reason = [_over_limit(len(z), max_atoms) if len(z) > max_atoms else None for z in numbers]
+    return _chunk_table(piece, graphs, identity, reason)
+
+
+def _chunk_table(piece: Piece, graphs: pa.Table, identity: dict, reason: list) -> pa.Table:
+    """The graph columns ``graphs`` (a graph table), then the identity columns and the reason."""
     metadata = {
-        **graph_table.schema.metadata,
+        **graphs.schema.metadata,
         META_CHUNK: str(piece.chunk).encode(),
         META_FIRST_ROW: str(piece.first_row).encode(),
     }
     columns = {**identity, REASON: reason}
-    arrays = list(graph_table.columns) + [pa.array(columns[f.name], f.type) for f in IDENTITY_FIELDS]
-    return pa.Table.from_arrays(arrays, schema=pa.schema([*graph_table.schema, *IDENTITY_FIELDS], metadata=metadata))
+    arrays = list(graphs.columns) + [pa.array(columns[f.name], f.type) for f in IDENTITY_FIELDS]
+    return pa.Table.from_arrays(arrays, schema=pa.schema([*graphs.schema, *IDENTITY_FIELDS], metadata=metadata))
 
 
 def _embed(identifier: str, smiles: str, seed: int, max_atoms: int):

@@ -31,9 +31,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from scannet.data import schema as S
 from scannet.data.structures_table import Piece
 from scannet.domain import domain_path
 from scannet.featurizer import FeaturizerConfig
@@ -61,7 +63,7 @@ from scannet_platform.screen.featurize_stage import (
     featurize_piece,
     library_graphs_dir,
 )
-from scannet_platform.screen.library import Library, library_fingerprint, plan_library
+from scannet_platform.screen.library import Library, is_graph_table, library_fingerprint, plan_library
 from scannet_platform.screen.models import ModelGroup, resolve_models
 from scannet_platform.screen.select import Scan, numeric_columns, parse_filter, parse_rankings, scan_results
 
@@ -348,6 +350,24 @@ def model_featurizers(groups: list[ModelGroup]) -> list[FeaturizerConfig]:
     return list(featurizers.values())
 
 
+def check_graph_inputs(inputs: Sequence[str], featurizers: list[FeaturizerConfig]) -> None:
+    """Every graph table among ``inputs`` must be made with the models' one featurizer (ConfigError naming both
+    hashes otherwise)."""
+    from scannet.data.graphs_table import open_graph_table
+
+    wanted = ",".join(f.content_hash() for f in featurizers)
+    for item in inputs:
+        if not is_graph_table(item):
+            continue
+        for file in open_graph_table(item):
+            found = (file.schema_arrow.metadata or {}).get(S.META_FEATURIZER_HASH, b"").decode() or "missing"
+            if len(featurizers) != 1 or found != wanted:
+                raise ConfigError(
+                    f"{item}: a graph table of featurizer {found}, but the models' featurizer is {wanted}: screen the "
+                    "structures instead, or featurize them with the models' featurizer"
+                )
+
+
 def featurize_spec(config: ScreenConfig, featurizers: list[FeaturizerConfig], fingerprint: list[dict]) -> FeaturizeSpec:
     """What every featurize worker needs, from the config (the graph store of this library and chunking)."""
     graphs_dir = None
@@ -399,6 +419,8 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     state = existing_state(out, wanted)  # before anything is written into a folder that holds another screen
     OutputFolder(out, create=True)
     groups = pin_checkpoints(groups, out)
+    featurizers = model_featurizers(groups)
+    check_graph_inputs(config.inputs, featurizers)
     library = plan_library(
         config.inputs, out, config.chunk_size, config.max_atoms, config.smiles_column, config.id_column, config.progress
     )
@@ -408,7 +430,6 @@ def run_screen(config: ScreenConfig) -> tuple[ScreenSummary, Scan]:
     with tracked_run(tracking_uri, mlflow_run_id):
         if state is None:
             state = create_state(out, wanted, mlflow_run_id or uuid.uuid4().hex)
-        featurizers = model_featurizers(groups)
         featurize = featurize_spec(config, featurizers, fingerprint)
         spec = screen_spec(config, out, groups, featurizers, state["run_id"])
         todo = [p for p in library.pieces if not (out / PREDICTIONS_DIR / part_name(p.chunk)).exists()]

@@ -8,6 +8,9 @@ Inputs, by suffix:
 
 * ``.parquet``: a structures table (``scannet data import`` / ``scannet data qm9``). It is read in place: a
   chunk is a row range inside one row group (:func:`scannet.data.structures_table.structure_pieces`).
+* a graph table (a folder written by ``featurize_table`` / the training cache, or one of its ``.parquet``
+  files): read in place the same way; its rows are graphs already, so the screen does not featurize them
+  (their featurizer must be the models'), and they carry no coordinates (no SMILES, structure key or drawing).
 * ``.xyz`` / ``.extxyz`` (multi-frame, streamed), ``.db`` (ASE database), ``.traj``, ``.cif`` and folders of
   structure files: read by the streaming readers of ``scannet data import``
   (:func:`scannet.data.importers.iter_records`), frame by frame.
@@ -34,6 +37,7 @@ import pyarrow.parquet as pq
 from ase import Atoms
 
 from scannet.data import schema as S
+from scannet.data.graphs_table import GRAPHS_SUBDIR, graph_table_files
 from scannet.data.importers import _record_id, expand_inputs, iter_records
 from scannet.data.smiles import SMILES_SUFFIXES, read_smiles_file
 from scannet.data.structures_table import Piece, open_structures, structure_pieces, structures_to_table
@@ -67,8 +71,20 @@ class Library:
         return sum(p.rows for p in self.pieces)
 
 
+def is_graph_table(path: str | Path) -> bool:
+    """Whether ``path`` is a graph table: a folder with ``graphs/``, or a Parquet file with graph-table metadata."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / GRAPHS_SUBDIR).is_dir()
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        return False
+    return (pq.read_schema(path).metadata or {}).get(S.META_TABLE) == b"graphs"
+
+
 def _kind(path: Path) -> str:
     suffix = path.suffix.lower()
+    if is_graph_table(path):
+        return "graphs"
     if path.is_dir():
         return "folder"
     if suffix in TABLE_SUFFIXES:
@@ -91,7 +107,7 @@ def library_fingerprint(inputs: Sequence[str | Path]) -> list[dict]:
         path = Path(item)
         if not path.exists():
             raise FileNotFoundError(f"input {path} does not exist")
-        files = expand_inputs([path]) if path.is_dir() else [path]
+        files = graph_table_files(path) if is_graph_table(path) else expand_inputs([path]) if path.is_dir() else [path]
         entries.append({"input": str(item), "kind": _kind(path), "files": [stat_fingerprint(f) for f in files]})
     return entries
 
@@ -195,7 +211,7 @@ def plan_library(
     fingerprint = library_fingerprint(inputs)
     paths = [Path(item) for item in inputs]
     folder = OutputFolder(out_dir).path(STAGED_DIR)  # written whole (AtomicWrite), never through a link
-    to_stage = [(k, p) for k, p in enumerate(paths) if _kind(p) != "table"]
+    to_stage = [(k, p) for k, p in enumerate(paths) if _kind(p) not in ("table", "graphs")]
     staged: dict[int, list[dict]] = {}
     if to_stage:
         wanted = {
@@ -220,6 +236,12 @@ def plan_library(
             for c in staged[index]:
                 parts.append(Piece(str(folder / c["file"]), 0, 0, c["rows"], chunk + len(parts), first_row))
                 first_row += c["rows"]
+        elif _kind(path) == "graphs":
+            parts = []
+            for file in graph_table_files(path):
+                pieces = structure_pieces(file, chunk_size, chunk + len(parts), first_row)
+                first_row += sum(piece.rows for piece in pieces)
+                parts += pieces
         else:
             open_structures(path)  # TableKindError for a Parquet file that is not a structures table
             parts = structure_pieces(path, chunk_size, chunk, first_row)

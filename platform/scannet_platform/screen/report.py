@@ -41,6 +41,8 @@ from scannet_platform.screen.select import (
 )
 
 DUPLICATES_FILE = "duplicates.csv"
+#: What a top-k page shows instead of the drawing of a row screened from a graph table.
+GRAPH_TABLE_NOTE = "no coordinates in a graph table: no drawing"
 #: Most rows of a top-k HTML page (each is drawn, ~10-50 ms per molecule).
 HTML_ROWS = 200
 SUMMARY_FILE = "summary.json"
@@ -197,12 +199,15 @@ def _top_structures(rows: Sequence[int], pieces: Sequence[Piece], seed: int, max
     the reason it cannot be had; only the chunks holding ``rows`` are read."""
     from scannet.data.smiles import EmbeddingError, embed_smiles
     from scannet.data.structures_table import table_to_structures_or_errors
-    from scannet_platform.screen.library import SMILES, read_piece
+    from scannet_platform.screen.library import SMILES, is_graph_table, read_piece
 
     wanted, found = set(rows), {}
     for piece in pieces:
         inside = [r for r in wanted if piece.first_row <= r < piece.first_row + piece.rows]
         if not inside:
+            continue
+        if is_graph_table(piece.path):
+            found |= dict.fromkeys(inside, GRAPH_TABLE_NOTE)
             continue
         table = read_piece(piece)
         table = table.take(pa.array(sorted(r - piece.first_row for r in inside), pa.int64()))

@@ -5,6 +5,7 @@ pools leave a CPU to featurizing (in-process executor unless marked slow)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -49,7 +50,7 @@ def parts(out):
 
 
 def no_featurizing(*args, **kwargs):
-    raise AssertionError("stage F featurized a chunk whose graphs are in the store")
+    raise AssertionError("stage F featurized a chunk whose graphs it had")
 
 
 def test_featurize_processes_give_the_same_parts_as_one_process(tmp_path, models, library):
@@ -181,3 +182,38 @@ def test_a_two_stage_ray_screen_on_two_cpus_gives_the_local_parts(tmp_path, mode
         ray.shutdown()
     assert (summary.n_screened, summary.n_quarantined) == (12, 2)
     assert parts(tmp_path / "ray") == parts(tmp_path / "local")
+
+
+def test_a_graph_table_is_screened_without_featurizing(tmp_path, models, library, monkeypatch):
+    from scannet.data.graphs_table import featurize_table
+    from scannet.featurizer import FeaturizerConfig
+    from scannet_platform.screen.report import GRAPH_TABLE_NOTE
+
+    graphs = tmp_path / "graphs"
+    featurize_table(library, graphs, FeaturizerConfig.molecules())
+    screen(tmp_path / "reference", [library], [models["a"]], max_atoms=20, graphs_cache=False)
+    monkeypatch.setattr(featurize_stage, "featurize_each", no_featurizing)
+    screen(tmp_path / "out", [graphs], [models["a"]], max_atoms=20, rank=["gap_eV:max"], top_k=3)
+    predictions, quarantine = parts(tmp_path / "out")
+    expected = {r["id"]: r for r in parts(tmp_path / "reference")[0]}
+    assert {r["id"] for r in predictions} == set(expected)
+    for row in predictions:
+        assert row["geometry"] == "graph table" and row["smiles"] is None and row["structure_key"] is None
+        assert row["gap_eV"] == pytest.approx(expected[row["id"]]["gap_eV"], abs=1e-6)
+        assert row["formula"] == expected[row["id"]]["formula"]
+    assert {r["id"]: r["reason"][:9] for r in quarantine} == {"sulfur": "elements ", "large": "30 atoms,"}
+    html = (tmp_path / "out" / "top-gap_eV-max.html").read_text()
+    assert html.count(GRAPH_TABLE_NOTE) >= 3, "every one of the 3 rows says why it has no drawing"
+
+
+def test_a_graph_table_of_another_featurizer_is_refused_naming_both_hashes(tmp_path, models, library):
+    from scannet.data.graphs_table import featurize_table
+    from scannet.featurizer import FeaturizerConfig
+    from scannet.typed_config import ConfigError
+
+    other = dataclasses.replace(FeaturizerConfig.molecules(), distance_threshold=5.0)
+    featurize_table(library, tmp_path / "graphs", other)
+    wanted = FeaturizerConfig.molecules().content_hash()
+    with pytest.raises(ConfigError, match=f"featurizer {other.content_hash()}, but the models' featurizer is {wanted}"):
+        screen(tmp_path / "out", [tmp_path / "graphs"], [models["a"]])
+    assert not (tmp_path / "out" / "predictions").exists()
