@@ -1,11 +1,16 @@
 """End-to-end screening on this machine: read -> featurize -> predict -> Parquet shards with Ray Data, against
-the model alone, and the peak memory of a small and a large library.
+each of its two stages alone and the model alone, screening from stored graphs, and the peak memory of a small
+and a large library.
 
     python benchmarks/bench_screen.py [--cache benchmarks/out] [--throughput 20000] [--repeats 3]
-        [--memory 100000 300000] [--actors 2] [--chunk-size 1024] [--compile] [--precision bf16] [--untrained]
+        [--memory 100000 300000] [--actors N] [--executor ray|local] [--featurize-workers N] [--chunk-size 1024]
+        [--compile] [--precision bf16] [--untrained]
 
 Goals (issue 12): >= 1,000 molecules/s end to end on 2 cores with the QM9 SCANN+ model, >= 0.8 of the
 model-only inference rate measured in the same run; peak RSS for 1M candidates <= 1.3x that for 100k.
+Issue 25 (two stages): with F the featurize stage alone on all cores and M the model stage alone on all cores
+(structures/s), the best a screen sharing the cores can do is 1/(1/F + 1/M); goal E >= 0.8 of that, and a screen
+from stored graphs (every chunk's graphs in the graph store) >= 0.8 of M.
 
 The timed model is the shipped QM9 SCANN+ (``scannet/pretrained/``: ``qm9-scann+``, targets homo, lumo, gap;
 ``--untrained``: the same architecture with random weights); the memory screens use an untrained model of
@@ -20,14 +25,19 @@ table (written in batches, never held whole), ids ``<qm9 id>-<copy>``.
 Measurements (each screen in a FRESH subprocess: its own local Ray, ``executor="ray"``, MLflow off, progress
 off; the parent only polls /proc):
 
-- end to end: structures/s of the chunk phase (actor start-up, model loading, every chunk up to the last part
+- end to end (E): structures/s of the chunk phase (actor start-up, model loading, every chunk up to the last part
   committed; Ray's own start-up is before the clock and the whole job's time is printed beside it), over
-  ``--repeats`` screens of a ``--throughput`` library into a new folder each; the Ray start-up and the final
-  read-back (counts, top-k, histograms) are reported beside it;
+  ``--repeats`` screens of a ``--throughput`` library into a new folder and a new graph store each; the Ray
+  start-up and the final read-back (counts, top-k, histograms) are reported beside it;
+- the stages alone, same run, one child: F = ``featurize_piece`` over every chunk in a warm pool of one spawned
+  process per CPU (graphs kept in memory, no store); M = ``ChunkPredictor.predict`` over those featurized chunks
+  in one process with one torch thread per CPU (its parts written), after one warm-up chunk; ``--repeats`` each;
+- from stored graphs: ``--repeats`` screens (same executor) of the library whose graphs the last end-to-end
+  screen stored; their rate against M;
 - model only, same run: ``--model-threads`` torch threads (default: all CPUs), the first 2,048 library
   molecules featurized beforehand, batches of the same atom budget, ``--repeats`` timed passes after a warm-up;
   also one thread (what each actor uses) and the featurizer alone (one process), to show where the time goes;
-- memory: for each ``--memory`` size one screen; peak RSS of the driver (VmHWM), the largest peak of an actor
+- memory: for each ``--memory`` size one screen (no graph store); peak RSS of the driver (VmHWM), the largest peak of an actor
   process (VmHWM) and the largest sum of VmRSS over the driver's process tree (driver, Ray's processes,
   actors; shared pages counted in each process that maps them), sampled every 0.5 s.
 """
@@ -134,6 +144,10 @@ def child_screen(args: argparse.Namespace) -> None:
             "chunk_size": args.chunk_size,
             "actors": args.actors,
             "cpus_per_actor": args.cpus_per_actor,
+            "executor": args.executor,
+            "featurize_workers": args.featurize_workers,
+            "graphs_dir": args.graphs_dir,
+            "graphs_cache": args.graphs_dir is not None,
             "mlflow": False,
             "progress": False,
             "compile": args.compile,
@@ -150,6 +164,9 @@ def child_screen(args: argparse.Namespace) -> None:
         "chunk_seconds": summary.screen_seconds,
         "rate": summary.rate,
         "total_seconds": total,
+        "chunks": summary.n_chunks,
+        "from_store": summary.chunks_from_store,
+        "graphs_bytes": summary.graphs_bytes,
         "driver_hwm_mib": _status_kib(os.getpid(), "VmHWM") / 1024,
     }
     print("RESULT " + json.dumps(result), flush=True)
@@ -195,6 +212,46 @@ def child_model_only(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps({"n": len(graphs), "featurize_rate": featurize_rate, "seconds": rates}), flush=True)
 
 
+def child_stages(args: argparse.Namespace) -> None:
+    """F and M alone on all cores (module docstring)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from itertools import repeat
+
+    from scannet_platform.screen.chunk import RESERVED, ChunkPredictor
+    from scannet_platform.screen.featurize_stage import featurize_piece
+    from scannet_platform.screen.job import build_screen_config, featurize_spec, model_featurizers, screen_spec
+    from scannet_platform.screen.library import plan_library
+    from scannet_platform.screen.models import resolve_models
+
+    cpus = os.cpu_count() or 1
+    values = {"inputs": [args.library], "models": [args.model], "out": args.out, "chunk_size": args.chunk_size}
+    values |= {"atom_budget": args.atom_budget, "threads": cpus, "precision": args.precision, "graphs_cache": False}
+    config = build_screen_config(values | {"executor": "local", "mlflow": False, "progress": False})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = resolve_models(config.models, None, reserved=RESERVED)
+    pieces = plan_library(config.inputs, out, config.chunk_size, config.max_atoms, None, None, False).pieces
+    featurizers = model_featurizers(groups)
+    featurize = featurize_spec(config, featurizers, [])
+    featurize_seconds, model_seconds = [], []
+    with ProcessPoolExecutor(cpus, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(featurize_piece, repeat(featurize), pieces[:cpus]))  # warm-up: every process started
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            chunks = list(pool.map(featurize_piece, repeat(featurize), pieces))
+            featurize_seconds.append(time.perf_counter() - start)
+    predictor = ChunkPredictor(screen_spec(config, out, groups, featurizers, "bench"))
+    predictor.predict(chunks[0])  # warm-up
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for chunk in chunks:
+            predictor.predict(chunk)
+        model_seconds.append(time.perf_counter() - start)
+    n = sum(piece.rows for piece in pieces)
+    print("RESULT " + json.dumps({"n": n, "featurize_seconds": featurize_seconds, "model_seconds": model_seconds}))
+
+
 # -------------------------------------------------------------------------------- parent: measurements
 
 
@@ -221,7 +278,7 @@ def run_child(arguments: list[str], sample: bool = False) -> dict:
             total = sum(_status_kib(pid, "VmRSS") for pid in family) / 1024
             peaks["tree_rss_mib"] = max(peaks["tree_rss_mib"], total)
             for pid in family:
-                if "ChunkScreener" in cmdline(pid):
+                if "ChunkPredictor" in cmdline(pid):
                     peaks["actor_hwm_mib"] = max(peaks["actor_hwm_mib"], _status_kib(pid, "VmHWM") / 1024)
 
     thread = threading.Thread(target=poll, daemon=True)
@@ -252,7 +309,9 @@ def main() -> None:
         default="qm9-scann+",
         help="model preset of the memory screens (default qm9-scann+; 'demo' is a smaller, faster SCANN+)",
     )
-    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--actors", type=int, help="model actors (default: the screen's own pool sizes)")
+    parser.add_argument("--executor", default="ray", choices=("ray", "local"), help="of the timed screens")
+    parser.add_argument("--featurize-workers", type=int, help="screen --featurize-workers (default: the screen's)")
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--atom-budget", type=int, default=4096)
@@ -269,6 +328,8 @@ def main() -> None:
     add_repeats_option(parser)
     parser.add_argument("--screen", help=argparse.SUPPRESS)  # child: screen this library
     parser.add_argument("--model-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stages", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--graphs-dir", help=argparse.SUPPRESS)
     parser.add_argument("--library", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -277,6 +338,8 @@ def main() -> None:
         return child_screen(args)
     if args.model_only:
         return child_model_only(args)
+    if args.stages:
+        return child_stages(args)
 
     folder = args.cache / "screen"
     folder.mkdir(parents=True, exist_ok=True)
@@ -293,12 +356,14 @@ def main() -> None:
         start = time.perf_counter()
         libraries[n] = write_library(qm9, n, folder / f"library-{n}.parquet")
         print(f"library of {n:,} candidates: {libraries[n]} ({time.perf_counter() - start:.1f} s)", flush=True)
-    common = ["--model", str(model), "--chunk-size", str(args.chunk_size), "--actors", str(args.actors)]
+    common = ["--model", str(model), "--chunk-size", str(args.chunk_size), "--executor", args.executor]
     common += ["--cpus-per-actor", str(args.cpus_per_actor)] + (["--compile"] if args.compile else [])
-    common += ["--precision", args.precision]
+    common += ["--precision", args.precision] + (["--actors", str(args.actors)] if args.actors else [])
+    common += ["--featurize-workers", str(args.featurize_workers)] if args.featurize_workers is not None else []
     print(
         f"\nSCANN+ qm9-scann+ ({'untrained' if args.untrained else 'shipped: ' + model.parent.name}, targets "
-        f"{', '.join(TARGETS)}), {args.actors} actors x {args.cpus_per_actor:g} CPU, chunks of {args.chunk_size}, "
+        f"{', '.join(TARGETS)}), {args.executor} executor, {args.actors or 'default'} model actors x "
+        f"{args.cpus_per_actor:g} CPU, featurize workers {args.featurize_workers}, chunks of {args.chunk_size}, "
         f"atom budget {args.atom_budget}, {'compiled' if args.compile else 'eager'}, {args.precision}, "
         f"{os.cpu_count()} CPUs",
         flush=True,
@@ -317,28 +382,73 @@ def main() -> None:
             print(f"featurizer alone, 1 process: {model_only['featurize_rate']:,.0f} molecules/s ({n_model} molecules)")
             for threads, rates in sorted(model_rates.items(), reverse=True):
                 print(summary(f"model only, {threads} thread(s)", rates, "molecules/s"), flush=True)
+            out = folder / f"stages-{time.time_ns()}"
+            stages = run_child(
+                ["--stages", "--library", str(libraries[args.throughput]), "--model", str(model), "--out", str(out)]
+                + ["--atom-budget", str(args.atom_budget), "--chunk-size", str(args.chunk_size)]
+                + ["--repeats", str(args.repeats), "--precision", args.precision]
+            )
+            _remove(out)
+            featurize_rates = [stages["n"] / s for s in stages["featurize_seconds"]]
+            stage_rates = [stages["n"] / s for s in stages["model_seconds"]]
+            print(summary(f"F, featurize stage alone, {os.cpu_count()} processes", featurize_rates, "molecules/s"))
+            print(summary(f"M, model stage alone, {os.cpu_count()} threads", stage_rates, "molecules/s"), flush=True)
+            bound = 1 / (1 / statistics.median(featurize_rates) + 1 / statistics.median(stage_rates))
+            print(f"best two-stage rate on shared cores, 1/(1/F + 1/M) of the medians: {bound:,.0f} molecules/s")
             screens = []
+            graphs = None
             for k in range(args.repeats):
+                if graphs is not None:
+                    _remove(graphs)
                 out = folder / f"run-{args.throughput}-{time.time_ns()}"
+                graphs = folder / f"graphs-{time.time_ns()}"  # a new store: every chunk featurized
                 result = run_child(
-                    ["--screen", str(libraries[args.throughput]), "--out", str(out), *common], sample=True
+                    ["--screen", str(libraries[args.throughput]), "--out", str(out), "--graphs-dir", str(graphs)]
+                    + common,
+                    sample=True,
                 )
                 screens.append(result)
                 print(
                     f"  end to end {k + 1}: {result['rate']:,.0f} molecules/s ({result['screened']:,} screened, "
                     f"{result['quarantined']} quarantined, chunk phase {result['chunk_seconds']:.1f} s, whole job "
-                    f"{result['total_seconds']:.1f} s); {load_line()}",
+                    f"{result['total_seconds']:.1f} s; graph store {result['graphs_bytes'] / 1e6:,.1f} MB, "
+                    f"{result['graphs_bytes'] / result['n'] / 1e3:.1f} kB per molecule); {load_line()}",
                     flush=True,
                 )
                 _remove(out)
             rates = [s["rate"] for s in screens]
-            print(summary("end to end", rates, "molecules/s"))
+            print(summary("E, end to end", rates, "molecules/s"))
+            print(
+                f"E / (1/(1/F + 1/M)), medians: {statistics.median(rates) / bound:.2f} (goal >= 0.8; min-max "
+                f"{min(rates) / bound:.2f}-{max(rates) / bound:.2f})"
+            )
             for threads, model in sorted(model_rates.items(), reverse=True):
                 print(
                     f"ratio end to end / model only ({threads} thread(s), one process), medians: "
                     f"{statistics.median(rates) / statistics.median(model):.2f} "
                     f"(min-max {min(rates) / max(model):.2f}-{max(rates) / min(model):.2f})"
                 )
+            stored = []
+            for k in range(args.repeats):
+                out = folder / f"run-{args.throughput}-{time.time_ns()}"
+                result = run_child(
+                    ["--screen", str(libraries[args.throughput]), "--out", str(out), "--graphs-dir", str(graphs)]
+                    + common
+                )
+                stored.append(result["rate"])
+                print(
+                    f"  from stored graphs {k + 1}: {result['rate']:,.0f} molecules/s ({result['from_store']} of "
+                    f"{result['chunks']} chunks read from the store, chunk phase {result['chunk_seconds']:.1f} s); "
+                    f"{load_line()}",
+                    flush=True,
+                )
+                _remove(out)
+            _remove(graphs)
+            print(summary("from stored graphs", stored, "molecules/s"))
+            print(
+                f"from stored graphs / M, medians: {statistics.median(stored) / statistics.median(stage_rates):.2f} "
+                f"(goal >= 0.8; min-max {min(stored) / max(stage_rates):.2f}-{max(stored) / min(stage_rates):.2f})"
+            )
         memory = {}
         memory_model = write_model(folder / f"{args.memory_preset}-untrained.pt", args.memory_preset)
         memory_args = [*[a for a in common[2:] if a != "--compile"], "--model", str(memory_model)]
