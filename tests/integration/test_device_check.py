@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -113,3 +114,15 @@ def test_a_failing_variant_is_recorded_and_the_others_are_timed():
 
     spent = device_check.time_variants(ctx, device_check.Budget(time.monotonic() - 1), ("eager",), measure_one)
     assert spent["fp32 eager batch 4"] == {"skipped": "the part's time budget was spent"}
+
+
+def test_gpu_utilisation_is_sampled_from_nvidia_smi(tmp_path, monkeypatch):
+    """The sampler's parsing of ``nvidia-smi --query-gpu=utilization.gpu,memory.used`` (a stand-in prints it here)."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '37, 1024'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with device_check.UtilisationSampler(gpu=True).during() as summary:
+        time.sleep(1.0)
+    assert summary["gpu_util_mean_percent"] == 37.0 and summary["gpu_util_max_percent"] == 37.0
+    assert summary["gpu_memory_max_mib"] == 1024.0 and summary["samples"] >= 1
