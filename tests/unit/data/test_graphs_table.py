@@ -324,3 +324,20 @@ def test_shuffle_is_seeded_and_changes_with_epoch(table_dir):
     assert first != order(1, 0) and first != order(0, 1)
     assert sorted(first) == sorted(table["id"].to_pylist())
     assert first != table["id"].to_pylist()
+
+
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_loader_worker_processes_yield_the_in_process_batches_in_order(table_dir, static_shapes):
+    folder, _, _ = table_dir
+    dataset = GraphTableDataset(
+        folder, ["y"], 32, shuffle=True, shuffle_buffer_size=100, include_ids=True, static_shapes=static_shapes
+    )
+    dataset.set_epoch(4)
+    in_process = list(make_table_loader(dataset))
+    in_workers = list(make_table_loader(dataset, num_workers=2))
+    assert [ids for _, ids in in_workers] == [ids for _, ids in in_process]
+    for (batch, _), (expected, _) in zip(in_workers, in_process):
+        assert batch.keys() == expected.keys()
+        for key, value in expected.items():
+            assert batch[key].dtype == value.dtype and torch.equal(batch[key], value), key
+    assert ("graph_mask" in in_process[0][0]) == static_shapes
