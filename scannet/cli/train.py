@@ -67,6 +67,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     execution = parser.add_argument_group("execution")
     execution.add_argument("--precision", choices=PRECISIONS)
     execution.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    execution.add_argument(
+        "--static-shapes",
+        action="store_true",
+        default=None,
+        help="pad batches to a few bucket shapes (with --compile on CUDA: CUDA graphs)",
+    )
+    execution.add_argument(
+        "--loader-workers", type=int, help="processes collating training batches (default 0: in the trainer)"
+    )
     execution.add_argument("--threads", type=int, help="torch CPU threads")
     add_device_argument(execution, "cpu (default) or cuda (Ray-free runner)")
     add_storage_arguments(execution)

@@ -58,7 +58,18 @@ from scannet.units import report_unit
 
 #: Keys a re-run with the same name may change (anything else would silently change the run).
 RESUMABLE_KEYS = frozenset(
-    {"train.epochs", "train.patience", "hooks", "threads", "device", "allow_missing_test", "precision", "compile"}
+    {
+        "train.epochs",
+        "train.patience",
+        "hooks",
+        "threads",
+        "device",
+        "allow_missing_test",
+        "precision",
+        "compile",
+        "static_shapes",
+        "loader_workers",
+    }
 )
 
 #: featurize(structures table, output folder, settings) -> number of quarantined structures.
@@ -359,6 +370,8 @@ def prepare_run(
         init_weights=str(init_weights) if init_weights else None,
         precision=config.precision,
         compile=config.compile,
+        static_shapes=config.static_shapes,
+        loader_workers=config.loader_workers,
         threads=config.threads,
         model_metadata={
             "dataset": dataset.name,

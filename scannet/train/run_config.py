@@ -73,6 +73,8 @@ class RunConfig:
     init_from: str | None = None  # fine-tune: a checkpoint file or a models:/ URI
     precision: Precision = "fp32"  # "bf16": autocast of the forward pass (GPU)
     compile: bool = False  # torch.compile the model
+    static_shapes: bool = False  # pad training batches to bucket shapes (CUDA graphs with compile on CUDA)
+    loader_workers: int = 0  # processes collating training batches (0: the training process itself)
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
     device: str = "cpu"  # the Ray-free runner's device ("cuda" on a GPU machine)
     storage_path: str | None = None  # runs folder; None: $SCANNET_HOME/runs
@@ -93,6 +95,8 @@ class RunConfig:
             raise ConfigError(f"n_structures {self.n_structures}: need at least 3 (train, val and test)")
         if not 0 <= self.split_seed < 2**32:
             raise ConfigError(f"split_seed: must be between 0 and 2**32 - 1, got {self.split_seed}")
+        if self.loader_workers < 0:
+            raise ConfigError(f"loader_workers: must be >= 0, got {self.loader_workers}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads: must be >= 1 when given, got {self.threads}")
         if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):

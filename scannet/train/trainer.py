@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scannet import batch as keys
 from scannet.batch import Batch, batch_to
 from scannet.distributed import all_reduce_sum, world_size
 from scannet.model.scann import SCANN
 from scannet.precision import Precision, check_precision, precision_autocast
+from scannet.static_shapes import real_output, real_targets
 from scannet.train.config import TrainConfig
 from scannet.train.data import GraphDataset, make_loader
 from scannet.train.schedule import LearningRateSchedule
@@ -92,8 +92,8 @@ def predict_batches(
     predictions, targets = [], []
     for batch in batches:
         batch = batch_to(batch, device)
-        predictions.append(model(batch).prediction.cpu())
-        targets.append(batch[keys.TARGETS].cpu())
+        predictions.append(real_output(model(batch), batch).prediction.cpu())
+        targets.append(real_targets(batch).cpu())
     if not predictions:
         width = len(model.config.targets)
         return np.zeros((0, width), np.float32), np.zeros((0, width), np.float32)
@@ -145,8 +145,8 @@ class TrainLoop:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.schedule.lr_at(self.step)
             with self.autocast():
-                output = self.forward(batch)
-            target = (batch[keys.TARGETS] - self.model.target_mean) / self.model.target_std  # [b, T]
+                output = real_output(self.forward(batch), batch)  # a padded batch's dummy structures dropped
+            target = (real_targets(batch) - self.model.target_mean) / self.model.target_std  # [b, T]
             rmse_term, rmse = rmse_loss(output.normalized.float(), target)
             penalty = self.config.l2 * self.model.l2_penalty()
             loss_value = rmse + float(penalty.detach())  # the same on every rank

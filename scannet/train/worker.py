@@ -59,6 +59,8 @@ class WorkerConfig:
     init_weights: str | None = None  # fine-tuning: a state dict to start from (checked by the driver)
     precision: Precision = "fp32"
     compile: bool = False
+    static_shapes: bool = False  # training batches padded to bucket shapes (scannet.static_shapes)
+    loader_workers: int = 0  # processes collating the training batches (0: this one)
     threads: int | None = None
     model_metadata: dict[str, Any] = field(default_factory=dict)  # written into every model checkpoint
     run_dir: str | None = None  # where rank 0 records the epoch this worker group started at
@@ -100,7 +102,13 @@ def split_part_ids(path: str | Path, part: str) -> pa.Array:
 
 
 def split_stream(
-    config: WorkerConfig, part: str, rank: int, world_size: int, shuffle: bool, batch_size: int | None = None
+    config: WorkerConfig,
+    part: str,
+    rank: int,
+    world_size: int,
+    shuffle: bool,
+    batch_size: int | None = None,
+    static_shapes: bool = False,
 ) -> GraphTableDataset:
     """The graph-table stream of one split part for one rank (global batches, this rank's rows of each)."""
     stream = GraphTableDataset(
@@ -113,6 +121,7 @@ def split_stream(
         world_size=world_size,
         featurizer=config.featurizer,
         select_ids=split_part_ids(config.split_ids, part),
+        static_shapes=static_shapes,
     )
     # a last global batch with fewer rows than ranks would give some rank no step: drop it when training
     stream.drop_last = shuffle and 0 < stream.num_rows % stream.batch_size < world_size
@@ -186,6 +195,14 @@ def distributed_mae(loop: TrainLoop, stream: GraphTableDataset) -> tuple[dict[st
     return loop.mae_per_target(reduced[:-1], int(reduced[-1])), int(reduced[-1])
 
 
+def compiled(forward: torch.nn.Module, static_shapes: bool, device: torch.device) -> torch.nn.Module:
+    """``torch.compile``: dynamic shapes for packed batches; for padded ones a graph per bucket shape, replayed
+    as CUDA graphs on a GPU (``mode="reduce-overhead"``)."""
+    if not static_shapes:
+        return torch.compile(forward, dynamic=True)
+    return torch.compile(forward, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -213,9 +230,10 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
     torch.manual_seed(config.train.seed + rank)
 
     # [1] data: global batches of the training split, this rank's rows of each
-    train = split_stream(config, "train", rank, world, shuffle=True)
+    device = session.device()
+    train = split_stream(config, "train", rank, world, shuffle=True, static_shapes=config.static_shapes)
     val = split_stream(config, "val", rank, world, shuffle=False)
-    train_batches = make_table_loader(train)
+    train_batches = make_table_loader(train, config.loader_workers, pin_memory=device.type == "cuda")
     train_rows = min(train.num_rows, train.num_batches() * config.train.batch_size)  # structures per epoch
 
     # [2] model, wrapped for DDP; the target statistics come from the driver (whole training split)
@@ -223,11 +241,10 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
     if config.init_weights:
         model.load_state_dict(torch.load(config.init_weights, weights_only=True))  # keys checked by the driver
     model.set_target_statistics(torch.tensor(config.target_mean), torch.tensor(config.target_std))
-    device = session.device()
     model.to(device)
     forward = session.prepare_model(model)
     if config.compile:
-        forward = torch.compile(forward, dynamic=True)
+        forward = compiled(forward, config.static_shapes, device)
     loop = TrainLoop(model, config.train, train.num_batches(), device, forward, config.precision)
 
     # [3] resume from the latest checkpoint (a re-run with the same name, or a restarted worker group)
