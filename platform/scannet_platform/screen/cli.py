@@ -105,7 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "processes feeding the models in this process (default 0: one chunk after the other)",
     )
     compute.add_argument("--batches-in-flight", type=int, help="featurized chunks queued per model actor (default 2)")
-    compute.add_argument("--actors", type=int, help="actors in the pool (default CPUs / --cpus-per-actor)")
+    compute.add_argument(
+        "--actors",
+        type=int,
+        help="model actors (default (CPUs - 1) / --cpus-per-actor, at least 1; GPUs / --gpus-per-actor on GPU)",
+    )
     compute.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default 1)")
     compute.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, with --device cuda (e.g. 1 or 0.5)")
     add_device_argument(compute, "torch device of the models (default cpu)")

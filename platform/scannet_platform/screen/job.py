@@ -583,6 +583,11 @@ def folder_bytes(folder: str | None) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
+def megabytes(size: int) -> str:
+    """A size on disk as people read it: MB, with two significant digits below 10 MB (not 0.0 MB)."""
+    return f"{size / 1e6:,.0f} MB" if size >= 1e7 else f"{size / 1e6:.2g} MB"
+
+
 def per_second(rate: float) -> str:
     """A rate as people read it: whole numbers from 10 up, two significant digits below (a small screen's 0.34
     structures/s, not 0)."""
@@ -603,7 +608,7 @@ def summary_lines(summary: ScreenSummary, scan: Scan) -> list[str]:
     ]
     if summary.graphs_dir:
         lines.append(
-            f"graphs: {summary.graphs_bytes / 1e6:,.1f} MB in {summary.graphs_dir}; {summary.chunks_from_store:,} chunks "
+            f"graphs: {megabytes(summary.graphs_bytes)} in {summary.graphs_dir}; {summary.chunks_from_store:,} chunks "
             "of this launch read from there instead of featurized (a later screen of this library with models of the "
             "same featurizer reads them; --no-graphs-cache: none kept)"
         )

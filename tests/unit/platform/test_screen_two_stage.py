@@ -18,7 +18,7 @@ from scannet_platform.screen import featurize_stage
 from scannet_platform.screen.chunk import ChunkPredictor
 from scannet_platform.screen.cli import add_arguments
 from scannet_platform.screen.config import ScreenConfig, build_screen_config
-from scannet_platform.screen.job import ray_pools
+from scannet_platform.screen.job import ray_pools, summary_lines
 from tests.screening import candidates, tiny_model
 from tests.unit.platform.test_screen_inputs import assert_exactly_once, screen
 
@@ -72,8 +72,10 @@ def test_a_second_model_reads_the_stored_graphs_and_predicts_the_same(tmp_path, 
     assert first.graphs_dir.startswith(str(store / featurize_stage.GRAPHS_STORE))
     fresh, _ = screen(tmp_path / "b-fresh", [library], [models["b"]], max_atoms=20, graphs_cache=False)
     monkeypatch.setattr(featurize_stage, "featurize_each", no_featurizing)
-    second, _ = screen(tmp_path / "b", [library], [models["b"]], max_atoms=20, graphs_dir=str(store))
+    second, scan = screen(tmp_path / "b", [library], [models["b"]], max_atoms=20, graphs_dir=str(store))
     assert second.chunks_from_store == second.n_chunks == 4
+    graphs_line = next(line for line in summary_lines(second, scan) if line.startswith("graphs: "))
+    assert f"MB in {second.graphs_dir}; 4 chunks of this launch read from there" in graphs_line
     assert (second.n_screened, second.n_quarantined) == (fresh.n_screened, fresh.n_quarantined)
     assert parts(tmp_path / "b") == parts(tmp_path / "b-fresh")
 
