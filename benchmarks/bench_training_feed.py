@@ -14,7 +14,8 @@ process (rate / k; for k = 0 the training process), the scaling efficiency rate(
 PROJECTION: loader processes needed on a 16-core GPU node for 50,000 molecules/s, from the measured rate of
 one loader process and the measured efficiency of the largest k (assumed to hold up to that many processes,
 one core each; not measured). ``pin_memory`` on / off where CUDA exists (else skipped, with the reason).
-``--static-shapes`` also times the padded batches (``scannet.static_shapes``) in process.
+``--static-shapes`` also times the padded batches (``scannet.static_shapes``) in process, and SCANN+ training
+steps (``TrainLoop``, ``--threads``) on the first ``--steps`` batches, packed vs padded (CPU: the padding's cost).
 ``--profile`` prints the top of a cProfile of one in-process epoch.
 
 The QM9 graph table: ``--graphs`` (default featurizer settings, a ``homo`` column), else the one
@@ -33,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _timing import Timing, add_repeats_option, machine_load, ratio
+from _timing import Timing, add_repeats_option, machine_load, measure, ratio
 from bench_ingest_memory import build_qm9
 
 TARGET = "homo"
@@ -100,6 +101,46 @@ def epoch_timing(stream, workers: int, repeats: int, label: str, pin_memory: boo
             feed.main_cpu_s.append(time.process_time() - main)
             feed.worker_cpu_s.append(_children_cpu() - children)
     return feed
+
+
+def step_timing(graphs: Path, args: argparse.Namespace, static_shapes: bool) -> Timing:
+    """SCANN+ training steps (forward, loss, backward, Adam; ``--threads`` torch threads) on the first
+    ``--steps`` batches of the epoch, collated beforehand: the model's time alone, packed or padded."""
+    import itertools
+
+    import torch
+
+    from scannet.model import SCANN, preset
+    from scannet.train import TrainConfig
+    from scannet.train.trainer import TrainLoop
+
+    torch.set_num_threads(args.threads)
+    stream = make_stream(graphs, args.batch_size, static_shapes)
+    batches = list(itertools.islice(stream, args.steps))
+    torch.manual_seed(0)
+    loop = TrainLoop(SCANN(preset("qm9-scann+", targets=(TARGET,))), TrainConfig(), len(batches), "cpu")
+    loop.train_epoch(batches[:2])  # warm-up
+    label = f"SCANN+ training steps, {'padded' if static_shapes else 'packed'}"
+    return measure(lambda: loop.train_epoch(batches), args.repeats, label, molecules=args.steps * args.batch_size)
+
+
+def padded_shapes_line(graphs: Path, batch_size: int) -> str:
+    """Distinct (atoms, edges, structures) shapes over one epoch, packed and padded, and the padding's share."""
+    from scannet.static_shapes import pad_batch
+
+    packed, padded, real, total = set(), set(), [0, 0], [0, 0]
+    for batch in make_stream(graphs, batch_size):
+        shapes = [
+            tuple(len(b[key]) for key in ("numbers", "edge_center", "n_atoms")) for b in (batch, pad_batch(batch))
+        ]
+        packed.add(shapes[0])
+        padded.add(shapes[1])
+        real = [real[0] + shapes[0][0], real[1] + shapes[0][1]]
+        total = [total[0] + shapes[1][0], total[1] + shapes[1][1]]
+    return (
+        f"shapes over one epoch: {len(packed)} packed, {len(padded)} padded; padding "
+        f"{1 - real[0] / total[0]:.1%} of the atoms and {1 - real[1] / total[1]:.1%} of the edges"
+    )
 
 
 def profile_epoch(stream, top: int = 18) -> None:
@@ -172,9 +213,13 @@ def run(args: argparse.Namespace) -> None:
         else:
             print("pin_memory: skipped, CUDA is not available on this machine (pinning needs a CUDA device)")
         if args.static_shapes:
+            print(padded_shapes_line(graphs, args.batch_size))
             padded = epoch_timing(make_stream(graphs, args.batch_size, True), 0, args.repeats, "static shapes")
             packed = feeds[args.workers[0]].timing
             print(padded.timing.summary(), f"    vs packed ({packed.label}): {ratio(padded.timing, packed)}", sep="\n")
+            steps = {padded: step_timing(graphs, args, padded) for padded in (False, True)}
+            print(steps[False].summary(), steps[True].summary(), sep="\n")
+            print(f"    padded / packed training rate: {ratio(steps[True], steps[False])}")
     print("", *scaling_lines(feeds), sep="\n")
     if 1 in feeds and 2 in feeds:
         print(*projection_lines(feeds, stream.num_rows), sep="\n")
@@ -187,7 +232,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="loader worker counts to time")
     parser.add_argument("--batch-size", type=int, default=128, help="structures per batch")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one in-process epoch first")
-    parser.add_argument("--static-shapes", action="store_true", help="also time padded batches in process")
+    parser.add_argument(
+        "--static-shapes", action="store_true", help="also time padded batches: ingest, and SCANN+ training steps"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="training steps timed per repeat (--static-shapes)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training steps")
     add_repeats_option(parser)
     run(parser.parse_args())
 

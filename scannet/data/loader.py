@@ -14,8 +14,9 @@ empty skips it (use ``drop_last`` when training, see ``scannet.train.worker.spli
 reads (but only collates its share of) the whole selection: reading is far cheaper than collating.
 
 ``select_ids`` restricts the stream to a subset of structures (a split part) without copying the table.
-With ``DataLoader(dataset, batch_size=None, num_workers=k)`` loader worker ``w`` collates global batches
-``w, w + k, ...``; the DataLoader's round-robin order then yields them in the same order as ``k = 0``.
+Loader worker processes (:func:`make_table_loader` with ``num_workers=k``): worker ``w`` reads the same row
+sequence, gathers and collates global batches ``w, w + k, ...`` and sends each as one buffer; the
+DataLoader's round-robin order yields them in the same order as ``k = 0``.
 """
 
 from __future__ import annotations
@@ -241,9 +242,9 @@ _ALIGN = 8  # bytes: every tensor starts at a multiple of the largest itemsize (
 def to_wire(batch: Batch) -> tuple[WireLayout, bytearray]:
     """A batch as one byte buffer and its layout, what a loader worker sends to the training process.
 
-    Torch sends every tensor of a worker's batch through a shared-memory segment of its own (a file and a
-    descriptor per tensor, ~1 ms each here), which capped a loader worker at ~110 batches/s; one pickled
-    buffer per batch goes through the pipe several times faster.
+    Torch would send every tensor of a worker's batch through a shared-memory segment of its own (a file and
+    a descriptor per tensor); one pickled buffer per batch goes through the pipe several times faster
+    (figures: benchmarks/README.md).
     """
     layout, parts, offset = [], [], 0
     for key, value in batch.items():
