@@ -313,6 +313,7 @@ def execute_local(
 def featurized_chunks(spec: FeaturizeSpec, todo: list[Piece], workers: int, in_flight: int):
     """The featurized chunks of ``todo``, in order: featurized here (``workers`` 0), or by a pool of ``workers``
     spawned processes with at most ``workers + in_flight`` chunks submitted and not yet taken."""
+    import itertools
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
@@ -324,7 +325,7 @@ def featurized_chunks(spec: FeaturizeSpec, todo: list[Piece], workers: int, in_f
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         pieces = iter(todo)
-        pending = deque(pool.submit(featurize_piece, spec, p) for p, _ in zip(pieces, range(workers + in_flight)))
+        pending = deque(pool.submit(featurize_piece, spec, p) for p in itertools.islice(pieces, workers + in_flight))
         while pending:
             featurized: FeaturizedChunk = pending.popleft().result()
             following = next(pieces, None)

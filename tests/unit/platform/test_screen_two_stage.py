@@ -55,8 +55,9 @@ def no_featurizing(*args, **kwargs):
 
 def test_featurize_processes_give_the_same_parts_as_one_process(tmp_path, models, library):
     inline, _ = screen(tmp_path / "inline", [library], [models["a"]], max_atoms=20, graphs_cache=False)
-    pooled, _ = screen(
-        tmp_path / "pooled", [library], [models["a"]], max_atoms=20, graphs_cache=False, featurize_workers=2
+    pooled, _ = screen(  # 4 chunks, at most 3 in flight
+        tmp_path / "pooled", [library], [models["a"]], max_atoms=20, graphs_cache=False, featurize_workers=2,
+        batches_in_flight=1,
     )
     assert (pooled.n_screened, pooled.n_quarantined) == (inline.n_screened, inline.n_quarantined) == (12, 2)
     assert parts(tmp_path / "pooled") == parts(tmp_path / "inline")
