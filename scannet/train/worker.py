@@ -43,6 +43,7 @@ from scannet.train.run_folder import LATEST_CHECKPOINT, MODEL_FILE, TRAIN_STATE,
 from scannet.train.trainer import TrainConfig, TrainLoop
 
 SPLIT_PARTS = ("train", "val", "test")
+STATIC_SHAPE_GRAPHS = 64  # compiled graphs allowed with static shapes (one per bucket shape)
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,9 @@ def compiled(forward: torch.nn.Module, static_shapes: bool, device: torch.device
     as CUDA graphs on a GPU (``mode="reduce-overhead"``)."""
     if not static_shapes:
         return torch.compile(forward, dynamic=True)
+    # one graph per bucket shape: an epoch of QM9 has ~14 (benchmarks/README.md), above dynamo's default of 8
+    # recompilations, after which it would run the forward eagerly
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPE_GRAPHS)
     return torch.compile(forward, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
 
 

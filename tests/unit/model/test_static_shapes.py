@@ -116,3 +116,23 @@ def test_bucket_sizes_follow_a_fixed_ladder():
     assert [buckets.size(n) for n in (1, 4, 5, 8, 9, 11, 17, 100)] == [4, 4, 5, 8, 10, 12, 20, 112]
     with pytest.raises(ValueError, match="power of two"):
         ShapeBuckets(steps_per_octave=3)
+
+
+@pytest.mark.slow  # compiles one graph per shape: ~20 s each on this CPU
+def test_compiled_static_shapes_record_one_graph_per_bucket_shape():
+    from scannet.train.worker import compiled
+
+    torch.manual_seed(0)
+    model = SCANN(VARIANTS["scann+"]).eval()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    forward = compiled(model, static_shapes=True, device=torch.device("cpu"))
+    rng = np.random.default_rng(2)
+    structures = [[synthetic_graph(int(n), rng) for n in rng.integers(5, 20, 16)] for _ in range(3)]
+    structures.append(structures[0][::-1])  # other molecules in each place, the same bucket shape
+    batches = [pad_batch(collate_graphs(graphs)) for graphs in structures]
+    shapes = {(len(b["numbers"]), len(b["edge_center"]), len(b["n_atoms"])) for b in batches}
+    with torch.no_grad():
+        for batch in batches:
+            torch.testing.assert_close(forward(batch).prediction, model(batch).prediction, rtol=1e-5, atol=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == len(shapes) < len(batches)
