@@ -249,8 +249,6 @@ class Variant:
             return "TF32 is a CUDA setting"
         if self.mode == "static" and device.type != "cuda":
             return "CUDA graphs (reduce-overhead) are CUDA only"
-        if self.mode == "static" and not module_available("scannet.static_shapes"):
-            return "scannet.static_shapes does not exist in this checkout"
         if self.mode != "eager" and not sizes.compiled:
             return "--small: compiled variants are left out (tens of seconds of compiling each on CPU)"
         return None
@@ -423,9 +421,9 @@ def training_part(ctx: Context, budget: Budget) -> dict:
     import scannet
     from scannet.batch import collate_graphs
     from scannet.model import SCANN
+    from scannet.static_shapes import compile_forward, pad_batch
     from scannet.train import TrainConfig
     from scannet.train.trainer import TrainLoop
-    from scannet.train.worker import compiled
 
     structures, graphs = ctx.fixed_set()
     config = scannet.load().model.config
@@ -437,7 +435,7 @@ def training_part(ctx: Context, budget: Budget) -> dict:
         if (variant.precision, variant.mode) not in models:
             torch.manual_seed(0)
             model = SCANN(config).to(ctx.device)
-            forward = model if variant.mode == "eager" else compiled(model, variant.mode == "static", ctx.device)
+            forward = model if variant.mode == "eager" else compile_forward(model, variant.mode == "static", ctx.device)
             models[variant.precision, variant.mode] = model, forward
         return models[variant.precision, variant.mode]
 
@@ -449,8 +447,6 @@ def training_part(ctx: Context, budget: Budget) -> dict:
             for k in range(0, n, size)
         ]
         if variant.mode == "static":
-            from scannet.static_shapes import pad_batch
-
             batches = [pad_batch(batch) for batch in batches]
         return batches
 
@@ -478,8 +474,8 @@ def inference_part(ctx: Context, budget: Budget) -> dict:
 
     def measure_one(variant: Variant) -> Timing:
         predictor = scannet.load(device=ctx.device, precision=autocast_precision(variant.precision))
-        if variant.mode == "compiled":
-            predictor.compile()
+        if variant.mode != "eager":
+            predictor.compile(static_shapes=variant.mode == "static")
         size = variant.batch_size
         predictor.predict_graphs(timed_graphs[: 2 * size], names[: 2 * size], batch_size=size)  # warm-up
 
@@ -490,16 +486,8 @@ def inference_part(ctx: Context, budget: Budget) -> dict:
 
     return {
         "data": f"{len(timed_graphs)} molecules: the fixed set reused cyclically, featurized before the clock",
-        **time_variants(ctx, budget, ("eager", "compiled"), measure_one),
+        **time_variants(ctx, budget, ("eager", "compiled", "static"), measure_one),
     }
-
-
-def screen_flags(env: dict[str, str]) -> list[str]:
-    """``--featurize-workers N`` when ``scannet screen`` has it (N: the CPUs but one), else nothing."""
-    help_text = subprocess.run(screen_command("--help"), capture_output=True, text=True, env=env).stdout
-    if "--featurize-workers" not in help_text:
-        return []
-    return ["--featurize-workers", str(max(1, (os.cpu_count() or 2) - 1))]
 
 
 def screen_command(*args: str) -> list[str]:
@@ -523,10 +511,11 @@ def screen_part(ctx: Context, budget: Budget) -> dict | str:
     library = write_library(FIXED_SET, n, ctx.work / f"library-{n}.parquet")
     run = ctx.work / "screen"
     env = screen_env(run / "home")  # a fresh SCANNET_HOME: no graphs cached by an earlier screen of this library
-    flags = screen_flags(env)
+    workers = max(1, (os.cpu_count() or 2) - 1)
     out = run / "screen"
     command = screen_command(
-        str(library), "--local", "--device", ctx.device.type, "--no-mlflow", "--no-progress", "--out", str(out), *flags
+        *(str(library), "--local", "--device", ctx.device.type, "--no-mlflow", "--no-progress"),
+        *("--out", str(out), "--featurize-workers", str(workers)),
     )
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=max(budget.left(), 1))
@@ -537,7 +526,7 @@ def screen_part(ctx: Context, budget: Budget) -> dict | str:
     summary = json.loads((out / "summary.json").read_text())
     return {
         "command": " ".join(["scannet screen", *command[2:]]),
-        "featurize_workers": flags[1] if flags else "not an option of scannet screen yet: one process featurizes",
+        "featurize_workers": workers,
         "library": f"{ctx.sizes.screen_molecules:,} rotated, jittered copies of the fixed set",
         "screened": summary["n_screened"],
         "quarantined": summary["n_quarantined"],

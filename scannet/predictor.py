@@ -23,6 +23,7 @@ from scannet.domain import ApplicabilityDomain, DomainRow, load_domain
 from scannet.featurizer import FeaturizerConfig, Graph, featurize_each
 from scannet.model.scann import SCANN
 from scannet.precision import check_precision, precision_autocast
+from scannet.static_shapes import compile_forward, pad_batch, real_output
 from scannet.structures import StructureError, describe_error, structure_name
 
 
@@ -85,13 +86,16 @@ class Predictor:
         self.precision = check_precision(precision)
         self.domain = domain
         self._forward = self.model  # the model, or its compiled forward (:meth:`compile`)
+        self._static_shapes = False  # batches padded to bucket shapes (:meth:`compile`)
 
     def autocast(self) -> torch.autocast:
         """The precision context every forward pass runs in."""
         return precision_autocast(self.device, self.precision)
 
-    def compile(self) -> Predictor:
-        """Run the model through ``torch.compile(dynamic=True)``: one compiled graph for every batch shape.
+    def compile(self, static_shapes: bool = False) -> Predictor:
+        """Run the model through ``torch.compile``: by default ``dynamic=True``, one compiled graph for every batch
+        shape; with ``static_shapes`` every batch is padded to a bucket shape (:mod:`scannet.static_shapes`) and
+        each shape gets its own graph, replayed as a CUDA graph on a GPU (``mode="reduce-overhead"``).
 
         On QM9-sized CPU batches inference is faster after a compilation of about 20 s (figures:
         benchmarks/README.md), which pays off on large libraries only. It compiles now, on a small synthetic batch, so a
@@ -105,13 +109,13 @@ class Predictor:
         center, neighbor = (a.ravel() for a in np.nonzero(~np.eye(n, dtype=bool)))
         edges = np.ones(len(center), np.float32)
         probe = Graph(np.full(n, z), center, neighbor, 1.5 * edges, 1.0 * edges, 0.3 * edges)
-        compiled = torch.compile(self.model, dynamic=True)
+        self._forward, self._static_shapes = compile_forward(self.model, static_shapes, self.device), static_shapes
         try:
-            with torch.inference_mode(), self.autocast():
-                compiled({k: v.to(self.device) for k, v in collate_graphs([probe, probe]).items()})
+            with torch.inference_mode():
+                self._forward_graphs([probe, probe])
         except Exception as exc:
+            self._forward, self._static_shapes = self.model, False
             raise ConfigError(f"compile: torch.compile failed on this machine: {describe_error(exc)}") from exc
-        self._forward = compiled
         return self
 
     @property
@@ -221,10 +225,11 @@ class Predictor:
     def _forward_graphs(self, graphs: Sequence[Graph]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """One model call: predictions [B, T], GA scores per structure ([n_atoms] each), pooled vectors [B, D]."""
         device = self.device
-        batch = {k: v.to(device) for k, v in collate_graphs(graphs).items()}
+        packed = collate_graphs(graphs)
+        batch = {k: v.to(device) for k, v in (pad_batch(packed) if self._static_shapes else packed).items()}
         with self.autocast():
-            output = self._forward(batch)
-        ga_per_structure = torch.split(output.ga_scores.float().cpu(), batch["n_atoms"].tolist())
+            output = real_output(self._forward(batch), batch)  # the real structures' rows of a padded batch
+        ga_per_structure = torch.split(output.ga_scores.float().cpu(), packed["n_atoms"].tolist())
         pooled = output.pooled.float().cpu().numpy()
         return output.prediction.float().cpu().numpy(), [ga.numpy() for ga in ga_per_structure], pooled
 

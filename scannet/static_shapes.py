@@ -31,6 +31,9 @@ from scannet import batch as keys
 from scannet.batch import Batch
 from scannet.model.scann import SCANNOutput
 
+#: Compiled graphs allowed with static shapes (one per bucket shape): an epoch of QM9 has ~14 (benchmarks/README.md),
+#: above dynamo's default of 8 recompilations, after which it would run the forward eagerly.
+STATIC_SHAPE_GRAPHS = 64
 GRAPH_MASK = "graph_mask"  # [B_pad] bool: True for the real structures (a prefix), only in padded batches
 PADDED_DISTANCE = 1.0  # Å, any finite value: padded edges only reach the padded atom
 
@@ -101,3 +104,12 @@ def real_targets(batch: Batch) -> torch.Tensor:
     """The real structures' targets [B, T] of a padded or packed batch."""
     targets = batch[keys.TARGETS]
     return targets[batch[GRAPH_MASK]] if GRAPH_MASK in batch else targets
+
+
+def compile_forward(forward: torch.nn.Module, static_shapes: bool, device: torch.device) -> torch.nn.Module:
+    """``torch.compile`` as training and inference use it: dynamic shapes for packed batches; for padded ones
+    (``static_shapes``) a graph per bucket shape, replayed as CUDA graphs on a GPU (``mode="reduce-overhead"``)."""
+    if not static_shapes:
+        return torch.compile(forward, dynamic=True)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPE_GRAPHS)
+    return torch.compile(forward, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)

@@ -37,13 +37,13 @@ from scannet.featurizer import FeaturizerConfig
 from scannet.io.atomic import AtomicWrite, recover_path
 from scannet.model import SCANN, SCANNConfig
 from scannet.precision import Precision
+from scannet.static_shapes import compile_forward
 from scannet.train import metrics as M
 from scannet.train.run_config import FaultHooks
 from scannet.train.run_folder import LATEST_CHECKPOINT, MODEL_FILE, TRAIN_STATE, RunFolder
 from scannet.train.trainer import TrainConfig, TrainLoop
 
 SPLIT_PARTS = ("train", "val", "test")
-STATIC_SHAPE_GRAPHS = 64  # compiled graphs allowed with static shapes (one per bucket shape)
 
 
 @dataclass(frozen=True)
@@ -196,17 +196,6 @@ def distributed_mae(loop: TrainLoop, stream: GraphTableDataset) -> tuple[dict[st
     return loop.mae_per_target(reduced[:-1], int(reduced[-1])), int(reduced[-1])
 
 
-def compiled(forward: torch.nn.Module, static_shapes: bool, device: torch.device) -> torch.nn.Module:
-    """``torch.compile``: dynamic shapes for packed batches; for padded ones a graph per bucket shape, replayed
-    as CUDA graphs on a GPU (``mode="reduce-overhead"``)."""
-    if not static_shapes:
-        return torch.compile(forward, dynamic=True)
-    # one graph per bucket shape: an epoch of QM9 has ~14 (benchmarks/README.md), above dynamo's default of 8
-    # recompilations, after which it would run the forward eagerly
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPE_GRAPHS)
-    return torch.compile(forward, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
-
-
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -248,7 +237,7 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
     model.to(device)
     forward = session.prepare_model(model)
     if config.compile:
-        forward = compiled(forward, config.static_shapes, device)
+        forward = compile_forward(forward, config.static_shapes, device)
     loop = TrainLoop(model, config.train, train.num_batches(), device, forward, config.precision)
 
     # [3] resume from the latest checkpoint (a re-run with the same name, or a restarted worker group)

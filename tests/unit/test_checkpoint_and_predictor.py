@@ -123,6 +123,29 @@ def test_a_compiled_predictor_predicts_as_the_eager_one(saved, molecules):
         np.testing.assert_allclose(b.ga_scores, a.ga_scores, rtol=1e-4, atol=1e-6)
 
 
+def test_a_static_shape_predictor_pads_every_batch_to_a_bucket_and_predicts_as_the_packed_one(saved, molecules, monkeypatch):
+    """``compile(static_shapes=True)``: the model sees padded batches of bucket sizes (``torch.compile`` stubbed
+    out here: compiling one graph per shape takes tens of seconds on CPU; tests/unit/model/test_static_shapes.py
+    compiles them), and the values and GA scores are the packed batches' (the padding is dropped)."""
+    from scannet.static_shapes import GRAPH_MASK, ShapeBuckets
+
+    monkeypatch.setattr(torch, "compile", lambda model, **options: model)
+    packed = scannet.load(saved[0]).predict(molecules, batch_size=3)
+    predictor = scannet.load(saved[0]).compile(static_shapes=True)
+    seen = []
+    predictor.model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    padded = predictor.predict(molecules, batch_size=3)
+    assert seen and all(GRAPH_MASK in batch for batch in seen)
+    buckets = ShapeBuckets()
+    for batch in seen:
+        for n in (len(batch["numbers"]), len(batch["edge_center"]), len(batch["n_atoms"])):
+            assert buckets.size(n) == n
+    for a, b in zip(packed, padded):
+        assert a.ok and b.ok, (a.error, b.error)
+        assert b.values == pytest.approx(a.values, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(b.ga_scores, a.ga_scores, rtol=1e-5, atol=1e-7)
+
+
 def test_a_predictor_that_cannot_compile_says_why(saved, monkeypatch):
     from scannet.typed_config import ConfigError
 

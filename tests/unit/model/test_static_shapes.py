@@ -120,13 +120,13 @@ def test_bucket_sizes_follow_a_fixed_ladder():
 
 @pytest.mark.slow  # compiles one graph per shape: ~20 s each on this CPU
 def test_compiled_static_shapes_record_one_graph_per_bucket_shape():
-    from scannet.train.worker import compiled
+    from scannet.static_shapes import compile_forward
 
     torch.manual_seed(0)
     model = SCANN(VARIANTS["scann+"]).eval()
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    forward = compiled(model, static_shapes=True, device=torch.device("cpu"))
+    forward = compile_forward(model, static_shapes=True, device=torch.device("cpu"))
     rng = np.random.default_rng(2)
     structures = [[synthetic_graph(int(n), rng) for n in rng.integers(5, 20, 16)] for _ in range(3)]
     structures.append(structures[0][::-1])  # other molecules in each place, the same bucket shape
