@@ -28,6 +28,11 @@ def tiny_model(
     return save_model(path, SCANN(config), FeaturizerConfig.molecules(), recorded)
 
 
+def two_tiny_models(folder: Path) -> dict[str, Path]:
+    """Models "a" and "b": the same small architecture with other random weights (seeds 0 and 1)."""
+    return {"a": tiny_model(folder / "a.pt", seed=0), "b": tiny_model(folder / "b.pt", seed=1)}
+
+
 def candidates(n: int, seed: int = 0) -> list[Atoms]:
     """``n`` molecules (rotated, jittered copies of a few ASE molecules) with ids ``c0000``, ``c0001``, ..."""
     from ase.build import molecule

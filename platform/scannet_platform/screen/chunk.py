@@ -36,16 +36,16 @@ from scannet.io.paths import OutputFolder
 from scannet.precision import Precision
 from scannet.predictor import check_vocabulary, describe_error
 from scannet.structures import StructureError
-from scannet_platform.screen.featurize_stage import (  # noqa: F401 (CANONICAL_SMILES, part_name: the screen's API)
+from scannet_platform.screen.featurize_stage import (  # noqa: F401 (CANONICAL_SMILES, STRUCTURE_KEY, part_name: the screen's API)
     CANONICAL_SMILES,
-    KEY_KIND,
     LEADING,
+    LEADING_FIELDS,
     STRUCTURE_KEY,
     FeaturizedChunk,
     part_name,
     write_part,
 )
-from scannet_platform.screen.library import ROW, SMILES
+from scannet_platform.screen.library import ROW
 from scannet_platform.screen.models import ModelGroup
 
 PREDICTIONS_DIR = "predictions"
@@ -79,6 +79,7 @@ class ScreenSpec:
     device: str
     threads: int  # torch threads per actor
     compile: bool
+    static_shapes: bool  # with compile: batches padded to bucket shapes
     precision: Precision
     provenance: ScreenProvenance
 
@@ -130,18 +131,7 @@ def output_schema(groups: Sequence[ModelGroup]) -> pa.Schema:
     """The predictions' columns: identity (canonical SMILES and structure key included), ``<target>_<unit>`` (and
     ``_std`` for an ensemble), GA scores per model group, provenance; the units are in each prediction field's
     metadata."""
-    fields = [
-        pa.field(ROW, pa.int64()),
-        pa.field(S.ID, pa.string()),
-        pa.field(S.SOURCE, pa.string()),
-        pa.field("formula", pa.string()),
-        pa.field("n_atoms", pa.int32()),
-        pa.field(SMILES, pa.string()),
-        pa.field(CANONICAL_SMILES, pa.string()),
-        pa.field("geometry", pa.string()),
-        pa.field(STRUCTURE_KEY, pa.string()),
-        pa.field(KEY_KIND, pa.string()),
-    ]
+    fields = list(LEADING_FIELDS)
     for group in groups:
         for target in group.targets:
             unit = {"unit": group.units[target]} if group.units[target] else None
@@ -208,7 +198,7 @@ class ChunkPredictor:
         if spec.compile:
             for members in self.predictors:
                 for predictor in members:
-                    predictor.compile()
+                    predictor.compile(static_shapes=spec.static_shapes)
         vocabularies = {}
         for group, members in zip(self.groups, self.predictors):
             for member, predictor in zip(group.members, members):

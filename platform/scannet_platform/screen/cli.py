@@ -101,14 +101,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compute.add_argument(
         "--featurize-workers",
         type=int,
-        help="Ray: featurize actors (default the CPUs the model actors leave, at least 1); local: featurize "
-        "processes feeding the models in this process (default 0: one chunk after the other)",
+        help="Ray: featurize actors (default: on GPU model actors the CPUs they leave, 1 CPU each; on CPU model "
+        "actors one per 4 model CPUs, sharing their cores); local: featurize processes feeding the models in this "
+        "process (default 0: one chunk after the other)",
     )
     compute.add_argument("--batches-in-flight", type=int, help="featurized chunks queued per model actor (default 2)")
     compute.add_argument(
         "--actors",
         type=int,
-        help="model actors (default (CPUs - 1) / --cpus-per-actor, at least 1; GPUs / --gpus-per-actor on GPU)",
+        help="model actors (default CPUs / --cpus-per-actor, at least 1; GPUs / --gpus-per-actor on GPU)",
     )
     compute.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default 1)")
     compute.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, with --device cuda (e.g. 1 or 0.5)")
@@ -120,6 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch.compile the models in each actor: faster CPU inference after ~20 s of compiling; "
         "for large libraries (figures: benchmarks/README.md)",
+    )
+    compute.add_argument(
+        "--static-shapes",
+        action="store_true",
+        default=None,
+        help="with --compile: pad every model batch to one of a few bucket shapes, a compiled graph each (CUDA "
+        "graphs on a GPU); same results (scannet.static_shapes)",
     )
     compute.add_argument(
         "--precision",

@@ -43,6 +43,7 @@ class ScreenConfig(TrackingConfig):
     device: str = "cpu"
     threads: int | None = None  # torch threads per actor (default: cpus_per_actor)
     compile: bool = False  # torch.compile the models in each actor (Predictor.compile): pays off on large libraries
+    static_shapes: bool = False  # with compile: batches padded to bucket shapes (scannet.static_shapes; CUDA graphs)
     precision: Precision = "fp32"  # "bf16": the models under bfloat16 autocast (scannet.precision)
     mlflow: bool = True
     experiment: str = DEFAULT_EXPERIMENT
@@ -68,6 +69,8 @@ class ScreenConfig(TrackingConfig):
             raise ValueError(f"threads must be at least 1 when given, got {self.threads}")
         if not 0 <= self.seed < 2**31:
             raise ValueError(f"seed must be between 0 and 2**31 - 1 (RDKit's), got {self.seed}")
+        if self.static_shapes and not self.compile:
+            raise ValueError("static_shapes pads batches for compiled graphs: use it with compile")
         if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise ValueError("cpus_per_actor must be > 0 and gpus_per_actor >= 0")
         if self.device.startswith("cuda") and self.executor == "ray" and self.gpus_per_actor == 0:

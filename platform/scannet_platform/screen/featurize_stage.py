@@ -54,12 +54,12 @@ from scannet_platform.screen.library import ERROR, ROW, SMILES, is_graph_table, 
 #: The canonical SMILES (from the input SMILES, or perceived from the coordinates; null when no bonds are known),
 #: and the structure key that finds the same molecule under two names or forms (scannet.data.structure_key).
 CANONICAL_SMILES, STRUCTURE_KEY, KEY_KIND = "canonical_smiles", "structure_key", "key_kind"
-#: Leading columns of the predictions: who each record is (stage F computes them).
-LEADING = (ROW, S.ID, S.SOURCE, "formula", "n_atoms", SMILES, CANONICAL_SMILES, "geometry", STRUCTURE_KEY, KEY_KIND)
 REASON = "reason"
-#: The identity columns a featurized chunk carries beside the graph columns (id and source are graph columns).
-IDENTITY_FIELDS = (
+#: Leading columns of the predictions: who each record is (stage F computes them).
+LEADING_FIELDS = (
     pa.field(ROW, pa.int64()),
+    pa.field(S.ID, pa.string()),
+    pa.field(S.SOURCE, pa.string()),
     pa.field("formula", pa.string()),
     pa.field("n_atoms", pa.int32()),
     pa.field(SMILES, pa.string()),
@@ -67,8 +67,10 @@ IDENTITY_FIELDS = (
     pa.field("geometry", pa.string()),
     pa.field(STRUCTURE_KEY, pa.string()),
     pa.field(KEY_KIND, pa.string()),
-    pa.field(REASON, pa.string()),
 )
+LEADING = tuple(f.name for f in LEADING_FIELDS)
+#: The identity columns a featurized chunk carries beside the graph columns (id and source are graph columns).
+IDENTITY_FIELDS = (*(f for f in LEADING_FIELDS if f.name not in (S.ID, S.SOURCE)), pa.field(REASON, pa.string()))
 META_CHUNK, META_FIRST_ROW = b"scannet.screen.chunk", b"scannet.screen.first_row"
 GRAPHS_STORE = "screen-graphs"
 GRAPH_TABLE_GEOMETRY = "graph table"

@@ -217,21 +217,35 @@ class Pools:
     fits: bool  # both pools fit the cluster's CPUs at once
 
 
+#: Model threads one featurize process keeps busy on a CPU-only cluster: a featurize process does about four
+#: times the structures/s of a model thread (QM9 SCANN+: ~2,400 against ~550, benchmarks/README.md).
+MODEL_THREADS_PER_FEATURIZER = 4
+
+
 def ray_pools(config: ScreenConfig, resources: dict, featurizing: bool = True) -> Pools:
-    """Size the pools from the cluster's ``resources``: the model actors first (on CPUs they leave one CPU to
-    featurizing), the featurize pool gets the CPUs left, at least 1 (``featurize_workers`` when given). When
-    every chunk's graphs are in the store (not ``featurizing``), stage F only reads them: one actor of no CPU,
-    and the model actors get every CPU."""
+    """Size the pools from the cluster's ``resources`` (``featurize_workers`` featurize actors when given):
+
+    - GPU model actors: the featurize pool gets the CPUs they leave (1 CPU each, at least 1 actor), so the GPUs
+      never wait for a CPU that a model actor holds;
+    - CPU model actors: the two stages share the cores. The model actors take every CPU and the featurize
+      actors (one per :data:`MODEL_THREADS_PER_FEATURIZER` model CPUs) reserve none: the system interleaves
+      them on the same cores, and the screen approaches 1 / (1/F + 1/M). A whole CPU given to featurizing would
+      idle most of the time (it featurizes ~4x faster than a model thread predicts);
+    - every chunk's graphs in the store (not ``featurizing``): stage F only reads them, one actor of no CPU."""
     cpus = resources.get("CPU", 1)
-    left_to_featurizing = 1 if featurizing else 0
     if config.gpus_per_actor > 0:
         size = config.actors or max(1, int(resources.get("GPU", 0) // config.gpus_per_actor))
         model = {"num_cpus": config.cpus_per_actor, "num_gpus": config.gpus_per_actor}
     else:
-        size = config.actors or max(1, int((cpus - left_to_featurizing) // config.cpus_per_actor))
+        size = config.actors or max(1, int(cpus // config.cpus_per_actor))
         model = {"num_cpus": config.cpus_per_actor}
+    fits = size * config.cpus_per_actor <= cpus
     if not featurizing:
-        return Pools(size, model, 1, 0.0, fits=size * config.cpus_per_actor <= cpus)
+        return Pools(size, model, 1, 0.0, fits=fits)
+    if config.gpus_per_actor == 0:
+        model_cpus = size * config.cpus_per_actor
+        featurize = config.featurize_workers or max(1, round(model_cpus / MODEL_THREADS_PER_FEATURIZER))
+        return Pools(size, model, featurize, 0.0, fits=fits)
     featurize = config.featurize_workers or max(1, int(cpus - size * config.cpus_per_actor))
     return Pools(size, model, featurize, 1.0, fits=size * config.cpus_per_actor + featurize <= cpus)
 
@@ -396,6 +410,7 @@ def screen_spec(
         device=config.device,
         threads=config.threads or max(1, int(config.cpus_per_actor)),
         compile=config.compile,
+        static_shapes=config.static_shapes,
         precision=config.precision,
         provenance=provenance,
     )

@@ -15,7 +15,7 @@ from ase.io import write
 from scannet.cli import main
 from scannet.data.structures_table import write_structures
 from scannet.typed_config import ConfigError
-from tests.screening import candidates, tiny_model
+from tests.screening import candidates, two_tiny_models
 from tests.unit.platform.test_screen_inputs import screen
 
 pytest.importorskip("ray")
@@ -26,8 +26,7 @@ FILES = ("duplicates.csv", "top-homo_eV-max.csv", "top-homo_eV-max.md", "summary
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return {"a": tiny_model(folder / "a.pt", seed=0), "b": tiny_model(folder / "b.pt", seed=1)}
+    return two_tiny_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

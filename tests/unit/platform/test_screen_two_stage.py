@@ -19,7 +19,7 @@ from scannet_platform.screen.chunk import ChunkPredictor
 from scannet_platform.screen.cli import add_arguments
 from scannet_platform.screen.config import ScreenConfig, build_screen_config
 from scannet_platform.screen.job import ray_pools, summary_lines
-from tests.screening import candidates, tiny_model
+from tests.screening import candidates, two_tiny_models
 from tests.unit.platform.test_screen_inputs import assert_exactly_once, screen
 
 pytest.importorskip("ray")
@@ -29,8 +29,7 @@ N = 14  # 12 molecules and 2 bad records, chunks of 4
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return {"a": tiny_model(folder / "a.pt", seed=0), "b": tiny_model(folder / "b.pt", seed=1)}
+    return two_tiny_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,12 @@ def no_featurizing(*args, **kwargs):
 def test_featurize_processes_give_the_same_parts_as_one_process(tmp_path, models, library):
     inline, _ = screen(tmp_path / "inline", [library], [models["a"]], max_atoms=20, graphs_cache=False)
     pooled, _ = screen(  # 4 chunks, at most 3 in flight
-        tmp_path / "pooled", [library], [models["a"]], max_atoms=20, graphs_cache=False, featurize_workers=2,
+        tmp_path / "pooled",
+        [library],
+        [models["a"]],
+        max_atoms=20,
+        graphs_cache=False,
+        featurize_workers=2,
         batches_in_flight=1,
     )
     assert (pooled.n_screened, pooled.n_quarantined) == (inline.n_screened, inline.n_quarantined) == (12, 2)
@@ -143,18 +147,21 @@ def test_an_interrupted_screen_with_stored_graphs_resumes_exactly_once(tmp_path,
 @pytest.mark.parametrize(
     "resources, settings, pools",
     [
-        ({"CPU": 2}, {}, (1, 1, True)),  # a 2-CPU machine: one model actor, one featurize actor
-        ({"CPU": 16}, {"cpus_per_actor": 4}, (3, 4, True)),
-        ({"CPU": 16, "GPU": 2}, {"gpus_per_actor": 1, "device": "cuda"}, (2, 14, True)),
-        ({"CPU": 2}, {"actors": 2}, (2, 1, False)),  # more than fits: the model pool may start smaller
-        ({"CPU": 8}, {"featurize_workers": 3}, (7, 3, False)),
+        # CPU model actors take every CPU; the featurize actors (one per 4 model CPUs) reserve none and share them
+        ({"CPU": 2}, {}, (2, 1, 0.0, True)),
+        ({"CPU": 16}, {"cpus_per_actor": 4}, (4, 4, 0.0, True)),
+        ({"CPU": 32}, {}, (32, 8, 0.0, True)),
+        ({"CPU": 8}, {"featurize_workers": 3}, (8, 3, 0.0, True)),
+        ({"CPU": 2}, {"actors": 3}, (3, 1, 0.0, False)),  # more than fits: the model pool may start smaller
+        # GPU model actors: the featurize pool gets the CPUs they leave, one CPU per actor
+        ({"CPU": 16, "GPU": 2}, {"gpus_per_actor": 1, "device": "cuda"}, (2, 14, 1.0, True)),
+        ({"CPU": 4, "GPU": 1}, {"gpus_per_actor": 1, "device": "cuda", "featurize_workers": 4}, (1, 4, 1.0, False)),
     ],
 )
-def test_the_ray_pools_leave_cpus_to_featurizing(resources, settings, pools):
+def test_the_ray_pools_share_the_cpus_between_the_stages(resources, settings, pools):
     config = build_screen_config({"out": "x", **settings})
     found = ray_pools(config, resources)
-    assert (found.model_actors, found.featurize_actors, found.fits) == pools
-    assert found.featurize_cpus == 1
+    assert (found.model_actors, found.featurize_actors, found.featurize_cpus, found.fits) == pools
 
 
 def test_with_every_graph_stored_the_model_actors_take_every_cpu():
@@ -180,7 +187,9 @@ def test_a_two_stage_ray_screen_on_two_cpus_gives_the_local_parts(tmp_path, mode
     screen(tmp_path / "local", [library], [models["a"]], max_atoms=20, graphs_cache=False)
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        summary, _ = screen(tmp_path / "ray", [library], [models["a"]], max_atoms=20, executor="ray", graphs_cache=False)
+        summary, _ = screen(
+            tmp_path / "ray", [library], [models["a"]], max_atoms=20, executor="ray", graphs_cache=False
+        )
     finally:
         ray.shutdown()
     assert (summary.n_screened, summary.n_quarantined) == (12, 2)
@@ -220,3 +229,46 @@ def test_a_graph_table_of_another_featurizer_is_refused_naming_both_hashes(tmp_p
     with pytest.raises(ConfigError, match=f"featurizer {other.content_hash()}, but the models' featurizer is {wanted}"):
         screen(tmp_path / "out", [tmp_path / "graphs"], [models["a"]])
     assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_static_shapes_screen_padded_batches_with_the_packed_results(tmp_path, models, library, monkeypatch):
+    """``--compile --static-shapes``: every model batch is padded to a bucket shape (torch.compile stubbed out:
+    one compiled graph per shape takes tens of seconds on CPU) and the parts hold the packed screen's values."""
+    import torch
+
+    from scannet.static_shapes import pad_batch
+
+    screen(tmp_path / "packed", [library], [models["a"]], max_atoms=20, graphs_cache=False)
+    monkeypatch.setattr(torch, "compile", lambda model, **options: model)
+    seen = []  # atoms of every packed batch the predictor padded
+
+    def counting_pad(batch):
+        seen.append(len(batch["numbers"]))
+        return pad_batch(batch)
+
+    monkeypatch.setattr("scannet.predictor.pad_batch", counting_pad)
+    screen(
+        tmp_path / "static",
+        [library],
+        [models["a"]],
+        max_atoms=20,
+        graphs_cache=False,
+        compile=True,
+        static_shapes=True,
+    )
+    assert seen[0] == 8  # Predictor.compile's probe: 2 structures of 4 atoms
+    assert sum(seen[1:]) == sum(row["n_atoms"] for row in parts(tmp_path / "packed")[0])  # every screened atom
+    (packed, packed_quarantine), (static, static_quarantine) = parts(tmp_path / "packed"), parts(tmp_path / "static")
+    assert static_quarantine == packed_quarantine and len(static) == len(packed) == 12
+    for a, b in zip(packed, static):
+        assert {k: v for k, v in a.items() if not isinstance(v, float | list)} == {
+            k: v for k, v in b.items() if not isinstance(v, float | list)
+        }
+        for key, value in a.items():
+            if isinstance(value, float | list):
+                assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_static_shapes_without_compile_is_refused():
+    with pytest.raises(ValueError, match="static_shapes pads batches for compiled graphs: use it with compile"):
+        build_screen_config({"out": "x", "static_shapes": True})
