@@ -314,7 +314,8 @@ def write_duplicates(out_dir: Path, scan: Scan) -> Path:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(DUPLICATE_COLUMNS)
-        writer.writerows([[_cell(d[c]) for c in DUPLICATE_COLUMNS] for d in scan.duplicates])
+        for batch in scan.duplicates.select(list(DUPLICATE_COLUMNS)).to_batches(max_chunksize=4096):
+            writer.writerows([[_cell(value) for value in row.values()] for row in batch.to_pylist()])
     return path
 
 

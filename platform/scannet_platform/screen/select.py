@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scannet.data import schema as S
@@ -61,6 +62,18 @@ HISTOGRAM_BINS = 50
 TOP_COLUMNS = (ROW, S.ID, "formula", "n_atoms", CANONICAL_SMILES, S.SOURCE)
 #: ``reason`` of a row of ``duplicates.csv``.
 SAME_ID, SAME_STRUCTURE = "same id", "same structure"
+#: The rows of duplicates.csv: every row of a repeated id or structure key, with the reason.
+DUPLICATE_SCHEMA = pa.schema(
+    [
+        pa.field("reason", pa.string()),
+        pa.field("key", pa.string()),
+        pa.field(ROW, pa.int64()),
+        pa.field(S.ID, pa.string()),
+        pa.field(CANONICAL_SMILES, pa.string()),
+        pa.field(S.SOURCE, pa.string()),
+        pa.field("where", pa.string()),
+    ]
+)
 
 
 def numeric_columns(groups: Sequence[ModelGroup]) -> dict[str, str]:
@@ -208,27 +221,27 @@ class Scan:
     n_out_of_domain: int | None = None  # screened rows outside a model group's applicability domain (None: no domain)
     tops: dict[str, pa.Table] = field(default_factory=dict)  # ranked column -> top-k rows, GA scores included
     histograms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    duplicates: list[dict] = field(default_factory=list)  # rows whose id or structure key occurs more than once
+    duplicates: pa.Table = field(default_factory=DUPLICATE_SCHEMA.empty_table)  # rows of a repeated id or structure
     quarantine_sample: list[dict] = field(default_factory=list)
 
-    def _repeated(self, reason: str) -> list[dict]:
-        return [d for d in self.duplicates if d["reason"] == reason]
+    def _keys(self, reason: str) -> pa.ChunkedArray:
+        return self.duplicates.filter(pc.equal(self.duplicates["reason"], reason))["key"]
 
     @property
     def n_duplicate_ids(self) -> int:
-        return len({d["key"] for d in self._repeated(SAME_ID)})
+        return pc.count_distinct(self._keys(SAME_ID)).as_py()
 
     @property
     def n_duplicate_id_rows(self) -> int:
-        return len(self._repeated(SAME_ID))
+        return len(self._keys(SAME_ID))
 
     @property
     def n_duplicate_structures(self) -> int:
-        return len({d["key"] for d in self._repeated(SAME_STRUCTURE)})
+        return pc.count_distinct(self._keys(SAME_STRUCTURE)).as_py()
 
     @property
     def n_duplicate_structure_rows(self) -> int:
-        return len(self._repeated(SAME_STRUCTURE))
+        return len(self._keys(SAME_STRUCTURE))
 
 
 def _parts(out_dir: Path, folder: str) -> list[Path]:
@@ -314,30 +327,50 @@ def scan_results(
         hashes.append(_string_hashes(table[S.ID]))
     scan.histograms = {c: (counts[c], edges[c]) for c in ranges}
     scan.tops = {top.ranking.column: top.table() for top in tops if top.table() is not None}
-    scan.duplicates = _repeated(hashes, predictions + quarantines, S.ID, SAME_ID)
-    scan.duplicates += _repeated(key_hashes, predictions, STRUCTURE_KEY, SAME_STRUCTURE)
+    scan.duplicates = pa.concat_tables(
+        [
+            _repeated(hashes, predictions + quarantines, S.ID, SAME_ID),
+            _repeated(key_hashes, predictions, STRUCTURE_KEY, SAME_STRUCTURE),
+        ]
+    )
     return scan
 
 
-def _repeated(hashes: list[np.ndarray], parts: Sequence[Path], column: str, reason: str) -> list[dict]:
+def _repeated(hashes: list[np.ndarray], parts: Sequence[Path], column: str, reason: str) -> pa.Table:
     """The rows of ``parts`` whose ``column`` value occurs more than once (``hashes``: that column's hashes, one
-    array per part; repeats confirmed on the values), each as ``reason``, ``key`` (the value), row, id, source,
-    canonical SMILES and where (predictions / quarantine), ordered by key and row."""
+    array per part; repeats confirmed on the values; a null value, e.g. no structure key, repeats nothing), as a
+    :data:`DUPLICATE_SCHEMA` table (``reason``, ``key``: the value, row, id, source, canonical SMILES, where:
+    predictions / quarantine) ordered by key and row. An Arrow table, about 100 bytes a row: in a library of many
+    copies nearly every row is listed."""
+    empty = DUPLICATE_SCHEMA.empty_table()
     if not hashes:
-        return []
+        return empty
     values, repeats = np.unique(np.concatenate(hashes), return_counts=True)
     suspects = values[repeats > 1]
     if not len(suspects):
-        return []
-    rows: dict[str, list[dict]] = {}
+        return empty
+    pieces = []
     for part, part_hashes in zip(parts, hashes):
         hit = np.isin(part_hashes, suspects)
-        if hit.any():
-            where = "quarantine" if part.parent.name == QUARANTINE_DIR else "predictions"
-            smiles = [CANONICAL_SMILES] if where == "predictions" else []
-            columns = list(dict.fromkeys([ROW, S.ID, S.SOURCE, column, *smiles]))
-            for row in pq.read_table(part, columns=columns).filter(pa.array(hit)).to_pylist():
-                shown = {c: row.get(c) for c in (ROW, S.ID, S.SOURCE, CANONICAL_SMILES)}
-                rows.setdefault(row[column], []).append({"reason": reason, "key": row[column], **shown, "where": where})
-    found = [r for key in sorted(rows) if len(rows[key]) > 1 for r in rows[key]]
-    return sorted(found, key=lambda r: (r["key"], r[ROW]))
+        if not hit.any():
+            continue
+        where = "quarantine" if part.parent.name == QUARANTINE_DIR else "predictions"
+        smiles = [CANONICAL_SMILES] if where == "predictions" else []
+        found = pq.read_table(part, columns=list(dict.fromkeys([ROW, S.ID, S.SOURCE, column, *smiles])))
+        found = found.filter(pa.array(hit))
+        n = found.num_rows
+        columns = {
+            "reason": pa.array([reason] * n, pa.string()),
+            "key": found[column],
+            ROW: found[ROW],
+            S.ID: found[S.ID],
+            S.SOURCE: found[S.SOURCE],
+            CANONICAL_SMILES: found[CANONICAL_SMILES] if smiles else pa.nulls(n, pa.string()),
+            "where": pa.array([where] * n, pa.string()),
+        }
+        pieces.append(pa.table({f.name: columns[f.name].cast(f.type) for f in DUPLICATE_SCHEMA}, schema=DUPLICATE_SCHEMA))
+    table = pa.concat_tables(pieces) if pieces else empty
+    table = table.filter(pc.is_valid(table["key"]))
+    counts = pc.value_counts(table["key"])
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    return table.filter(pc.is_in(table["key"], value_set=repeated)).sort_by([("key", "ascending"), (ROW, "ascending")])

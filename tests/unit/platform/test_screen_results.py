@@ -115,7 +115,7 @@ def test_duplicate_ids_are_reported_and_every_row_kept(tmp_path, models):
     predictions, _ = outputs(tmp_path / "out")
     assert predictions.num_rows == 8 and summary.n_screened == 8
     assert (summary.n_duplicate_ids, summary.n_duplicate_rows) == (2, 4)
-    assert [(d["id"], d["row"]) for d in scan.duplicates] == [("c0001", 1), ("c0001", 5), ("twin", 6), ("twin", 7)]
+    assert [(d["id"], d["row"]) for d in scan.duplicates.to_pylist()] == [("c0001", 1), ("c0001", 5), ("twin", 6), ("twin", 7)]
     lines = (tmp_path / "out" / "duplicates.csv").read_text().splitlines()
     assert lines[0] == "reason,key,row,id,canonical_smiles,source,where" and len(lines) == 5
     assert lines[1].startswith("same id,c0001,1,c0001,")

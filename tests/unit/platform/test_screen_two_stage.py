@@ -205,7 +205,8 @@ def test_a_graph_table_is_screened_without_featurizing(tmp_path, models, library
     featurize_table(library, graphs, FeaturizerConfig.molecules())
     screen(tmp_path / "reference", [library], [models["a"]], max_atoms=20, graphs_cache=False)
     monkeypatch.setattr(featurize_stage, "featurize_each", no_featurizing)
-    screen(tmp_path / "out", [graphs], [models["a"]], max_atoms=20, rank=["gap_eV:max"], top_k=3)
+    summary, _ = screen(tmp_path / "out", [graphs], [models["a"]], max_atoms=20, rank=["gap_eV:max"], top_k=3)
+    assert summary.n_duplicate_structures == 0, "rows without a structure key are no duplicates of each other"
     predictions, quarantine = parts(tmp_path / "out")
     expected = {r["id"]: r for r in parts(tmp_path / "reference")[0]}
     assert {r["id"] for r in predictions} == set(expected)
