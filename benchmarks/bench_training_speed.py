@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,19 +30,11 @@ from scannet.featurizer import FeaturizerConfig, featurize_many
 from scannet.model import SCANN, preset
 from scannet.static_shapes import compile_forward
 from scannet.train import TrainConfig
+from scannet.train.launches import cpu_description
 from scannet.train.trainer import TrainLoop
 
 TARGETS = ["homo", "lumo", "gap"]
 VARIANTS = ("fp32-eager", "bf16-eager", "fp32-compiled", "bf16-compiled")
-
-
-def cpu_bf16_flags() -> str:
-    """The CPU model and which bf16 instruction sets it has (from /proc/cpuinfo)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    found = [name for name in ("amx_bf16", "amx_tile", "avx512_bf16") if name in flags]
-    return f"{model}; bf16 instructions: {', '.join(found) or 'none'}"
 
 
 def training_loop(variant: str, steps: int) -> TrainLoop:
@@ -65,7 +56,7 @@ def main() -> None:
     if args.variants[0] != "fp32-eager":
         parser.error("the first variant must be fp32-eager (the others are compared with it)")
     torch.set_num_threads(args.threads)
-    print(cpu_bf16_flags())
+    print(cpu_description())
 
     molecules = load_qm9(limit=args.molecules, targets=TARGETS)
     graphs, errors = featurize_many(molecules, FeaturizerConfig.molecules(), progress=True)

@@ -56,8 +56,13 @@ def epoch_metrics(record: Mapping[str, Any], report: Report) -> dict[str, float]
     """The MLflow metrics of one epoch, from a worker report or a history record (step: ``epoch + 1``)."""
     per_target = M.per_target_mae(record, report)
     metrics = {name: float(record[key]) for key, name in EPOCH_NAMES.items()}
+    raw = record.get(M.RAW_VAL_MAE_PER_TARGET) or {
+        t: record[M.mae_key("raw_val", t)] for t in report if M.mae_key("raw_val", t) in record
+    }
     for target, (scale, unit) in report.items():
         metrics[mae_metric("val", target, unit)] = float(per_target[target]) * scale
+        if target in raw:  # an EMA of the weights: the raw weights' MAE beside the average's
+            metrics[mae_metric("raw_val", target, unit)] = float(raw[target]) * scale
     if M.TRAIN_PER_S in record:  # a worker's report (a history record has no rate)
         metrics.update({name: float(record[key]) for key, name in TIMING_NAMES.items()})
     return metrics

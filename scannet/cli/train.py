@@ -77,6 +77,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--loader-workers", type=int, help="processes collating training batches (default 0: in the trainer)"
     )
     execution.add_argument("--threads", type=int, help="torch CPU threads")
+    execution.add_argument(
+        "--launch-hours",
+        type=float,
+        help="end this launch after the last epoch that fits in these hours (checkpointed; re-run to resume)",
+    )
     add_device_argument(execution, "cpu (default) or cuda (Ray-free runner)")
     add_storage_arguments(execution)
 
@@ -88,7 +93,8 @@ def execute(config: Any, print_only: bool, run: Callable[[Any], Any], what: str)
         print()
         return 0
     summary = run(config)
-    print("\n".join(["", f"SCANNet {what} finished", *summary.lines()]))
+    ended = "finished" if getattr(summary, "finished", True) else "stopped at its launch time limit"
+    print("\n".join(["", f"SCANNet {what} {ended}", *summary.lines()]))
     return 0
 
 

@@ -19,6 +19,9 @@ class TrainConfig:
     lr: float = 5e-4
     min_lr: float = 1e-4
     schedule: ScheduleName = "sgdr"
+    cosine_fraction: float = 0.5  # cosine: the share of all steps the decay to min_lr spans (1: to the last step)
+    warmup_epochs: float = 0.0  # linear warm-up of the learning rate from 0 over this many epochs' steps
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (e.g. 0.999)
     inverse_time_decay: float = 1e-5  # legacy Keras Adam `decay`, per step
     l2: float = 1e-4  # L2 on the listed kernels, added to the loss
     adam_eps: float = 1e-7
@@ -31,6 +34,9 @@ class TrainConfig:
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "lr": (math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
             "min_lr": (math.isfinite(self.min_lr) and self.min_lr >= 0, "a finite number >= 0"),
+            "cosine_fraction": (0 < self.cosine_fraction <= 1, "in (0, 1]"),
+            "warmup_epochs": (0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
+            "ema_decay": (0 <= self.ema_decay < 1, "in [0, 1)"),
             "inverse_time_decay": (
                 math.isfinite(self.inverse_time_decay) and self.inverse_time_decay >= 0,
                 "a finite number >= 0",

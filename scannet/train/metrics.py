@@ -18,7 +18,8 @@ VAL_MAE = "val_mae"  # mean over targets of the z-scored validation MAE: the ear
 VAL_MAE_PER_TARGET = "val_mae_per_target"  # history: {target: validation MAE in dataset units}
 LR = "lr"
 SECONDS = "seconds"  # wall time of the epoch, training and validation
-HISTORY_KEYS = (EPOCH, TRAIN_LOSS, VAL_MAE, VAL_MAE_PER_TARGET, LR, SECONDS)
+RAW_VAL_MAE_PER_TARGET = "raw_val_mae_per_target"  # with an EMA of the weights: the raw weights' MAE, else None
+HISTORY_KEYS = (EPOCH, TRAIN_LOSS, VAL_MAE, VAL_MAE_PER_TARGET, LR, SECONDS, RAW_VAL_MAE_PER_TARGET)
 
 # the worker's report adds
 EPOCHS = "epochs"  # the epoch budget
@@ -47,7 +48,9 @@ def per_target_mae(record: Mapping[str, Any], targets) -> dict[str, float]:
 
 
 def epoch_report(record: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """A worker's report of one epoch: the history record with the per-target MAE flattened, and ``extra``."""
-    report = {k: v for k, v in record.items() if k != VAL_MAE_PER_TARGET}
+    """A worker's report of one epoch: the history record with the per-target MAEs flattened (``val_mae_homo``; with
+    an EMA also ``raw_val_mae_homo``, the raw weights'), and ``extra``."""
+    report = {k: v for k, v in record.items() if k not in (VAL_MAE_PER_TARGET, RAW_VAL_MAE_PER_TARGET)}
     report.update({mae_key("val", t): v for t, v in record[VAL_MAE_PER_TARGET].items()})
+    report.update({mae_key("raw_val", t): v for t, v in (record.get(RAW_VAL_MAE_PER_TARGET) or {}).items()})
     return {**report, **extra}

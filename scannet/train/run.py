@@ -41,6 +41,7 @@ from scannet.io.provenance import content_fingerprint
 from scannet.model import SCANN, SCANNConfig, count_parameters
 from scannet.model.config import preset
 from scannet.train import metrics as M
+from scannet.train.launches import LaunchRecord, LaunchTimeLimit
 from scannet.train.run_config import RunConfig
 from scannet.train.run_folder import RunFolder, checked_run_dir
 from scannet.train.trainer import predict_batches, target_statistics
@@ -69,6 +70,7 @@ RESUMABLE_KEYS = frozenset(
         "compile",
         "static_shapes",
         "loader_workers",
+        "launch_hours",
     }
 )
 
@@ -512,8 +514,31 @@ def epoch_line(metrics: dict[str, Any], dataset: DatasetInfo, targets: tuple[str
     )
 
 
-def run_local(config: RunConfig) -> RunSummary:
-    """Prepare, train in this process with the shared worker loop, evaluate; resumable by name."""
+@dataclass
+class LaunchStopped:
+    """A launch that ended at its time limit (``launch_hours``): the run goes on when its name is re-run."""
+
+    name: str
+    run_dir: str
+    epochs_done: int
+    epochs: int
+    limit_hours: float
+    seconds: float
+    finished = False
+
+    def lines(self) -> list[str]:
+        return [
+            f"run        : {self.name} in {self.run_dir}",
+            f"stopped    : after epoch {self.epochs_done} of {self.epochs}: another epoch would end after this "
+            f"launch's {self.limit_hours:g} h (the test split is not read until the run finishes)",
+            "resume     : run the same command again",
+            f"time       : {self.seconds:.1f} s",
+        ]
+
+
+def run_local(config: RunConfig) -> RunSummary | LaunchStopped:
+    """Prepare, train in this process with the shared worker loop, evaluate; resumable by name. Each launch is
+    recorded in the run folder's ``launches.jsonl``; with ``launch_hours`` it may end early (:class:`LaunchStopped`)."""
     start = time.perf_counter()
     prepared = prepare_run(config)
     print(f"run {config.name}: {prepared.run_dir}")
@@ -521,6 +546,31 @@ def run_local(config: RunConfig) -> RunSummary:
     def show(metrics: dict[str, Any]) -> None:
         print(epoch_line(metrics, prepared.dataset, config.targets), flush=True)
 
-    session = LocalSession(prepared.folder.checkpoints, config.device, on_report=show)
-    run_worker(prepared.worker, session)
-    return finish_run(prepared, session.latest, start).summary
+    session = LocalSession(prepared.folder.checkpoints, config.device, on_report=show, limit_hours=config.launch_hours)
+    session.started = start  # the limit counts from the launch, preparation included
+    record = LaunchRecord(first_epoch=_epochs_done(session.latest), limit_hours=config.launch_hours)
+    ended_by = "error"
+    try:
+        run_worker(prepared.worker, session)
+        summary = finish_run(prepared, session.latest, start).summary
+        ended_by = "finished"
+        return summary
+    except LaunchTimeLimit as stop:
+        ended_by = "time limit"
+        seconds = time.perf_counter() - start
+        return LaunchStopped(
+            config.name, str(prepared.run_dir), stop.epochs_done, config.train.epochs, stop.limit_hours, seconds
+        )
+    except BaseException as exc:
+        ended_by = f"{type(exc).__name__}: {exc}"[:500]
+        raise
+    finally:
+        record.end(time.perf_counter() - start, _epochs_done(session.latest), ended_by)
+        record.append_to(prepared.folder.launches)
+
+
+def _epochs_done(latest: Path) -> int:
+    """Epochs finished in the latest checkpoint (0 without one)."""
+    if not (latest / TRAIN_STATE).exists():
+        return 0
+    return int(torch.load(latest / TRAIN_STATE, map_location="cpu", weights_only=True)["epoch"])

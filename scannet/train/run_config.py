@@ -76,6 +76,7 @@ class RunConfig:
     static_shapes: bool = False  # pad training batches to bucket shapes (CUDA graphs with compile on CUDA)
     loader_workers: int = 0  # processes collating training batches (0: the training process itself)
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
+    launch_hours: float | None = None  # Ray-free runner: end this launch at the last epoch that fits; re-run resumes
     device: str = "cpu"  # the Ray-free runner's device ("cuda" on a GPU machine)
     storage_path: str | None = None  # runs folder; None: $SCANNET_HOME/runs
     data_cache: str | None = None  # structures and graph tables; None: $SCANNET_HOME/data
@@ -97,6 +98,8 @@ class RunConfig:
             raise ConfigError(f"split_seed: must be between 0 and 2**32 - 1, got {self.split_seed}")
         if self.loader_workers < 0:
             raise ConfigError(f"loader_workers: must be >= 0, got {self.loader_workers}")
+        if self.launch_hours is not None and not self.launch_hours > 0:
+            raise ConfigError(f"launch_hours: must be > 0 when given, got {self.launch_hours}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads: must be >= 1 when given, got {self.threads}")
         if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):

@@ -25,6 +25,7 @@ SPLIT_FILE = "split.json"
 SPLIT_IDS_FILE = "split_ids.parquet"
 INIT_WEIGHTS_FILE = "init_weights.pt"
 LAUNCH_FILE = "launch.json"
+LAUNCHES_FILE = "launches.jsonl"
 CHECKPOINTS_FOLDER = "checkpoints"
 RAY_TRAIN_FOLDER = "ray_train"
 EPOCH_LOG = "epochs.log"
@@ -45,6 +46,7 @@ RUN_ENTRIES = (
     SPLIT_IDS_FILE,
     INIT_WEIGHTS_FILE,
     LAUNCH_FILE,
+    LAUNCHES_FILE,
     RAY_TRAIN_FOLDER,
     EPOCH_LOG,
     EPOCH_RECORDS,
@@ -87,6 +89,7 @@ class RunFolder:
     split_ids = _file(SPLIT_IDS_FILE, "the split as (id, part) rows, read by every rank")
     init_weights = _file(INIT_WEIGHTS_FILE, "fine-tuning: the state dict the run starts from")
     launch = _file(LAUNCH_FILE, "the epoch this launch's worker group started at (written by rank 0)")
+    launches = _file(LAUNCHES_FILE, "one JSON line per launch of the Ray-free runner: when, how long, which epochs, where")
     checkpoints = _file(CHECKPOINTS_FOLDER, "the Ray-free runner's checkpoints (the latest in ``latest/``)")
     ray_train = _file(RAY_TRAIN_FOLDER, "Ray Train's storage (the platform's runner)")
     epoch_log = _file(EPOCH_LOG, "one line per epoch (the platform's runner; the driver prints it)")

@@ -1,8 +1,8 @@
 """Learning-rate schedules of the reference recipe (docs/model-spec.md §4.2), with state for exact resume.
 
-The learning rate at optimiser step t of epoch e is ``base(t, e) / (1 + decay · t)``: the base schedule
-(cosine per step, or SGDR per epoch driven by the validation MAE) times the legacy Keras Adam
-inverse-time decay.
+The learning rate at optimiser step t of epoch e is ``warmup(t) · base(t, e) / (1 + decay · t)``: an optional
+linear warm-up, the base schedule (cosine per step, or SGDR per epoch driven by the validation MAE) and the legacy
+Keras Adam inverse-time decay.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class SGDRState:
 
 class LearningRateSchedule:
     """Args:
-    name: "cosine" (per step, lr -> min_lr over ``cosine_fraction`` of all steps, then flat),
+    name: "cosine" (per step, lr -> min_lr over ``cosine_fraction`` of all steps, then flat; after a warm-up the
+        cosine starts where the warm-up ends),
         "sgdr" (per epoch warm restarts: cycles t0, t0·tmult, ...; each new peak is the previous one
         divided by ``compression`` but never below the lr at the last improvement), or "constant".
     lr, min_lr: peak and floor.
@@ -45,6 +46,7 @@ class LearningRateSchedule:
         epochs: int,
         inverse_time_decay: float = 1e-5,
         cosine_fraction: float = 0.5,
+        warmup_steps: int = 0,
         sgdr_t0: int = 50,
         sgdr_tmult: float = 2.0,
         sgdr_compression: float = 1.2,
@@ -52,7 +54,8 @@ class LearningRateSchedule:
         if name not in ("cosine", "sgdr", "constant"):
             raise ValueError(f"unknown schedule {name!r}; choose cosine, sgdr or constant")
         self.name, self.lr, self.min_lr = name, lr, min_lr
-        self.decay_steps = max(1, int(cosine_fraction * steps_per_epoch * epochs))
+        self.warmup_steps = warmup_steps
+        self.decay_steps = max(1, int(cosine_fraction * steps_per_epoch * epochs) - warmup_steps)
         self.inverse_time_decay = inverse_time_decay
         self.sgdr_tmult, self.sgdr_compression = sgdr_tmult, sgdr_compression
         self.sgdr = SGDRState(cycle_length=sgdr_t0, peak_current=lr, peak_next=lr)
@@ -84,11 +87,12 @@ class LearningRateSchedule:
     def lr_at(self, step: int) -> float:
         if self.name == "cosine":
             alpha = self.min_lr / self.lr
-            progress = min(step, self.decay_steps) / self.decay_steps
+            progress = min(max(step - self.warmup_steps, 0), self.decay_steps) / self.decay_steps
             base = self.lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * progress)) + alpha)
         else:
             base = self.epoch_lr
-        return base / (1 + self.inverse_time_decay * step)
+        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        return warmup * base / (1 + self.inverse_time_decay * step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sgdr": asdict(self.sgdr), "epoch_lr": self.epoch_lr}

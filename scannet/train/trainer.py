@@ -1,8 +1,10 @@
 """The plain training loop of the reference recipe (docs/model-spec.md §4): usable alone or inside a Ray worker.
 
 Loss = RMSE of the z-scored targets + l2 · Σ‖W‖² over the kernels the spec lists; Adam (eps 1e-7);
-cosine or SGDR schedule × inverse-time decay per step; early stopping on the validation MAE (mean
-over targets of the z-scored MAE); the best weights are restored at the end.
+cosine or SGDR schedule × inverse-time decay per step (optionally after a linear warm-up); early stopping on the
+validation MAE (mean over targets of the z-scored MAE); the best weights are restored at the end. With
+``ema_decay`` the validated, kept and saved weights are the moving average of the weights (:mod:`scannet.train.ema`),
+and the raw weights' validation MAE is recorded beside theirs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +29,7 @@ from scannet.precision import Precision, check_precision, precision_autocast
 from scannet.static_shapes import real_output, real_targets
 from scannet.train.config import TrainConfig
 from scannet.train.data import GraphDataset, make_loader
+from scannet.train.ema import WeightAverage
 from scannet.train.schedule import LearningRateSchedule
 
 
@@ -41,6 +45,7 @@ class EpochRecord:
     val_mae_per_target: dict[str, float]  # dataset units
     lr: float
     seconds: float | None = None  # wall time of the epoch, training and validation (None in older runs)
+    raw_val_mae_per_target: dict[str, float] | None = None  # with an EMA: the raw weights' MAE (dataset units)
 
 
 @dataclass
@@ -100,6 +105,11 @@ def predict_batches(
     return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
 
 
+def _plain_floats(values: dict[str, Any]) -> dict[str, float]:
+    """Plain Python floats (a checkpoint's history loads with ``weights_only``)."""
+    return {key: float(value) for key, value in values.items()}
+
+
 class TrainLoop:
     """The optimisation state of one run and its per-epoch steps over any iterable of batches.
 
@@ -123,8 +133,16 @@ class TrainLoop:
         self.forward = forward if forward is not None else self.model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps, fused=True)
         self.schedule = LearningRateSchedule(
-            config.schedule, config.lr, config.min_lr, steps_per_epoch, config.epochs, config.inverse_time_decay
+            config.schedule,
+            config.lr,
+            config.min_lr,
+            steps_per_epoch,
+            config.epochs,
+            config.inverse_time_decay,
+            cosine_fraction=config.cosine_fraction,
+            warmup_steps=round(config.warmup_epochs * steps_per_epoch),
         )
+        self.ema = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.epoch, self.step = 0, 0
         self.epoch_started = time.perf_counter()  # set again by every train_epoch
         self.history = History()
@@ -159,18 +177,26 @@ class TrainLoop:
             self.optimizer.zero_grad(set_to_none=True)
             (rmse_term + penalty).backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
             self.step += 1
             total += loss_value
             count += 1
         return total / max(count, 1)
 
-    def predict(self, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:
-        """(predictions [N, T], targets [N, T]) in the dataset's units, in batch order."""
-        return predict_batches(self.model, batches, self.device)
+    def kept_weights(self):
+        """The context in which ``model`` holds the weights the run validates and keeps: the average with an EMA."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
 
-    def error_sums(self, batches: Iterable[Batch]) -> tuple[np.ndarray, int]:
+    def predict(self, batches: Iterable[Batch], raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions [N, T], targets [N, T]) in the dataset's units, in batch order, of the kept weights (the
+        raw weights with ``raw``)."""
+        with nullcontext() if raw else self.kept_weights():
+            return predict_batches(self.model, batches, self.device)
+
+    def error_sums(self, batches: Iterable[Batch], raw: bool = False) -> tuple[np.ndarray, int]:
         """(Σ|error| per target [T], number of structures): the parts a distributed MAE adds up."""
-        predictions, targets = self.predict(batches)
+        predictions, targets = self.predict(batches, raw)
         return np.abs(predictions - targets).sum(axis=0, dtype=np.float64), len(targets)
 
     def mae_per_target(self, error_sum: np.ndarray, count: int) -> dict[str, float]:
@@ -181,17 +207,26 @@ class TrainLoop:
         std = self.model.target_std.cpu().numpy()
         return float(np.mean(np.asarray(list(mae_per_target.values())) / std))
 
-    def end_epoch(self, train_loss: float, val_mae_per_target: dict[str, float], lr: float) -> EpochRecord:
-        """Record the epoch, update the schedule and the best weights, advance the epoch counter."""
+    def end_epoch(
+        self,
+        train_loss: float,
+        val_mae_per_target: dict[str, float],
+        lr: float,
+        raw_val_mae_per_target: dict[str, float] | None = None,
+    ) -> EpochRecord:
+        """Record the epoch (the kept weights' validation MAE, and the raw weights' with an EMA), update the
+        schedule and the best weights, advance the epoch counter."""
         val_mae = self.normalized_mae(val_mae_per_target)
         self.schedule.end_epoch(val_mae)
-        per_target = {t: float(v) for t, v in val_mae_per_target.items()}  # plain floats: weights_only loads
+        raw = _plain_floats(raw_val_mae_per_target) if raw_val_mae_per_target is not None else None
         seconds = time.perf_counter() - self.epoch_started
-        record = EpochRecord(self.epoch, float(train_loss), val_mae, per_target, float(lr), seconds)
+        per_target = _plain_floats(val_mae_per_target)
+        record = EpochRecord(self.epoch, float(train_loss), val_mae, per_target, float(lr), seconds, raw)
         self.history.records.append(record)
         if val_mae < self.history.best_val_mae:
             self.history.best_val_mae, self.history.best_epoch = val_mae, self.epoch
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            with self.kept_weights():
+                self.best_state = copy.deepcopy(self.model.state_dict())
         self.epoch += 1
         return record
 
@@ -213,6 +248,7 @@ class TrainLoop:
             "best_epoch": self.history.best_epoch,
             "best_val_mae": self.history.best_val_mae,
             "torch_rng": torch.get_rng_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -224,6 +260,10 @@ class TrainLoop:
         self.history.records = [EpochRecord(**r) for r in state["history"]]
         self.history.best_epoch, self.history.best_val_mae = state["best_epoch"], state["best_val_mae"]
         torch.set_rng_state(state["torch_rng"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError("the checkpoint holds no weight average; resume it without ema_decay")
+            self.ema.load_state_dict(state["ema"])
 
 
 class Trainer(TrainLoop):
@@ -249,15 +289,17 @@ class Trainer(TrainLoop):
         self.train_loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed)
         super().__init__(model, config, len(self.train_loader), device)
 
-    def evaluate(self, dataset: GraphDataset) -> dict[str, float]:
-        """MAE per target in the dataset's units."""
-        return self.mae_per_target(*self.error_sums(make_loader(dataset, self.config.batch_size, shuffle=False)))
+    def evaluate(self, dataset: GraphDataset, raw: bool = False) -> dict[str, float]:
+        """MAE per target in the dataset's units (of the kept weights; of the raw ones with ``raw``)."""
+        loader = make_loader(dataset, self.config.batch_size, shuffle=False)
+        return self.mae_per_target(*self.error_sums(loader, raw))
 
     def run_epoch(self, progress: bool = False) -> EpochRecord:
         """Train one epoch, validate, update the schedule and the best weights."""
         lr = self.schedule.lr_at(self.step)
         train_loss = self.train_epoch(self.train_loader, progress)
-        return self.end_epoch(train_loss, self.evaluate(self.val_set), lr)
+        raw = self.evaluate(self.val_set, raw=True) if self.ema is not None else None
+        return self.end_epoch(train_loss, self.evaluate(self.val_set), lr, raw)
 
     def fit(self, progress: bool = True, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> History:
         """Train until ``config.epochs`` or early stopping; restores the best weights at the end."""

@@ -39,6 +39,7 @@ from scannet.model import SCANN, SCANNConfig
 from scannet.precision import Precision
 from scannet.static_shapes import compile_forward
 from scannet.train import metrics as M
+from scannet.train.launches import LaunchTimeLimit
 from scannet.train.run_config import FaultHooks
 from scannet.train.run_folder import LATEST_CHECKPOINT, MODEL_FILE, TRAIN_STATE, RunFolder
 from scannet.train.trainer import TrainConfig, TrainLoop
@@ -145,13 +146,20 @@ def per_rank_batch_size(global_batch: int, world_size: int) -> int:
 class LocalSession:
     """No Ray: one process (or one rank of an initialised ``torch.distributed`` group) on ``device``.
 
-    Keeps the latest checkpoint in ``folder/latest`` (replaced atomically: a kill never leaves half of one).
+    Keeps the latest checkpoint in ``folder/latest`` (replaced atomically: a kill never leaves half of one). With
+    ``limit_hours`` (one process only: the clock is this process's), a report raises
+    :class:`~scannet.train.launches.LaunchTimeLimit` after its checkpoint is written when another epoch as long as
+    this one would end more than ``limit_hours`` after the session was made.
     """
 
     def __init__(
-        self, folder: str | Path, device: str = "cpu", on_report: Callable[[dict[str, Any]], None] | None = None
+        self,
+        folder: str | Path,
+        device: str = "cpu",
+        on_report: Callable[[dict[str, Any]], None] | None = None,
+        limit_hours: float | None = None,
     ) -> None:
-        self.on_report = on_report
+        self.on_report, self.limit_hours, self.started = on_report, limit_hours, time.perf_counter()
         self.rank, self.world_size = rank_and_world()
         self.folder, self._device = Path(folder), torch.device(device)
         self.reports: list[dict[str, Any]] = []
@@ -184,14 +192,19 @@ class LocalSession:
         if checkpoint_dir and self.rank == 0:
             with AtomicWrite(self.latest, owned=(TRAIN_STATE, MODEL_FILE)) as write:
                 shutil.copytree(checkpoint_dir, write.path, dirs_exist_ok=True)
+        if self.limit_hours is not None and checkpoint_dir and not metrics[M.LAST]:
+            next_epoch_ends = time.perf_counter() + metrics[M.SECONDS] - self.started
+            if next_epoch_ends > self.limit_hours * 3600:
+                raise LaunchTimeLimit(metrics[M.EPOCH] + 1, self.limit_hours)
 
 
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-def distributed_mae(loop: TrainLoop, stream: GraphTableDataset) -> tuple[dict[str, float], int]:
-    """(MAE per target in dataset units, structures evaluated) over all ranks; each structure counted once."""
-    error_sum, count = loop.error_sums(make_table_loader(stream))
+def distributed_mae(loop: TrainLoop, stream: GraphTableDataset, raw: bool = False) -> tuple[dict[str, float], int]:
+    """(MAE per target in dataset units, structures evaluated) over all ranks; each structure counted once. Of
+    the weights the run keeps (the average with an EMA), or of the raw weights with ``raw``."""
+    error_sum, count = loop.error_sums(make_table_loader(stream), raw)
     reduced = all_reduce_sum(np.concatenate([error_sum, [count]]))
     return loop.mae_per_target(reduced[:-1], int(reduced[-1])), int(reduced[-1])
 
@@ -258,7 +271,8 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
         train_loss = loop.train_epoch(train_batches)  # raises NonFiniteLossError on a NaN / inf loss
         train_seconds = time.perf_counter() - started
         val_mae, val_count = distributed_mae(loop, val)
-        record = loop.end_epoch(train_loss, val_mae, lr)
+        raw_val_mae = distributed_mae(loop, val, raw=True)[0] if loop.ema is not None else None
+        record = loop.end_epoch(train_loss, val_mae, lr, raw_val_mae)
 
         # [4] report: metrics from every rank (a barrier), the checkpoint from rank 0
         metrics = M.epoch_report(
@@ -276,7 +290,8 @@ def run_worker(config: WorkerConfig, session: Session) -> None:
             keep = rank == 0 and session.wants_checkpoint(metrics)
             if keep:
                 torch.save({**loop.state_dict(), "rank_rng": rank_rng}, Path(folder) / TRAIN_STATE)
-                save_model(Path(folder) / MODEL_FILE, model, config.featurizer, metadata=config.model_metadata)
+                with loop.kept_weights():
+                    save_model(Path(folder) / MODEL_FILE, model, config.featurizer, metadata=config.model_metadata)
             session.report(metrics, folder if keep else None)
 
 

@@ -26,6 +26,11 @@ class TrainJobConfig(TrackingConfig, RunConfig):
         for name, least in (("num_workers", 1), ("cpus_per_worker", 1), ("keep_checkpoints", 1), ("max_failures", 0)):
             if getattr(self, name) < least:
                 raise ConfigError(f"{name}: must be >= {least}, got {getattr(self, name)}")
+        if self.launch_hours is not None:
+            raise ConfigError(
+                "launch_hours: the Ray-free runner's launch time limit (scannet train without --ray); a Ray run "
+                "resumes from its checkpoints after any stop"
+            )
         if self.train.batch_size % self.num_workers:
             raise ConfigError(
                 f"train.batch_size {self.train.batch_size} is the global batch and must divide evenly over "

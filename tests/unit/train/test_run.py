@@ -16,8 +16,10 @@ from scannet.data.qm9 import write_qm9_table
 from scannet.data.structures_table import write_structures
 from scannet.featurizer import FeaturizerConfig
 from scannet.model import SCANN, preset
-from scannet.train.run import prepare_run, run_local
+from scannet.train.launches import read_launches
+from scannet.train.run import LaunchStopped, prepare_run, run_local
 from scannet.train.run_config import build_run_config
+from scannet.train.run_folder import RunFolder
 from scannet.typed_config import ConfigError
 
 
@@ -139,6 +141,40 @@ def test_local_runner_trains_evaluates_and_resumes(tmp_path):
     import scannet
 
     assert abs(scannet.load(longer.checkpoint).predict_one(ethanol).ga_scores.sum() - 1) < 1e-5
+
+
+def test_a_launch_ends_at_its_time_limit_without_the_test_and_every_launch_is_recorded(tmp_path):
+    structures = write_qm9_table(tmp_path / "qm9", targets=["homo"], limit=60)
+
+    def launch(**limit):
+        train = {"epochs": 3, "batch_size": 16}
+        config = run_config(tmp_path, structures, model_preset="demo", threads=1, train=train, **limit)
+        return run_local(config)
+
+    stopped = launch(launch_hours=1e-9)  # any epoch overruns it: the launch ends after its first
+    assert isinstance(stopped, LaunchStopped) and stopped.epochs_done == 1 and not stopped.finished
+    folder = RunFolder(stopped.run_dir)
+    assert not folder.summary.exists() and not folder.best_model.exists()  # the test split was not read
+    summary = launch()
+    assert summary.resumed_from_epoch == 1 and summary.epochs_run == 3
+    launches = read_launches(folder.launches)
+    assert [(r["first_epoch"], r["last_epoch"], r["ended_by"]) for r in launches] == [
+        (0, 1, "time limit"),
+        (1, 3, "finished"),
+    ]
+    assert launches[0]["limit_hours"] == 1e-9 and launches[1]["limit_hours"] is None
+    assert all(
+        r["seconds"] > 0 and r["machine"]["cpus"] and "bf16 instructions" in r["machine"]["cpu"] for r in launches
+    )
+
+
+def test_a_launch_time_limit_is_refused_on_ray_and_must_be_positive():
+    from scannet_platform.train.config import build_config
+
+    with pytest.raises(ConfigError, match="launch_hours: the Ray-free runner"):
+        build_config(launch_hours=1.0)
+    with pytest.raises(ConfigError, match="launch_hours: must be > 0"):
+        build_run_config(None, launch_hours=0.0)
 
 
 def test_a_missing_data_table_is_refused_before_anything_is_written(tmp_path):

@@ -57,3 +57,27 @@ def test_sgdr_state_round_trip_resumes_identically():
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="unknown schedule"):
         LearningRateSchedule("linear", 1e-3, 1e-4, 1, 1)
+
+
+def test_warmup_rises_linearly_then_the_cosine_spans_the_rest_to_the_last_step():
+    s = LearningRateSchedule(
+        "cosine",
+        lr=1e-3,
+        min_lr=1e-5,
+        steps_per_epoch=10,
+        epochs=10,
+        inverse_time_decay=0.0,
+        cosine_fraction=1.0,
+        warmup_steps=20,
+    )
+    assert [s.lr_at(t) for t in (0, 9, 19)] == pytest.approx([1e-3 / 20, 1e-3 / 2, 1e-3])
+    assert s.lr_at(20) == pytest.approx(1e-3)  # the cosine starts at its peak where the warm-up ends
+    assert s.lr_at(60) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)  # halfway through the 80 cosine steps
+    assert s.lr_at(100) == pytest.approx(1e-5)  # the floor at the last step, not before
+    assert s.lr_at(99) > s.lr_at(100)
+
+
+def test_half_cosine_without_warmup_is_unchanged_by_the_new_options():
+    old = LearningRateSchedule("cosine", 5e-4, 1e-5, 7, 30)
+    new = LearningRateSchedule("cosine", 5e-4, 1e-5, 7, 30, cosine_fraction=0.5, warmup_steps=0)
+    assert [old.lr_at(t) for t in range(210)] == [new.lr_at(t) for t in range(210)]

@@ -79,3 +79,25 @@ def test_non_finite_targets_are_rejected():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="NaN or inf"):
         GraphDataset([synthetic_graph(3, rng)], np.array([[np.nan]]))
+
+
+def test_an_ema_run_keeps_the_average_records_both_curves_and_resumes_exactly():
+    straight = make_trainer(4, ema_decay=0.9)
+    straight.fit(progress=False)
+    records = straight.history.records
+    assert all(r.raw_val_mae_per_target is not None for r in records)
+    assert any(r.raw_val_mae_per_target != r.val_mae_per_target for r in records)  # two different weight sets
+    # the restored best weights are the average's: their MAE is the recorded (average) one, not the raw one
+    best = records[straight.history.best_epoch]
+    assert straight.evaluate(straight.val_set, raw=True)["y"] == pytest.approx(best.val_mae_per_target["y"], rel=1e-5)
+
+    first = make_trainer(4, ema_decay=0.9)
+    for _ in range(2):
+        first.run_epoch()
+    state = first.state_dict()  # before make_trainer reseeds the global RNG
+    resumed = make_trainer(4, ema_decay=0.9)
+    resumed.load_state_dict(state)
+    resumed.fit(progress=False)
+    assert [r.val_mae for r in resumed.history.records] == [r.val_mae for r in records]
+    with pytest.raises(ValueError, match="no weight average"):
+        make_trainer(4, ema_decay=0.9).load_state_dict(make_trainer(4).state_dict())

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from scannet.checkpoint import load_model
 from scannet.data.graphs_table import featurize_table
 from scannet.data.qm9 import write_qm9_table
 from scannet.featurizer import FeaturizerConfig
@@ -64,7 +65,7 @@ def worker_config(graph_data, run_dir: Path, epochs: int, dropout: float = 0.1, 
         graph_table=str(graphs),
         split_ids=str(split_ids),
         model=model,
-        train=TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, schedule="cosine"),
+        train=extra.pop("train", None) or TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, schedule="cosine"),
         featurizer=FeaturizerConfig(),
         target_mean=(-6.5, 0.5),
         target_std=(0.6, 1.2),
@@ -112,6 +113,26 @@ def test_killed_and_resumed_equals_uninterrupted_bit_for_bit(graph_data, tmp_pat
     run_worker(config, resumed)  # the marker exists: no second failure
     assert [r["epoch"] for r in resumed.reports] == [2, 3]
     assert_same_state(whole.latest, resumed.latest)
+
+
+def test_ema_run_checkpoints_the_average_and_resumes_bit_for_bit(graph_data, tmp_path):
+    ema = TrainConfig(
+        epochs=3, batch_size=16, lr=1e-3, schedule="cosine", cosine_fraction=1.0, ema_decay=0.9, warmup_epochs=1
+    )
+    whole = LocalSession(tmp_path / "whole")
+    run_worker(worker_config(graph_data, tmp_path / "a", epochs=3, train=ema), whole)
+    assert all({"raw_val_mae_homo", "raw_val_mae_lumo"} <= set(r) for r in whole.reports)
+    config = worker_config(graph_data, tmp_path / "b", epochs=3, train=ema, hooks=FaultHooks(fail_once_at_epoch=1))
+    with pytest.raises(RuntimeError, match="injected"):
+        run_worker(config, LocalSession(tmp_path / "parts"))
+    resumed = LocalSession(tmp_path / "parts")
+    run_worker(config, resumed)
+    assert_same_state(whole.latest, resumed.latest)
+    state = torch.load(whole.latest / TRAIN_STATE, weights_only=True)
+    saved, _, _ = load_model(whole.latest / MODEL_FILE)
+    for name, value in state["ema"]["average"].items():  # the checkpoint's model is the average, not the raw weights
+        assert torch.equal(saved.state_dict()[name], value), name
+    assert any(not torch.equal(state["model"][n], v) for n, v in state["ema"]["average"].items())
 
 
 def assert_same_state(first: Path, second: Path) -> None:
