@@ -10,16 +10,22 @@ Every variant trains once per seed (``train.seed``: initial weights and batch or
 the same for all), variants taking turns seed by seed, with the same training loop as ``scannet train``. Runs are
 resumable folders under ``--out`` (re-running the command continues or reuses them).
 
-Printed per variant and epoch: the validation MAE per target in meV, median (min-max) over the seeds, and the
-training molecules/s; then each variant's last-epoch MAE against the first variant's, with "inside the noise"
-where the seed ranges overlap.
+Every variant gets the same training compute, ``--epochs`` epochs of the slice: an ensemble variant trains its k
+members for ``--epochs / k`` epochs each and is scored by the mean of their predictions; a per-target variant
+trains one single-head model per target for ``--epochs / targets`` epochs each. Variants: ``fp32-eager`` and
+``bf16-compiled`` (the old CPU recipe's cosine over half the steps), ``bf16-full-cosine`` (cosine to the last step
+after a warm-up over 1/32 of the epochs, the budget recipe's share), and that recipe as ``-per-target`` models and as a 3-member ``-ensemble3``.
+
+Printed per variant: the validation MAE per target in meV, median (min-max) over the seeds, per epoch for a single
+model (its kept weights) and as the final value otherwise, with the training molecules/s; then each variant's final
+MAE against the first variant's, with "inside the noise" where the seed ranges overlap.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,8 @@ import pyarrow.parquet as pq
 import torch
 from _timing import machine_load
 
+from scannet.checkpoint import load_model
+from scannet.data.loader import make_table_loader
 from scannet.data.qm9 import QM9_SIZE, QM9_STANDARD_TRAIN, QM9_STANDARD_VAL, write_qm9_table
 from scannet.data.splits import standard_split
 from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter, read_units
@@ -36,18 +44,40 @@ from scannet.home import default_data_cache
 from scannet.train import metrics as M
 from scannet.train.run import prepare_run
 from scannet.train.run_config import build_run_config
-from scannet.train.worker import LocalSession, run_worker
+from scannet.train.run_folder import MODEL_FILE, TRAIN_STATE
+from scannet.train.trainer import predict_batches
+from scannet.train.worker import LocalSession, run_worker, split_stream
 
-#: name -> RunConfig overrides (``train`` keys nested) of each variant.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "fp32-eager": {},
-    "bf16-compiled": {"precision": "bf16", "compile": True},
+
+@dataclass(frozen=True)
+class Variant:
+    """A recipe to compare. ``overrides``: RunConfig keys (``train`` nested). At the same training compute as one
+    model of ``--epochs`` epochs: ``members`` > 1 trains an ensemble of that many models (seeds seed, seed + 1000,
+    ...) for ``--epochs / members`` epochs each and averages their predictions; ``per_target`` trains one model per
+    target (one head each) for ``--epochs / targets`` epochs each."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    members: int = 1
+    per_target: bool = False
+
+
+BF16 = {"precision": "bf16", "compile": True}
+#: The budget recipe's schedule; its warm-up is a share of each model's epochs (1 of the budget run's 32), so that
+#: models of fewer epochs (ensemble members, per-target models) warm up for the same share of their run.
+FULL_COSINE = {"cosine_fraction": 1.0, "warmup_share": 1 / 32}
+VARIANTS: dict[str, Variant] = {
+    "fp32-eager": Variant(),
+    "bf16-compiled": Variant(BF16),
+    "bf16-full-cosine": Variant({**BF16, "train": FULL_COSINE}),
+    "bf16-full-cosine-per-target": Variant({**BF16, "train": FULL_COSINE}, per_target=True),
+    "bf16-full-cosine-ensemble3": Variant({**BF16, "train": FULL_COSINE}, members=3),
 }
 
 
 @dataclass
 class Curve:
-    """One run's validation MAE per epoch [E] per target (meV) and its training molecules/s per epoch."""
+    """One variant's validation MAE (meV) per target: per epoch [E] for a single model, else its final value [1];
+    and the training molecules/s per epoch."""
 
     mae: dict[str, list[float]]
     per_s: list[float]
@@ -68,13 +98,15 @@ def no_test_table(cache: Path) -> Path:
     return path
 
 
-def train_variant(name: str, seed: int, args: argparse.Namespace, data: Path) -> Curve:
-    overrides = VARIANTS[name]
-    train = {"epochs": args.epochs, "seed": seed, "schedule": "cosine", "min_lr": 1e-5, **overrides.get("train", {})}
+def train_one(name: str, seed: int, epochs: int, targets: tuple[str, ...], overrides: dict[str, Any], args, data):
+    """Train (or reuse) one run; returns (its prepared run, its history, this launch's reports)."""
+    train = {"epochs": epochs, "seed": seed, "schedule": "cosine", "min_lr": 1e-5, **overrides.get("train", {})}
+    if "warmup_share" in train:
+        train["warmup_epochs"] = epochs * train.pop("warmup_share")
     config = build_run_config(
-        name=f"{name}-seed{seed}-n{args.structures}-e{args.epochs}",
+        name=f"{name}-seed{seed}-n{args.structures}-e{epochs}",
         data=str(data),
-        targets=tuple(args.targets),
+        targets=targets,
         n_structures=args.structures,
         threads=args.threads,
         storage_path=str(args.out),
@@ -82,18 +114,57 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, data: Path) ->
         train=train,
     )
     prepared = prepare_run(config)
-    scale = {t: prepared.dataset.report(t)[0] for t in config.targets}
+    scale = {t: prepared.dataset.report(t)[0] for t in targets}
 
     def show(metrics: dict[str, Any]) -> None:
-        maes = "  ".join(f"{t} {metrics[M.mae_key('val', t)] * scale[t]:.1f}" for t in config.targets)
+        maes = "  ".join(f"{t} {metrics[M.mae_key('val', t)] * scale[t]:.1f}" for t in targets)
         print(f"  {name} seed {seed} epoch {metrics[M.EPOCH] + 1}: {maes} meV  {metrics[M.TRAIN_PER_S]:.0f} mol/s")
 
     session = LocalSession(prepared.folder.checkpoints, on_report=show)
     run_worker(prepared.worker, session)
-    history = torch.load(session.latest / "train_state.pt", map_location="cpu", weights_only=True)["history"]
-    mae = {t: [r[M.VAL_MAE_PER_TARGET][t] * scale[t] for r in history] for t in config.targets}
-    per_s = [r.get(M.TRAIN_PER_S, float("nan")) for r in session.reports] or [float("nan")] * len(history)
-    return Curve(mae, per_s)
+    history = torch.load(session.latest / TRAIN_STATE, map_location="cpu", weights_only=True)["history"]
+    return prepared, session, history
+
+
+def val_predictions(prepared, session) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions [N, T], targets [N, T]) of a run's kept weights on its validation part, dataset units."""
+    model, _, _ = load_model(session.latest / MODEL_FILE)
+    stream = split_stream(prepared.worker, "val", 0, 1, shuffle=False, batch_size=256)
+    return predict_batches(model, make_table_loader(stream))
+
+
+def train_variant(name: str, seed: int, args: argparse.Namespace, data: Path) -> Curve:
+    variant, targets = VARIANTS[name], tuple(args.targets)
+    if variant.per_target:
+        mae, per_s = {}, []
+        for target in targets:
+            prepared, session, history = train_one(
+                f"{name}-{target}", seed, args.epochs // len(targets), (target,), variant.overrides, args, data
+            )
+            mae[target] = [history[-1][M.VAL_MAE_PER_TARGET][target] * prepared.dataset.report(target)[0]]
+            per_s += [r[M.TRAIN_PER_S] for r in session.reports]
+        return Curve(mae, per_s)
+    if variant.members > 1:
+        predictions, per_s = [], []
+        for member in range(variant.members):
+            prepared, session, _ = train_one(
+                f"{name}-m{member}",
+                seed + 1000 * member,
+                args.epochs // variant.members,
+                targets,
+                variant.overrides,
+                args,
+                data,
+            )
+            predicted, truth = val_predictions(prepared, session)
+            predictions.append(predicted)
+            per_s += [r[M.TRAIN_PER_S] for r in session.reports]
+        error = np.abs(np.mean(predictions, axis=0) - truth).mean(axis=0)
+        return Curve({t: [float(error[k]) * prepared.dataset.report(t)[0]] for k, t in enumerate(targets)}, per_s)
+    prepared, session, history = train_one(name, seed, args.epochs, targets, variant.overrides, args, data)
+    scale = {t: prepared.dataset.report(t)[0] for t in targets}
+    mae = {t: [r[M.VAL_MAE_PER_TARGET][t] * scale[t] for r in history] for t in targets}
+    return Curve(mae, [r[M.TRAIN_PER_S] for r in session.reports])
 
 
 def spread(values: list[float]) -> str:
@@ -105,13 +176,23 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["fp32-eager", "bf16-compiled"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--structures", type=int, default=24000)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=6, help="per single model; the compute every variant gets")
     parser.add_argument("--targets", nargs="+", default=["homo", "lumo", "gap"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/levers"))
     args = parser.parse_args()
     if len(args.seeds) < 3:
         parser.error("at least 3 seeds (a median and a range need them)")
+    for name in args.variants:
+        parts = (
+            VARIANTS[name].members
+            if VARIANTS[name].members > 1
+            else len(args.targets)
+            if VARIANTS[name].per_target
+            else 1
+        )
+        if args.epochs % parts:
+            parser.error(f"{name}: --epochs must divide evenly over its {parts} models (equal compute)")
     data = no_test_table(default_data_cache())
     curves: dict[str, list[Curve]] = {v: [] for v in args.variants}
     with machine_load():
@@ -122,12 +203,13 @@ def main() -> None:
     base = args.variants[0]
     print(f"\nvalidation MAE (meV), median (min-max) over seeds {args.seeds}; {args.structures} structures, 80/10/10")
     for variant, runs in curves.items():
-        print(f"{variant}:")
-        for epoch in range(args.epochs):
+        rates = [rate for c in runs for rate in c.per_s]
+        print(f"{variant}: " + (f"{statistics.median(rates):,.0f} training mol/s (median of epochs)" if rates else ""))
+        points = len(runs[0].mae[args.targets[0]])  # epochs of a single model, else 1 (the final value)
+        for epoch in range(points):
             cells = "  ".join(f"{t} {spread([c.mae[t][epoch] for c in runs])}" for t in args.targets)
-            rate = statistics.median(c.per_s[epoch] for c in runs if epoch < len(c.per_s))
-            print(f"  epoch {epoch + 1:>3}  {cells}  {rate:,.0f} mol/s")
-    print(f"\nlast epoch against {base}:")
+            print(f"  {f'epoch {epoch + 1:>3}' if points > 1 else 'final'}  {cells}")
+    print(f"\nat the same training compute, against {base}:")
     for variant in args.variants[1:]:
         for t in args.targets:
             ours = [c.mae[t][-1] for c in curves[variant]]

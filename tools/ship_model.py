@@ -27,10 +27,40 @@ from scannet.domain import QUANTILE, domain_path, load_domain
 from scannet.io.provenance import code_version, sha256_file
 from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
 from scannet.train import metrics as M
+from scannet.train.launches import read_launches
 from scannet.train.run_folder import BEST_MODEL_FILE, SPLIT_IDS_FILE, RunFolder
 
 #: The published SCANN+ test MAE on QM9 (Vu et al. 2023, docs/model-spec.md §6), in report units.
 PUBLISHED_SCANN_PLUS = {"homo": 32.0, "lumo": 31.0, "gap": 52.0, "alpha": 0.115, "cv": 0.041}
+#: Published QM9 test MAEs (meV) the card compares with, each with its split and source. None of them is on this
+#: project's split: they come from other test sets of about the same size.
+PUBLISHED_QM9 = (
+    {
+        "model": "SchNet",
+        "mae": {"homo": 41.0, "lumo": 34.0, "gap": 63.0},
+        "split": "about 110,000 training molecules",
+        "source": "Schütt et al., J. Chem. Phys. 148, 241722 (2018), as tabulated by Chen et al., Chem. Mater. 31, "
+        "3564 (2019) (MEGNet), Table 2",
+    },
+    {
+        "model": "SchNet, SchNetPack's default recipe",
+        "mae": {"homo": 47.0, "lumo": 39.0, "gap": 74.0},
+        "split": "100,000 / 10,000 / rest",
+        "source": "atomistic-machine-learning/schnetpack, docs/getstarted/benchmarks.rst",
+    },
+    {
+        "model": "PaiNN",
+        "mae": {"homo": 27.6, "lumo": 20.4, "gap": 45.7},
+        "split": "110,000 / 10,000 / rest",
+        "source": "Schütt, Unke and Gastegger, ICML 2021 (PMLR 139, 9377), as quoted in the YangSun1/eMol README",
+    },
+    {
+        "model": "SCANN+ (1,000 epochs, GPU)",
+        "mae": {"homo": 32.0, "lumo": 31.0, "gap": 52.0},
+        "split": "110,000 / 10,000 / rest of the list sorted by atom count",
+        "source": "Vu et al., npj Comput. Mater. 9, 215 (2023); sinhvt3421/scann--material README",
+    },
+)
 
 
 @dataclass
@@ -132,6 +162,8 @@ def build_card(
             "resumed_from_epoch": summary["resumed_from_epoch"],
             "device": config["device"],
             "torch": torch.__version__,
+            "launches": read_launches(folder.launches),  # every launch of the Ray-free runner, with its machine
+            "launches_seconds": _launches_seconds(folder),  # their wall time in all: the training's cost
         },
         "test": {
             "structures": summary["test_evaluated"],
@@ -140,10 +172,21 @@ def build_card(
         },
         "test_subset": {"structures": len(subset.ids), "seed": subset.seed, "ids": subset.ids, "mae": subset.mae},
         "published_scann_plus": {t: PUBLISHED_SCANN_PLUS[t] for t in config["targets"] if t in PUBLISHED_SCANN_PLUS},
+        "published": [
+            {**row, "mae": {t: row["mae"][t] for t in config["targets"] if t in row["mae"]}}
+            for row in PUBLISHED_QM9
+            if config["data"] == "qm9" and any(t in row["mae"] for t in config["targets"])
+        ],
         "domain": domain_facts(model_file, subset),
         "model_sha256": sha256_file(model_file),
         "code_version": code_version(),
     }
+
+
+def _launches_seconds(folder: RunFolder) -> float | None:
+    """The wall time of all launches (preparation, training, the final test); None when none was recorded."""
+    launches = read_launches(folder.launches)
+    return float(sum(launch["seconds"] for launch in launches)) if launches else None
 
 
 def _epoch_seconds(history: list[dict]) -> float | None:
@@ -212,7 +255,9 @@ def render_readme(card: dict[str, Any]) -> str:
             *([f"- Note: {card['note']}"] if card.get("note") else []),
             "- The published recipe on a GPU, one command: `scannet train --config "
             "scannet/pretrained/qm9-gpu-recipe.yaml` (1,000 epochs; not run for this model).",
+            *_launch_lines(train.get("launches") or [], train.get("launches_seconds")),
             "",
+            *_published_lines(card),
             *_domain_lines(card.get("domain")),
             "## Use and limits",
             "",
@@ -226,6 +271,57 @@ def render_readme(card: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+def _launch_lines(launches: list[dict[str, Any]], seconds: float | None) -> list[str]:
+    """The README's record of the launches (none when the run predates them)."""
+    if not launches:
+        return []
+    rows = [
+        f"| {k + 1} | {launch['started']} | {launch['first_epoch'] + 1}-{launch['last_epoch']} | "
+        f"{launch['seconds'] / 3600:.2f} h | {launch['ended_by']} | {launch['machine']['cpu']}, "
+        f"{launch['machine']['cpus']} cores, {launch['machine']['torch_threads']} threads | "
+        + (" / ".join(f"{x:.2f}" for x in launch["load_average"]) if launch.get("load_average") else "—")
+        + " |"
+        for k, launch in enumerate(launches)
+    ]
+    return [
+        f"- Training took {seconds / 3600:.2f} h of wall clock in {len(launches)} launch(es), preparation and the "
+        "final test included (`launches.jsonl` of the run):",
+        "",
+        "| launch | started (UTC) | epochs | wall clock | ended by | machine | load at the end (1 / 5 / 15 min) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _published_lines(card: dict[str, Any]) -> list[str]:
+    """The README's comparison with published figures, with their sources and splits."""
+    published = card.get("published") or []
+    if not published:
+        return []
+    targets = [t for t in card["targets"] if any(t in row["mae"] for row in published)]
+    units = card["units"]
+    split = card["data"]["split"]
+    ours = " | ".join(f"{card['test']['mae'][t]:.1f}" for t in targets)
+    return [
+        "## Compared with published figures",
+        "",
+        f"| model | {' | '.join(f'{t} ({units[t]})' for t in targets)} | split | source |",
+        "|---|" + "---|" * len(targets) + "---|---|",
+        f"| **this model** | {ours} | {split['sizes']['train']:,} / {split['sizes']['val']:,} / "
+        f"{split['sizes']['test']:,}, seeded random (seed {split['seed']}, QM9 {split['order']} order) | this card |",
+        *(
+            f"| {row['model']} | "
+            + " | ".join(f"{row['mae'][t]:g}" if t in row["mae"] else "—" for t in targets)
+            + f" | {row['split']} | {row['source']} |"
+            for row in published
+        ),
+        "",
+        "The published figures come from other test sets of about the same size (SCANN+'s is the end of the list "
+        "sorted by atom count, not a random draw): they are comparable in scale, not molecule for molecule.",
+        "",
+    ]
 
 
 def _domain_lines(domain: dict[str, Any] | None) -> list[str]:
@@ -242,8 +338,7 @@ def _domain_lines(domain: dict[str, Any] | None) -> list[str]:
         f"{low}-{high} heavy atoms; the standardised pooled vector within {domain['threshold']:.4g} of its nearest "
         f"neighbour among {domain['reference_structures']:,} seeded training structures (the "
         f"{domain['quantile']:.0%} quantile of that distance over {domain['validation_structures']:,} validation "
-        "structures)."
-        + (f" {inside:.1%} of the fixed test subset lies inside." if inside is not None else ""),
+        "structures)." + (f" {inside:.1%} of the fixed test subset lies inside." if inside is not None else ""),
         "",
         *([f"- Built with {domain['built_with']}."] if domain.get("built_with") else []),
         *([f"- Measured: {domain['measured']}"] if domain.get("measured") else []),

@@ -19,7 +19,9 @@ from scannet import pretrained
 from scannet.cli import main as cli_main
 
 # the release tool is maintainer tooling outside the package (tools/ship_model.py): loaded by its path
-_SHIP = importlib.util.spec_from_file_location("ship_model", Path(__file__).resolve().parents[2] / "tools" / "ship_model.py")
+_SHIP = importlib.util.spec_from_file_location(
+    "ship_model", Path(__file__).resolve().parents[2] / "tools" / "ship_model.py"
+)
 ship_model = sys.modules["ship_model"] = importlib.util.module_from_spec(_SHIP)
 _SHIP.loader.exec_module(ship_model)
 render_readme, subset_mae = ship_model.render_readme, ship_model.subset_mae
@@ -115,6 +117,46 @@ def test_the_readme_gives_the_epochs_total_time_when_the_history_has_it():
     assert "over all launches" not in render_readme(card)  # the shipped run predates epoch timing
     card["training"]["epoch_seconds"] = 4242.0
     assert "its epochs, over all launches, 1.18 h." in render_readme(card)
+
+
+def test_the_readme_lists_the_launches_and_the_published_figures_with_their_sources():
+    card = json.loads(json.dumps(pretrained.card()))
+    card["published"] = [dict(row) for row in ship_model.PUBLISHED_QM9]
+    machine = {"cpu": "AMD EPYC; bf16 instructions: avx512_bf16", "cpus": 2, "torch_threads": 2}
+    card["training"]["launches"] = [
+        {
+            "started": "2026-12-07T05:38:02+00:00",
+            "first_epoch": 0,
+            "last_epoch": 25,
+            "seconds": 6100.0,
+            "ended_by": "time limit",
+            "machine": machine,
+            "load_average": [2.0, 2.01, 2.0],
+        },
+        {
+            "started": "2026-12-08T01:00:00+00:00",
+            "first_epoch": 25,
+            "last_epoch": 32,
+            "seconds": 1800.0,
+            "ended_by": "finished",
+            "machine": machine,
+            "load_average": None,
+        },
+    ]
+    card["training"]["launches_seconds"] = 7900.0
+    readme = render_readme(card)
+    assert "Training took 2.19 h of wall clock in 2 launch(es)" in readme
+    assert "| 1 | 2026-12-07T05:38:02+00:00 | 1-25 | 1.69 h | time limit | AMD EPYC" in readme
+    assert "| 2 | 2026-12-08T01:00:00+00:00 | 26-32 | 0.50 h | finished |" in readme
+    mae = card["test"]["mae"]
+    assert (
+        f"| **this model** | {mae['homo']:.1f} | {mae['lumo']:.1f} | {mae['gap']:.1f} | 110,000 / 10,000 / 10,831"
+        in readme
+    )
+    for row in ship_model.PUBLISHED_QM9:  # every published figure with its source
+        assert f"| {row['model']} | {row['mae']['homo']:g} | {row['mae']['lumo']:g} | {row['mae']['gap']:g} |" in readme
+        assert row["source"] in readme
+    assert {"SchNet", "PaiNN", "SCANN+ (1,000 epochs, GPU)"} <= {row["model"] for row in ship_model.PUBLISHED_QM9}
 
 
 def _tampered_copy(tmp_path: Path, name: str = pretrained.DEFAULT_MODEL) -> tuple[Path, str]:
