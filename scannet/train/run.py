@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -287,17 +287,30 @@ def check_resume(config: RunConfig, run_dir: Path, extra_resumable: frozenset[st
 def config_changes(recorded_file: Path, config: Any, allowed: frozenset[str]) -> str | None:
     """``key: recorded -> current`` for the settings of ``config`` (dotted keys) that differ from those recorded
     in ``recorded_file`` (JSON), except the ``allowed`` keys and what lies below them; None when nothing differs
-    or nothing was recorded."""
+    or nothing was recorded. A key the recorded file lacks (written before the setting existed) differs only when
+    ``config`` sets it to other than its default: a new setting's default keeps the old behaviour."""
     if not recorded_file.exists():
         return None
     recorded = _flat(json.loads(recorded_file.read_text()))
     current = _flat(json.loads(json.dumps(to_plain(config))))
+    defaults = _flat(json.loads(json.dumps(to_plain(_field_defaults(type(config))))))
     differ = sorted(
         k
         for k in set(recorded) | set(current)
-        if recorded.get(k) != current.get(k) and not any(k == a or k.startswith(a + ".") for a in allowed)
+        if recorded.get(k, defaults.get(k)) != current.get(k)
+        and not any(k == a or k.startswith(a + ".") for a in allowed)
     )
     return ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differ[:8]) or None
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """The defaults of a config dataclass's fields (a nested config: its default instance), without validating
+    the whole (a default StudyConfig, e.g., is refused for its empty search space)."""
+    return {
+        f.name: f.default if f.default is not MISSING else f.default_factory()
+        for f in fields(cls)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

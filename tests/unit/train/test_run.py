@@ -97,6 +97,19 @@ def test_resuming_with_a_changed_recipe_is_refused_naming_the_keys(tmp_path):
     assert json.loads(recorded)["train"]["lr"] == 5e-4
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default_and_is_refused_off_it(tmp_path):
+    data = table(tmp_path, "pt", pt_clusters())
+    prepare_run(run_config(tmp_path, data, targets=["energy"], train={"epochs": 2}))
+    recorded_file = tmp_path / "runs" / "scannet-qm9" / "run_config.json"
+    older = json.loads(recorded_file.read_text())
+    del older["train"]["ema_decay"], older["compile"]  # written by a version without these settings
+    recorded_file.write_text(json.dumps(older))
+    prepare_run(run_config(tmp_path, data, targets=["energy"], train={"epochs": 2}))  # their defaults: the same run
+    recorded_file.write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match=r"train.ema_decay: None -> 0.999"):
+        prepare_run(run_config(tmp_path, data, targets=["energy"], train={"epochs": 2, "ema_decay": 0.999}))
+
+
 def test_test_structures_that_fail_featurization_fail_the_run_unless_allowed(tmp_path):
     good = pt_clusters(30)
     for atoms in good[1::2]:
