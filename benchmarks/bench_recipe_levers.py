@@ -13,8 +13,11 @@ resumable folders under ``--out`` (re-running the command continues or reuses th
 Every variant gets the same training compute, ``--epochs`` epochs of the slice: an ensemble variant trains its k
 members for ``--epochs / k`` epochs each and is scored by the mean of their predictions; a per-target variant
 trains one single-head model per target for ``--epochs / targets`` epochs each. Variants: ``fp32-eager`` and
-``bf16-compiled`` (the old CPU recipe's cosine over half the steps), ``bf16-full-cosine`` (cosine to the last step
-after a warm-up over 1/32 of the epochs, the budget recipe's share), and that recipe as ``-per-target`` models and as a 3-member ``-ensemble3``.
+``bf16-compiled`` (the old CPU recipe's cosine over half the steps, no weight average), ``bf16-full-cosine`` (the
+budget recipe's shape: cosine to the last step after a warm-up over 1/32 of the epochs, and an EMA of the weights
+whose time constant is the same share of the run's steps as the recipe's 0.999 of its 32 x 860), and that recipe as
+``-per-target`` models and as a 3-member ``-ensemble3``. A single model with an EMA also records its raw weights'
+validation MAE every epoch: the EMA lever is read from the same runs.
 
 Printed per variant: the validation MAE per target in meV, median (min-max) over the seeds, per epoch for a single
 model (its kept weights) and as the final value otherwise, with the training molecules/s; then each variant's final
@@ -24,6 +27,7 @@ MAE against the first variant's, with "inside the noise" where the seed ranges o
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +66,11 @@ class Variant:
 
 
 BF16 = {"precision": "bf16", "compile": True}
-#: The budget recipe's schedule; its warm-up is a share of each model's epochs (1 of the budget run's 32), so that
-#: models of fewer epochs (ensemble members, per-target models) warm up for the same share of their run.
-FULL_COSINE = {"cosine_fraction": 1.0, "warmup_share": 1 / 32}
+#: The budget recipe's schedule and weight average, as shares of each model's run so that shorter runs (the slice,
+#: ensemble members, per-target models) get the same shape: warm-up over 1 of its 32 epochs; EMA decay 0.999, a
+#: time constant of 1,000 of its 32 x 860 steps.
+BUDGET_RUN_STEPS = 32 * 860
+FULL_COSINE = {"cosine_fraction": 1.0, "warmup_share": 1 / 32, "ema_share": 1000 / BUDGET_RUN_STEPS}
 VARIANTS: dict[str, Variant] = {
     "fp32-eager": Variant(),
     "bf16-compiled": Variant(BF16),
@@ -77,10 +83,11 @@ VARIANTS: dict[str, Variant] = {
 @dataclass
 class Curve:
     """One variant's validation MAE (meV) per target: per epoch [E] for a single model, else its final value [1];
-    and the training molecules/s per epoch."""
+    the training molecules/s per epoch; for a single model with a weight average, its raw weights' MAE per epoch."""
 
     mae: dict[str, list[float]]
     per_s: list[float]
+    raw: dict[str, list[float]] = field(default_factory=dict)
 
 
 def no_test_table(cache: Path) -> Path:
@@ -103,6 +110,9 @@ def train_one(name: str, seed: int, epochs: int, targets: tuple[str, ...], overr
     train = {"epochs": epochs, "seed": seed, "schedule": "cosine", "min_lr": 1e-5, **overrides.get("train", {})}
     if "warmup_share" in train:
         train["warmup_epochs"] = epochs * train.pop("warmup_share")
+    if "ema_share" in train:  # the time constant 1 / (1 - decay) as that share of the run's steps
+        steps = epochs * math.ceil(round(0.8 * args.structures) / train.get("batch_size", 128))
+        train["ema_decay"] = 1 - 1 / max(2.0, train.pop("ema_share") * steps)  # at least 2 steps (tiny runs)
     config = build_run_config(
         name=f"{name}-seed{seed}-n{args.structures}-e{epochs}",
         data=str(data),
@@ -164,7 +174,10 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, data: Path) ->
     prepared, session, history = train_one(name, seed, args.epochs, targets, variant.overrides, args, data)
     scale = {t: prepared.dataset.report(t)[0] for t in targets}
     mae = {t: [r[M.VAL_MAE_PER_TARGET][t] * scale[t] for r in history] for t in targets}
-    return Curve(mae, [r[M.TRAIN_PER_S] for r in session.reports])
+    raw = {t: [r[M.RAW_VAL_MAE_PER_TARGET][t] * scale[t] for r in history] for t in targets}
+    return Curve(
+        mae, [r[M.TRAIN_PER_S] for r in session.reports], raw if history[0].get(M.RAW_VAL_MAE_PER_TARGET) else {}
+    )
 
 
 def spread(values: list[float]) -> str:
@@ -209,6 +222,11 @@ def main() -> None:
         for epoch in range(points):
             cells = "  ".join(f"{t} {spread([c.mae[t][epoch] for c in runs])}" for t in args.targets)
             print(f"  {f'epoch {epoch + 1:>3}' if points > 1 else 'final'}  {cells}")
+            if runs[0].raw:
+                print(
+                    "       raw weights  "
+                    + "  ".join(f"{t} {spread([c.raw[t][epoch] for c in runs])}" for t in args.targets)
+                )
     print(f"\nat the same training compute, against {base}:")
     for variant in args.variants[1:]:
         for t in args.targets:
@@ -220,6 +238,11 @@ def main() -> None:
                 f"  {variant} {t}: {ratio:.3f}x {base}"
                 + (" (inside the noise: the seed ranges overlap)" if overlap else "")
             )
+    for variant in (v for v in args.variants if curves[v][0].raw):
+        print(f"\n{variant}, its weight average against its raw weights in the same runs (last epoch):")
+        for t in args.targets:
+            ratios = [c.mae[t][-1] / c.raw[t][-1] for c in curves[variant]]
+            print(f"  {t}: {statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f}) over the seeds")
 
 
 if __name__ == "__main__":

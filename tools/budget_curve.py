@@ -56,6 +56,7 @@ def draw(rows: list[dict[str, Any]], units: dict[str, str], goals: dict[str, flo
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     figure, axis = plt.subplots(figsize=(8, 5), dpi=150)
     hours = [row["hours"] for row in rows]
@@ -69,6 +70,10 @@ def draw(rows: list[dict[str, Any]], units: dict[str, str], goals: dict[str, flo
     if budget is not None:
         axis.axvline(budget, color="black", linewidth=0.8, label=f"budget {budget:g} h")
     axis.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 40, 50, 60 ... rather than 4 x 10^1
+    axis.yaxis.set_major_formatter(plain)
+    axis.yaxis.set_minor_formatter(plain)
+    axis.tick_params(axis="y", which="minor", labelsize=7)
     axis.set_xlabel("wall clock of the epochs (h), training and validation")
     axis.set_ylabel(f"validation MAE ({', '.join(sorted(set(units.values())))})")
     kept = "EMA of the weights" if any(row["raw"] for row in rows) else "weights"

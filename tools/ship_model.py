@@ -25,7 +25,7 @@ import torch
 
 from scannet.domain import QUANTILE, domain_path, load_domain
 from scannet.io.provenance import code_version, sha256_file
-from scannet.pretrained import CARD_FILE, MODEL_FILE, PRETRAINED_DIR, README_FILE
+from scannet.pretrained import CARD_FILE, DEFAULT_MODEL, MODEL_FILE, PRETRAINED_DIR, README_FILE
 from scannet.train import metrics as M
 from scannet.train.launches import read_launches
 from scannet.train.run_folder import BEST_MODEL_FILE, SPLIT_IDS_FILE, RunFolder
@@ -152,7 +152,13 @@ def build_card(
             "parameters": summary["parameters"],
         },
         "featurizer": checkpoint["featurizer_config"],
-        "recipe": {"file": recipe, **config["train"], "precision": config["precision"], "threads": config["threads"]},
+        "recipe": {
+            "file": recipe,
+            **config["train"],
+            "precision": config["precision"],
+            "compile": config.get("compile", False),
+            "threads": config["threads"],
+        },
         "training": {
             "epochs": summary["epochs_run"],
             "best_epoch": best + 1,
@@ -236,8 +242,16 @@ def render_readme(card: dict[str, Any]) -> str:
             "## Recipe",
             "",
             f"- `{recipe['file']}`: {train['epochs']} epochs (best: epoch {train['best_epoch']}), batch "
-            f"{recipe['batch_size']}, {recipe['schedule']} schedule from lr {recipe['lr']:g} to {recipe['min_lr']:g}, "
-            f"L2 {recipe['l2']:g}, seed {recipe['seed']}, {recipe['precision']}.",
+            f"{recipe['batch_size']}, {_schedule_words(recipe)}, L2 {recipe['l2']:g}, seed {recipe['seed']}, "
+            f"{recipe['precision']}"
+            + (" with `torch.compile`" if recipe.get("compile") else "")
+            + "."
+            + (
+                f" The validated and shipped weights are an exponential moving average of the weights (decay "
+                f"{recipe['ema_decay']:g})."
+                if recipe.get("ema_decay")
+                else ""
+            ),
             f"- Trained on {train['device']} with {recipe['threads']} torch threads (torch {train['torch']}); "
             + (
                 f"the last launch, resumed after epoch {train['resumed_from_epoch']}, took "
@@ -262,7 +276,10 @@ def render_readme(card: dict[str, Any]) -> str:
             "## Use and limits",
             "",
             "- `scannet predict FILE`, `scannet explain FILE`, `scannet screen` and `scannet.load()` use this model "
-            "when no `--model` is given.",
+            "when no `--model` is given."
+            if card["name"] == DEFAULT_MODEL
+            else f"- Not the default model (`{DEFAULT_MODEL}`): give it by name, `--model {card['name']}` or "
+            f'`scannet.load("{card["name"]}")`.',
             "- Trained on DFT-relaxed small organic molecules (at most 9 heavy atoms): other elements are refused; "
             "larger molecules, charged species, force-field geometries (e.g. from SMILES) and crystals are outside "
             "its training distribution and their predictions are extrapolations.",
@@ -271,6 +288,17 @@ def render_readme(card: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+def _schedule_words(recipe: dict[str, Any]) -> str:
+    """The learning-rate schedule in words: its kind, range and, where recorded, cosine span and warm-up."""
+    words = f"{recipe['schedule']} schedule from lr {recipe['lr']:g} to {recipe['min_lr']:g}"
+    if recipe["schedule"] == "cosine" and recipe.get("cosine_fraction") is not None:
+        fraction = recipe["cosine_fraction"]
+        words += " to the last step" if fraction == 1 else f" over the first {fraction:.0%} of the steps, then flat"
+    if recipe.get("warmup_epochs"):
+        words += f" after a linear warm-up of {recipe['warmup_epochs']:g} epoch(s)"
+    return words
 
 
 def _launch_lines(launches: list[dict[str, Any]], seconds: float | None) -> list[str]:
