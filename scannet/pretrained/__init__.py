@@ -17,7 +17,7 @@ from typing import Any
 PRETRAINED_DIR = Path(__file__).resolve().parent
 MODEL_FILE, CARD_FILE, README_FILE = "model.pt", "card.json", "README.md"
 #: The model used when none is given.
-DEFAULT_MODEL = "qm9-homo-lumo-gap-cpu"
+DEFAULT_MODEL = "qm9-homo-lumo-gap-cpu-budget"
 
 
 def names(root: Path | None = None) -> list[str]:
