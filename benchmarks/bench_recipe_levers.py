@@ -174,10 +174,9 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, data: Path) ->
     prepared, session, history = train_one(name, seed, args.epochs, targets, variant.overrides, args, data)
     scale = {t: prepared.dataset.report(t)[0] for t in targets}
     mae = {t: [r[M.VAL_MAE_PER_TARGET][t] * scale[t] for r in history] for t in targets}
-    raw = {t: [r[M.RAW_VAL_MAE_PER_TARGET][t] * scale[t] for r in history] for t in targets}
-    return Curve(
-        mae, [r[M.TRAIN_PER_S] for r in session.reports], raw if history[0].get(M.RAW_VAL_MAE_PER_TARGET) else {}
-    )
+    with_raw = all(r.get(M.RAW_VAL_MAE_PER_TARGET) for r in history)  # runs with an EMA (and of this version)
+    raw = {t: [r[M.RAW_VAL_MAE_PER_TARGET][t] * scale[t] for r in history] for t in targets} if with_raw else {}
+    return Curve(mae, [r[M.TRAIN_PER_S] for r in session.reports], raw)
 
 
 def spread(values: list[float]) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from scannet.pretrained import DEFAULT_MODEL
+
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 
 
@@ -47,7 +49,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
         assert "imported 300 structures, quarantined 0" in text[3] and "held out: 200" in text[3]
         summary = json.loads((work / "runs" / "finetune-demo" / "summary.json").read_text())
         assert summary["epochs_run"] == 3
-        assert "this launch started from the weights of qm9-homo-lumo-gap-cpu" in text[4]
+        assert f"this launch started from the weights of {DEFAULT_MODEL})" in text[4]
         assert re.search(r"val MAE homo [\d.]+ m?eV, lumo [\d.]+ m?eV, gap [\d.]+ m?eV", text[4]), text[4]
         assert re.search(r"test MAE +: homo [\d.]+ m?eV, lumo [\d.]+ m?eV, gap [\d.]+ m?eV", text[4]), text[4]
         maes = {target: (float(before), float(after)) for target, before, after in MAE_LINE.findall(text[5])}
