@@ -316,26 +316,23 @@ def test_hostile_count_line_stops_at_end_of_file(tmp_path):
     path.write_text(HOSTILE_XYZ)
     assert path.stat().st_size == 26
     child = textwrap.dedent(f"""
-        import resource, time
+        import resource
         from scannet.data.importers import import_structures
         resource.setrlimit(resource.RLIMIT_DATA, (2 << 30, 2 << 30))
         for name, limit in (("default", None), ("huge", 10**9)):  # the limit alone must not be what stops it
-            start = time.perf_counter()
             out = {str(tmp_path)!r} + "/" + name
             kwargs = {{}} if limit is None else {{"max_atoms": limit}}
             summary = import_structures([{str(path)!r}], out, progress=False, **kwargs)
-            seconds = time.perf_counter() - start
-            print(name, summary.n_written, summary.n_quarantined, round(seconds, 3))
+            print(name, summary.n_written, summary.n_quarantined)
     """)
     try:
         done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
         pytest.fail("import of a 26-byte xyz with a hostile count line did not finish within 30 s")
     assert done.returncode == 0, done.stderr[-2000:]
-    for line in done.stdout.split("\n")[:2]:
-        name, written, quarantined, seconds = line.split()
-        assert (written, quarantined) == ("0", "1")
-        assert float(seconds) < 1.0, f"{name}: {seconds} s for a 26-byte file"
+    for line in done.stdout.split("\n")[:2]:  # a reader that iterated towards the count would hit the timeout
+        name, written, quarantined = line.split()
+        assert (written, quarantined) == ("0", "1"), name
     for name in ("default", "huge"):
         (record,) = read_quarantine(tmp_path / name / "quarantine.parquet")
         assert record["id"] == f"{path}:0" and record["source"] == str(path)
