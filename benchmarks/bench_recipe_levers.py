@@ -46,8 +46,9 @@ from scannet.data.splits import standard_split
 from scannet.data.structures_table import STRUCTURES_FILE, StructuresWriter, read_units
 from scannet.home import default_data_cache
 from scannet.train import metrics as M
+from scannet.train.config import TrainConfig
 from scannet.train.run import prepare_run
-from scannet.train.run_config import build_run_config
+from scannet.train.run_config import RunConfig, build_run_config
 from scannet.train.run_folder import MODEL_FILE, TRAIN_STATE
 from scannet.train.trainer import predict_batches
 from scannet.train.worker import LocalSession, run_worker, split_stream
@@ -63,6 +64,10 @@ class Variant:
     overrides: dict[str, Any] = field(default_factory=dict)
     members: int = 1
     per_target: bool = False
+
+    def models(self, n_targets: int) -> int:
+        """How many models share the compute of one: the members, one per target, or 1."""
+        return self.members if self.members > 1 else n_targets if self.per_target else 1
 
 
 BF16 = {"precision": "bf16", "compile": True}
@@ -111,7 +116,8 @@ def train_one(name: str, seed: int, epochs: int, targets: tuple[str, ...], overr
     if "warmup_share" in train:
         train["warmup_epochs"] = epochs * train.pop("warmup_share")
     if "ema_share" in train:  # the time constant 1 / (1 - decay) as that share of the run's steps
-        steps = epochs * math.ceil(round(0.8 * args.structures) / train.get("batch_size", 128))
+        n_train = round((1 - RunConfig.val_fraction - RunConfig.test_fraction) * args.structures)
+        steps = epochs * math.ceil(n_train / train.get("batch_size", TrainConfig.batch_size))
         train["ema_decay"] = 1 - 1 / max(2.0, train.pop("ema_share") * steps)  # at least 2 steps (tiny runs)
     config = build_run_config(
         name=f"{name}-seed{seed}-n{args.structures}-e{epochs}",
@@ -149,7 +155,13 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, data: Path) ->
         mae, per_s = {}, []
         for target in targets:
             prepared, session, history = train_one(
-                f"{name}-{target}", seed, args.epochs // len(targets), (target,), variant.overrides, args, data
+                f"{name}-{target}",
+                seed,
+                args.epochs // variant.models(len(targets)),
+                (target,),
+                variant.overrides,
+                args,
+                data,
             )
             mae[target] = [history[-1][M.VAL_MAE_PER_TARGET][target] * prepared.dataset.report(target)[0]]
             per_s += [r[M.TRAIN_PER_S] for r in session.reports]
@@ -160,7 +172,7 @@ def train_variant(name: str, seed: int, args: argparse.Namespace, data: Path) ->
             prepared, session, _ = train_one(
                 f"{name}-m{member}",
                 seed + 1000 * member,
-                args.epochs // variant.members,
+                args.epochs // variant.models(len(targets)),
                 targets,
                 variant.overrides,
                 args,
@@ -196,13 +208,7 @@ def main() -> None:
     if len(args.seeds) < 3:
         parser.error("at least 3 seeds (a median and a range need them)")
     for name in args.variants:
-        parts = (
-            VARIANTS[name].members
-            if VARIANTS[name].members > 1
-            else len(args.targets)
-            if VARIANTS[name].per_target
-            else 1
-        )
+        parts = VARIANTS[name].models(len(args.targets))
         if args.epochs % parts:
             parser.error(f"{name}: --epochs must divide evenly over its {parts} models (equal compute)")
     data = no_test_table(default_data_cache())
